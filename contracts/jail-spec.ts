@@ -1,0 +1,99 @@
+// The jail spec: what a user writes in a fleet file or on the `jailfleet run` command line.
+// Parsed once at the boundary (CLI, API, agent); everything inside trusts the parsed type.
+import { z } from 'zod';
+
+/** Host and jail names: DNS labels, also valid as one NATS subject token. */
+export const NAME_RULE = 'lowercase letters, digits and "-", 1 to 63 characters, starting with a letter or digit';
+export const nameSchema = z
+  .string()
+  .min(1, { message: `must be 1 to 63 characters (${NAME_RULE})` })
+  .max(63, { message: `must be at most 63 characters (${NAME_RULE})` })
+  .regex(/^[a-z0-9][a-z0-9-]*$/, { message: `must be ${NAME_RULE}` });
+
+const noNul = (s: string) => !s.includes('\0');
+
+/** An absolute path without `..` or `.` segments, NUL bytes or repeated slashes. */
+export const absolutePathSchema = z
+  .string()
+  .min(1)
+  .max(1024, { message: 'must be at most 1024 characters' })
+  .refine((p) => p.startsWith('/'), { message: 'must be an absolute path (start with "/")' })
+  .refine(noNul, { message: 'must not contain a NUL byte' })
+  .refine((p) => !p.split('/').some((seg) => seg === '..' || seg === '.'), {
+    message: 'must not contain "." or ".." segments',
+  })
+  .refine((p) => !p.includes('//'), { message: 'must not contain "//"' })
+  .transform((p) => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p));
+
+export const mountSchema = z.strictObject({
+  source: absolutePathSchema.refine((p) => p !== '/', { message: 'must not be "/" (the whole host)' }),
+  target: absolutePathSchema.refine((p) => p !== '/', { message: 'must not be "/" (the jail root itself)' }),
+  readOnly: z.boolean().default(true),
+});
+export type Mount = z.infer<typeof mountSchema>;
+
+const hostnameSchema = z
+  .string()
+  .min(1)
+  .max(253, { message: 'must be at most 253 characters' })
+  .regex(/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, {
+    message: 'must be a valid hostname (letters, digits, "-" and "." between labels of at most 63 characters)',
+  });
+
+const argSchema = z
+  .string()
+  .max(8192, { message: 'each argument must be at most 8192 characters' })
+  .refine(noNul, { message: 'must not contain a NUL byte' });
+
+export const envSchema = z
+  .record(
+    z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, {
+      message: 'environment variable names must be letters, digits and "_", not starting with a digit',
+    }),
+    z.string().max(32768, { message: 'must be at most 32768 characters' }).refine(noNul, { message: 'must not contain a NUL byte' }),
+  )
+  .refine((env) => Object.keys(env).length <= 256, { message: 'at most 256 variables' });
+
+export const NETWORK_MODES = ['inherit', 'none'] as const;
+export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
+export type RestartPolicy = (typeof RESTART_POLICIES)[number];
+
+export const jailSpecSchema = z.strictObject({
+  name: nameSchema,
+  command: z
+    .array(argSchema)
+    .min(1, { message: 'must have at least one element (the program to run)' })
+    .max(1024, { message: 'at most 1024 arguments' })
+    .refine((argv) => argv[0] !== '', { message: 'the program (first element) must not be empty' }),
+  hostname: hostnameSchema.optional(),
+  env: envSchema.default({}),
+  mounts: z.array(mountSchema).max(64, { message: 'at most 64 mounts' }).default([]),
+  network: z.enum(NETWORK_MODES).default('inherit'),
+  restart: z.enum(RESTART_POLICIES).default('always'),
+  stopTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
+  placement: z.strictObject({ host: nameSchema.optional() }).default({}),
+})
+  .refine((s) => new Set(s.mounts.map((m) => m.target)).size === s.mounts.length, {
+    message: 'two mounts have the same target',
+    path: ['mounts'],
+  });
+
+/** A spec as written by a user (defaults not applied yet). */
+export type JailSpecInput = z.input<typeof jailSpecSchema>;
+/** A parsed spec: every default applied. */
+export type JailSpec = z.output<typeof jailSpecSchema>;
+
+/** The hostname a jail sees: its own setting, else its name. */
+export const jailHostname = (spec: JailSpec) => spec.hostname ?? spec.name;
+
+/** A fleet file: `{ jails: [spec, ...] }` in YAML or JSON. Names must be unique. */
+export const fleetSchema = z
+  .strictObject({ jails: z.array(jailSpecSchema).min(1).max(10_000) })
+  .superRefine((fleet, ctx) => {
+    const seen = new Set<string>();
+    fleet.jails.forEach((j, i) => {
+      if (seen.has(j.name)) ctx.addIssue({ code: 'custom', message: `duplicate jail name "${j.name}"`, path: ['jails', i, 'name'] });
+      seen.add(j.name);
+    });
+  });
+export type Fleet = z.output<typeof fleetSchema>;

@@ -1,0 +1,96 @@
+// Messages between services: commands (scheduler → agent), state events (agent → status),
+// heartbeats (agent → scheduler, status) and exec (CLI → agent). Every message carries `v`.
+import { z } from 'zod';
+import { jailSpecSchema, nameSchema } from './jail-spec.js';
+
+export const WIRE_VERSION = 1 as const;
+const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
+const generation = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const isoTime = z.string().datetime({ offset: true });
+
+/** Stable states of a jail, as the lifecycle machine and `jailfleet ps` name them. */
+export const JAIL_STATES = ['pending', 'prepared', 'mounted', 'running', 'stopped', 'failed', 'destroyed'] as const;
+export type JailState = (typeof JAIL_STATES)[number];
+export const jailStateSchema = z.enum(JAIL_STATES);
+
+/** The steps a driver performs; a failure names one. */
+export const DRIVER_STEPS = ['prepare', 'mount', 'start', 'stop', 'unmount', 'destroy', 'place'] as const;
+export type DriverStep = (typeof DRIVER_STEPS)[number];
+export const jailErrorSchema = z.object({ step: z.enum(DRIVER_STEPS), message: z.string().max(4096) });
+export type JailError = z.infer<typeof jailErrorSchema>;
+
+/**
+ * A command to an agent: bring `jail` at `generation` to `desired`.
+ * `ensure` carries the spec; `destroy` removes the jail of that generation or older.
+ * `revision` is the desired-state revision it came from, so a repeated stop/start of one
+ * generation is a new command while a redelivered one is not.
+ */
+export const commandSchema = z.discriminatedUnion('op', [
+  z.object({
+    v,
+    op: z.literal('ensure'),
+    jail: nameSchema,
+    generation,
+    revision: z.number().int().min(0),
+    desired: z.enum(['running', 'stopped']),
+    spec: jailSpecSchema,
+    issuedAt: isoTime,
+  }),
+  z.object({
+    v,
+    op: z.literal('destroy'),
+    jail: nameSchema,
+    generation,
+    revision: z.number().int().min(0),
+    issuedAt: isoTime,
+  }),
+]);
+export type Command = z.infer<typeof commandSchema>;
+export const commandMsgId = (c: Command) => `${c.jail}/${c.generation}/${c.op}/${c.revision}`;
+
+/** A state event: published by an agent on every stable state of a jail. */
+export const stateEventSchema = z.object({
+  v,
+  host: nameSchema,
+  jail: nameSchema,
+  generation,
+  /** Per jail and generation, strictly increasing, kept across agent restarts. */
+  seq: z.number().int().min(1),
+  state: jailStateSchema,
+  pid: z.number().int().positive().nullable(),
+  exitCode: z.number().int().nullable(),
+  restarts: z.number().int().min(0),
+  error: jailErrorSchema.nullable(),
+  at: isoTime,
+});
+export type StateEvent = z.infer<typeof stateEventSchema>;
+
+export const heartbeatSchema = z.object({
+  v,
+  host: nameSchema,
+  at: isoTime,
+  startedAt: isoTime,
+  driver: z.enum(['linux', 'freebsd']),
+  jails: z
+    .array(z.object({ name: nameSchema, generation, state: jailStateSchema, pid: z.number().int().positive().nullable() }))
+    .max(100_000),
+});
+export type Heartbeat = z.infer<typeof heartbeatSchema>;
+
+export const EXEC_MAX_OUTPUT = 1024 * 1024;
+export const execRequestSchema = z.object({
+  v,
+  jail: nameSchema,
+  command: jailSpecSchema.shape.command,
+  timeoutMs: z.number().int().min(1).max(3_600_000).default(30_000),
+  maxOutputBytes: z.number().int().min(0).max(EXEC_MAX_OUTPUT).default(256 * 1024),
+});
+export type ExecRequest = z.output<typeof execRequestSchema>;
+export const execResultSchema = z.object({
+  exitCode: z.number().int(),
+  stdout: z.string(),
+  stderr: z.string(),
+  truncated: z.boolean(),
+  timedOut: z.boolean(),
+});
+export type ExecResult = z.infer<typeof execResultSchema>;

@@ -1,0 +1,62 @@
+// The one interface behind which the freebsd and linux drivers sit. The lifecycle machine's
+// invoked steps call it; every method is idempotent, because a restarted agent may repeat a step.
+import type { JailSpec, ExecResult } from '../../../contracts/index.js';
+
+export type DriverKind = 'linux' | 'freebsd';
+
+/** What the driver itself can see of a jail, without the agent's memory. */
+export interface JailInspection {
+  name: string;
+  /** Root filesystem exists under the data directory. */
+  prepared: boolean;
+  /** Mounts made by `mount` are in place. */
+  mounted: boolean;
+  /** Host pid of the jail's init if it is alive (checked against its recorded start time). */
+  pid: number | null;
+}
+
+export interface ExecOptions {
+  timeoutMs: number;
+  maxOutputBytes: number;
+}
+
+export interface JailDriver {
+  readonly kind: DriverKind;
+  /** Builds the jail's root filesystem (thin: read-only binds of a base, a generated /etc). */
+  prepare(spec: JailSpec): Promise<void>;
+  /** Makes /dev, /tmp and the spec's mounts inside the root. */
+  mount(spec: JailSpec): Promise<void>;
+  /** Starts the jail detached (it outlives the agent); resolves with the host pid of its init. */
+  start(spec: JailSpec): Promise<{ pid: number }>;
+  /**
+   * Resolves when the jail whose init has host pid `pid` has exited, with its exit code
+   * (128 + signal when killed, null when unknown). Works for jails started by an earlier agent.
+   * Rejects with an AbortError when `signal` aborts.
+   */
+  wait(name: string, pid: number, signal: AbortSignal): Promise<{ exitCode: number | null }>;
+  /** SIGTERM to the jail's init, SIGKILL after spec.stopTimeoutMs; no process of the jail is left. */
+  stop(spec: JailSpec): Promise<{ exitCode: number | null }>;
+  /** Releases every mount that `prepare` and `mount` made, keeping the root's files. */
+  unmount(spec: JailSpec): Promise<void>;
+  /** Stops, unmounts and removes everything the driver made for this jail. */
+  destroy(name: string): Promise<void>;
+  inspect(name: string): Promise<JailInspection>;
+  /** Names of every jail the driver has state for on this host. */
+  list(): Promise<string[]>;
+  /** Runs argv inside a running jail (its namespaces and root), non-interactive. */
+  exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult>;
+}
+
+/** A driver step failed: carries the step, the argv that failed and its stderr. */
+export class DriverStepFailed extends Error {
+  constructor(
+    readonly step: 'prepare' | 'mount' | 'start' | 'stop' | 'unmount' | 'destroy' | 'exec',
+    message: string,
+    readonly argv: string[] = [],
+    readonly stderr = '',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'DriverStepFailed';
+  }
+}
