@@ -9,7 +9,9 @@ export function describeIssues(error: z.ZodError, prefix = ''): string {
     .slice(0, 5)
     .map((i) => {
       const path = [prefix, ...i.path.map(String)].filter((p) => p !== '').join('.');
-      return `${path || '(root)'}: ${i.message}`;
+      // a record key's own rule is nested inside zod's generic "Invalid key in record"
+      const inner = i.code === 'invalid_key' ? i.issues[0]?.message : undefined;
+      return `${path || '(root)'}: ${inner ?? i.message}`;
     })
     .join('; ');
 }

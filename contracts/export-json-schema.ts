@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { fleetSchema, jailSpecSchema } from './jail-spec.js';
+import { envRecordSchema, envSchema, fleetSchema, jailSpecSchema } from './jail-spec.js';
 import { commandSchema, execRequestSchema, heartbeatSchema, stateEventSchema } from './messages.js';
 import { applyRequestSchema, nameRequestSchema, psRequestSchema } from './api.js';
 
@@ -23,7 +23,14 @@ export const jsonSchemas: Record<string, z.ZodTypeAny> = {
 export function renderJsonSchemas(): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [name, schema] of Object.entries(jsonSchemas)) {
-    const json = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' });
+    const json = z.toJSONSchema(schema, {
+      io: 'input',
+      unrepresentable: 'any',
+      // env is checked as `unknown` first (to refuse a "__proto__" key), then as the record
+      override: (ctx) => {
+        if (ctx.zodSchema === envSchema) Object.assign(ctx.jsonSchema, z.toJSONSchema(envRecordSchema, { io: 'input' }), { $schema: undefined });
+      },
+    });
     out[`${name}.json`] = JSON.stringify({ $id: `jailfleet/${name}`, ...json }, null, 2) + '\n';
   }
   return out;

@@ -4,3 +4,4 @@ export * from './jail-spec.js';
 export * from './messages.js';
 export * from './api.js';
 export * from './errors.js';
+export * from './state.js';

@@ -3,12 +3,12 @@
 import { z } from 'zod';
 
 /** Host and jail names: DNS labels, also valid as one NATS subject token. */
-export const NAME_RULE = 'lowercase letters, digits and "-", 1 to 63 characters, starting with a letter or digit';
+export const NAME_RULE = 'lowercase letters, digits and "-", 1 to 63 characters, starting and ending with a letter or digit';
 export const nameSchema = z
   .string()
   .min(1, { message: `must be 1 to 63 characters (${NAME_RULE})` })
   .max(63, { message: `must be at most 63 characters (${NAME_RULE})` })
-  .regex(/^[a-z0-9][a-z0-9-]*$/, { message: `must be ${NAME_RULE}` });
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, { message: `must be ${NAME_RULE}` });
 
 const noNul = (s: string) => !s.includes('\0');
 
@@ -45,7 +45,7 @@ const argSchema = z
   .max(8192, { message: 'each argument must be at most 8192 characters' })
   .refine(noNul, { message: 'must not contain a NUL byte' });
 
-export const envSchema = z
+export const envRecordSchema = z
   .record(
     z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, {
       message: 'environment variable names must be letters, digits and "_", not starting with a digit',
@@ -54,6 +54,14 @@ export const envSchema = z
   )
   .refine((env) => Object.keys(env).length <= 256, { message: 'at most 256 variables' });
 
+export const envSchema = z
+  .unknown()
+  // a JSON object's own "__proto__" key would be dropped silently by the record: refuse it
+  .superRefine((v, ctx) => {
+    if (v !== null && typeof v === 'object' && Object.prototype.hasOwnProperty.call(v, '__proto__'))
+      ctx.addIssue({ code: 'custom', message: '"__proto__" is not allowed as a variable name', path: ['__proto__'] });
+  })
+  .pipe(envRecordSchema);
 export const NETWORK_MODES = ['inherit', 'none'] as const;
 export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
 export type RestartPolicy = (typeof RESTART_POLICIES)[number];
