@@ -1,0 +1,839 @@
+// The freebsd driver: a jail is a FreeBSD jail(8) whose root is a thin base (read-only nullfs
+// mounts of the host's bin, sbin, lib, libexec and usr, or a zfs clone of a base snapshot) with a
+// generated /etc, a devfs /dev restricted by a ruleset, a tmpfs /tmp and the spec's nullfs mounts.
+// Every tool runs through the injected CommandRunner as an argv array: there is no shell anywhere,
+// so a hostile name or argument can never be parsed as shell syntax. It must never make the
+// driver's data directory visible inside a jail, never mount over a path a jail could have
+// redirected with a symlink, and never delete files through a mount.
+//
+// Every argv below was checked against the FreeBSD 14 manual pages named next to its builder.
+import { lstat, mkdir, readFile, readdir, realpath, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { execa } from 'execa';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
+import { DriverStepFailed, type ExecOptions, type JailDriver, type JailInspection } from './driver.js';
+
+type Step = DriverStepFailed['step'];
+
+/** Runs one program (argv[0], looked up in a fixed PATH) with arguments; never through a shell. */
+export type CommandRunner = (
+  argv: string[],
+  opts?: { input?: string; timeoutMs?: number; maxOutputBytes?: number },
+) => Promise<{ exitCode: number; stdout: string; stderr: string; timedOut?: boolean; truncated?: boolean }>;
+
+export interface FreebsdDriverOptions {
+  /** Where the driver keeps its state: `${dataDir}/jails/<name>/`. Never visible inside a jail. */
+  dataDir: string;
+  /** The thin base: its bin, sbin, lib, libexec and usr are nullfs-mounted read-only. Default '/'. */
+  base?: string;
+  /** The devfs(8) ruleset of a jail's /dev; default 4 (devfsrules_jail of /etc/defaults/devfs.rules). */
+  devfsRuleset?: number;
+  /**
+   * A parent dataset: when set, `<zfsDataset>/base` holds the base system, `<zfsDataset>/base@jailfleet`
+   * is its snapshot, and each jail's root is the clone `<zfsDataset>/<name>` instead of nullfs mounts.
+   */
+  zfsDataset?: string;
+  run?: CommandRunner;
+  logger?: Pick<Logger, 'debug' | 'info' | 'warn'>;
+}
+
+/** Host directories a thin root borrows read-only (the FreeBSD base system outside /etc and /var). */
+const BASE_DIRS = ['bin', 'sbin', 'lib', 'libexec', 'usr'] as const;
+const BASE_SNAPSHOT = 'jailfleet';
+/** The environment of the driver's own tools: fixed, so lookups and messages are predictable. */
+const TOOL_ENV = { PATH: '/sbin:/bin:/usr/sbin:/usr/bin', LC_ALL: 'C' };
+const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
+const POLL_MS = 100;
+/** How long start() waits for daemon(8) to write the pid file and the command to enter the jail. */
+const START_WAIT_MS = 10_000;
+/** How long destroy() lets a jail handle SIGTERM before it is removed, at most. */
+const DESTROY_GRACE_MS = 2_000;
+/** The exit code of exec() when its timeout killed the command (as timeout(1) reports it). */
+const TIMEOUT_EXIT_CODE = 124;
+
+// ---- argv builders (pure) ----
+
+/** jls(8): `--libxo json` (xo_options(7)), `-v` adds name and state, `-j` selects one jail by name. */
+const jlsArgv = (name?: string) => ['jls', '--libxo', 'json', '-v', ...(name === undefined ? [] : ['-j', name])];
+
+/**
+ * jail(8) "Jail Parameters": `-c` creates from command-line parameters (jail.conf(5) is not read);
+ * `persist` lets the jail exist without processes; `ip4`/`ip6` are `inherit` (all host addresses) or
+ * `disable` ("stop the jail from using IPv4 entirely"), which with no ip4.addr/ip6.addr leaves a
+ * jail with no network at all.
+ */
+function jailCreateArgv(name: string, root: string, hostname: string, network: JailSpec['network']): string[] {
+  const ip = network === 'none' ? ['ip4=disable', 'ip6=disable'] : ['ip4=inherit', 'ip6=inherit'];
+  return ['jail', '-c', `name=${name}`, `path=${root}`, `host.hostname=${hostname}`, ...ip, 'persist'];
+}
+
+/**
+ * jail(8) `-R`: "removes an existing jail without using the configuration file ... the jail will
+ * simply be removed" (jail_remove(2) kills every process left). Not `-r`: that would read
+ * /etc/jail.conf (running exec.stop of a same-named entry there) and wait stop.timeout (10 s) again
+ * after stop() has already given the jail its spec.stopTimeoutMs.
+ */
+const jailRemoveArgv = (name: string) => ['jail', '-R', name];
+
+/** jexec(8) without -l/-u/-U: runs as the host's root, in the jail, from its root directory. */
+const jexecKillAllArgv = (name: string) => ['jexec', name, '/bin/kill', '-TERM', '-1'];
+
+/**
+ * jexec(8): `-l` "execute in a clean environment", `-U root` the jail's own root user (from its
+ * pwd.db, which prepare() builds). env(1) `-i`: "execute the utility with only those environment
+ * variables specified by name=value options", so the command sees the spec's env and nothing else.
+ */
+function jexecCommandArgv(name: string, env: Record<string, string>, command: string[]): string[] {
+  return ['jexec', '-l', '-U', 'root', name, '/usr/bin/env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...command];
+}
+
+/**
+ * daemon(8), run on the host: `-f` stdio to /dev/null (then `-o` takes stdout and stderr), `-c` cwd
+ * "/", `-o` appends the output to a file, `-p` writes "the ID of the created process" and removes it
+ * "after the process exits". `--` ends daemon's options, so the command's own flags are never
+ * read as daemon's. The created process is jexec, which execs env, which execs the command: one
+ * host pid, the jail's main process. See start() for why daemon runs on the host.
+ */
+const daemonArgv = (pidFile: string, consoleFile: string, command: string[]) =>
+  ['daemon', '-f', '-c', '-o', consoleFile, '-p', pidFile, '--', ...command];
+
+/** pgrep(1) `-j jail`: "restrict matches to processes inside the specified jails"; exit 1 when none. */
+const pgrepArgv = (name: string) => ['pgrep', '-j', name];
+
+/** mount(8) `-p`: "print mount information in fstab(5) format". */
+const mountListArgv = () => ['mount', '-p'];
+
+/** mount_nullfs(8) `[-o options] target mount-point`; `-o ro` per mount(8). */
+const nullfsArgv = (source: string, target: string, readOnly: boolean) =>
+  ['mount_nullfs', ...(readOnly ? ['-o', 'ro'] : []), source, target];
+
+/**
+ * mount(8) `-t devfs` with devfs(5)'s `ruleset=` option, which "set[s] ruleset number ruleset as the
+ * current ruleset for the mount-point and appl[ies] all its rules" — as jail(8)'s own mount.devfs
+ * does (`mount -t devfs -oruleset=4`), so nodes created later are filtered too and the mount never
+ * exists unrestricted.
+ */
+const devfsMountArgv = (dev: string, ruleset: number) => ['mount', '-t', 'devfs', '-o', `ruleset=${ruleset}`, 'devfs', dev];
+
+/** devfs(8) `-m mount-point rule -s ruleset applyset`: "apply all the rules in the ruleset". */
+const devfsApplyArgv = (dev: string, ruleset: number) => ['devfs', '-m', dev, 'rule', '-s', String(ruleset), 'applyset'];
+
+/** devfs(8) `rule showsets`: "report the numbers of existing rulesets". */
+const devfsShowsetsArgv = () => ['devfs', 'rule', 'showsets'];
+
+/** tmpfs(5) `mount -t tmpfs tmpfs /tmp`; `mode` of the root inode, mount(8) `nosuid`. */
+const tmpfsArgv = (tmp: string) => ['mount', '-t', 'tmpfs', '-o', 'mode=1777,nosuid', 'tmpfs', tmp];
+
+/** umount(8) `[-f] node`: `-f` "the file system is forcibly unmounted". */
+const umountArgv = (node: string, force = false) => ['umount', ...(force ? ['-f'] : []), node];
+
+/**
+ * pwd_mkdb(8) `-p -d directory file`: builds pwd.db and spwd.db (what getpwnam(3), hence `jexec -U`,
+ * reads; a passwd file alone is not enough on FreeBSD) and the V7 passwd into the jail's etc.
+ */
+const pwdMkdbArgv = (etc: string) => ['pwd_mkdb', '-p', '-d', etc, join(etc, 'master.passwd')];
+
+/** zfs-list(8) `-H` (scripting mode) `-o name`, `-t snapshot`; exit 1 when the dataset does not exist. */
+const zfsListArgv = (dataset: string, snapshot = false) =>
+  ['zfs', 'list', '-H', '-o', 'name', ...(snapshot ? ['-t', 'snapshot'] : []), dataset];
+/** zfs-snapshot(8) `zfs snapshot filesystem@snapname`. */
+const zfsSnapshotArgv = (snapshot: string) => ['zfs', 'snapshot', snapshot];
+/** zfs-clone(8) `zfs clone [-o property=value] snapshot filesystem`; mountpoint per zfsprops(7). */
+const zfsCloneArgv = (snapshot: string, dataset: string, mountpoint: string) =>
+  ['zfs', 'clone', '-o', `mountpoint=${mountpoint}`, snapshot, dataset];
+/** zfs-mount(8) `zfs mount filesystem`. */
+const zfsMountArgv = (dataset: string) => ['zfs', 'mount', dataset];
+/** zfs-destroy(8) `zfs destroy filesystem`. */
+const zfsDestroyArgv = (dataset: string) => ['zfs', 'destroy', dataset];
+
+/** rctl(8) `-r filter`: "remove rules matching filter"; jail rules outlive the jail otherwise. */
+const rctlRemoveArgv = (name: string) => ['rctl', '-r', `jail:${name}`];
+
+/**
+ * rctl(8) `-a` rules `subject:subject-id:resource:action=amount` for a jail: memoryuse ("resident
+ * set size, in bytes"), pcpu ("%CPU, in percents of a single CPU core"), maxproc ("number of
+ * processes"), each with action deny. RCTL needs kern.racct.enable=1 (a loader tunable).
+ */
+export function rctlRules(name: string, limits: { memoryMB?: number; cpuPercent?: number; maxProcs?: number }): string[][] {
+  if (!nameSchema.safeParse(name).success) throw new Error(`invalid jail name ${JSON.stringify(name)}`);
+  const positiveInt = (what: string, n: number) => {
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`${what} must be a positive integer, got ${n}`);
+    return n;
+  };
+  const rules: string[][] = [];
+  if (limits.memoryMB !== undefined) {
+    rules.push(['rctl', '-a', `jail:${name}:memoryuse:deny=${positiveInt('memoryMB', limits.memoryMB) * 1024 * 1024}`]);
+  }
+  if (limits.cpuPercent !== undefined) rules.push(['rctl', '-a', `jail:${name}:pcpu:deny=${positiveInt('cpuPercent', limits.cpuPercent)}`]);
+  if (limits.maxProcs !== undefined) rules.push(['rctl', '-a', `jail:${name}:maxproc:deny=${positiveInt('maxProcs', limits.maxProcs)}`]);
+  return rules;
+}
+
+// ---- parsers of tool output ----
+
+const jlsJsonSchema = z.object({
+  'jail-information': z.object({
+    jail: z
+      .array(
+        z.object({
+          jid: z.coerce.number().int(),
+          name: z.string().optional(),
+          hostname: z.string().optional(),
+          path: z.string().optional(),
+          state: z.string().optional(),
+        }),
+      )
+      .default([]),
+  }),
+});
+
+export interface JlsJail {
+  jid: number;
+  name: string;
+  hostname: string;
+  path: string;
+  dying: boolean;
+}
+
+/**
+ * Parses `jls --libxo json [-v]`: `{"__version": "2", "jail-information": {"jail": [{"jid": 1,
+ * "hostname": ..., "path": ..., "name": ..., "state": "ACTIVE"}]}}` (jls.c, JLS_XO_VERSION "2").
+ * A jail without a name is named by its jid, as jail(8) says.
+ */
+export function parseJlsJson(text: string): JlsJail[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`jls printed no valid JSON: ${text.slice(0, 200)}`, { cause: err });
+  }
+  const parsed = jlsJsonSchema.safeParse(json);
+  if (!parsed.success) throw new Error(`jls printed JSON of an unknown shape: ${parsed.error.message}`);
+  return parsed.data['jail-information'].jail.map((j) => ({
+    jid: j.jid,
+    name: j.name ?? String(j.jid),
+    hostname: j.hostname ?? '',
+    path: j.path ?? '',
+    dying: j.state === 'DYING',
+  }));
+}
+
+/**
+ * The mount table from `mount -p`: fstab(5) lines "special node type options dump pass". mount(8)
+ * does not escape blanks there, so each line keeps "special node" together and a node is found as
+ * a path that follows a blank (our nodes are absolute paths under the data directory, and no
+ * source may lie there).
+ */
+class MountTable {
+  private readonly heads: string[];
+
+  constructor(text: string) {
+    this.heads = text
+      .split('\n')
+      .map((line) => line.replace(/\s+\S+\s+\S+\s+\S+\s+\S+\s*$/, ''))
+      .filter((head) => head.trim() !== '');
+  }
+
+  has(path: string): boolean {
+    return this.heads.some((h) => h.endsWith(` ${path}`) || h.endsWith(`\t${path}`));
+  }
+
+  /** Mount points at or under `dir`, in mount order. */
+  under(dir: string): string[] {
+    const found: string[] = [];
+    for (const h of this.heads) {
+      const m = new RegExp(`[ \\t](${escapeRegExp(dir)}(?:/.*)?)$`).exec(h);
+      if (m) found.push(m[1]);
+    }
+    return found;
+  }
+}
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+// ---- the default runner ----
+
+function collect(stream: Readable | null | undefined, cap: number) {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let truncated = false;
+  stream?.on('data', (chunk: Buffer) => {
+    const room = cap - size;
+    if (chunk.length > room) truncated = true;
+    if (room <= 0) return;
+    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    chunks.push(kept);
+    size += kept.length;
+  });
+  return () => ({ text: Buffer.concat(chunks).toString('utf8'), truncated });
+}
+
+/** The real runner: execa with an argv array (never a shell), a fixed environment, output capped. */
+export const execaRunner: CommandRunner = async (argv, opts = {}) => {
+  const cap = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
+  const child = execa(argv[0], argv.slice(1), {
+    reject: false,
+    buffer: false,
+    env: TOOL_ENV,
+    extendEnv: false,
+    ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
+    ...(opts.timeoutMs === undefined ? {} : { timeout: opts.timeoutMs }),
+    killSignal: 'SIGKILL',
+  });
+  const out = collect(child.stdout, cap);
+  const err = collect(child.stderr, cap);
+  const r = await child;
+  const stdout = out();
+  const stderr = err();
+  const truncated = stdout.truncated || stderr.truncated;
+  if (r.timedOut) return { exitCode: TIMEOUT_EXIT_CODE, stdout: stdout.text, stderr: stderr.text, timedOut: true, truncated };
+  if (typeof r.exitCode === 'number') return { exitCode: r.exitCode, stdout: stdout.text, stderr: stderr.text, truncated };
+  const signo = r.signal ? osConstants.signals[r.signal] : undefined;
+  if (signo) return { exitCode: 128 + signo, stdout: stdout.text, stderr: stderr.text, truncated };
+  // Could not run at all (e.g. ENOENT): report it like a shell would, with execa's reason.
+  return { exitCode: 127, stdout: stdout.text, stderr: stderr.text || (r.shortMessage ?? ''), truncated };
+};
+
+// ---- file helpers (the jail can write in its root: never follow what it may have planted) ----
+
+const isWithin = (dir: string, p: string) => p.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
+const errCode = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code;
+const ifExists = <T>(p: Promise<T>): Promise<T | null> =>
+  p.catch((err) => {
+    if (errCode(err) === 'ENOENT') return null;
+    throw err;
+  });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function abortError(signal: AbortSignal): Error {
+  const err = new Error('waiting for the jail was aborted', { cause: signal.reason });
+  err.name = 'AbortError';
+  return err;
+}
+
+/** Writes a file by rename, so an existing symlink at `path` is replaced, never followed. */
+async function writeFileAtomic(path: string, content: string, mode = 0o644): Promise<void> {
+  const tmp = join(dirname(path), `.${path.slice(dirname(path).length + 1)}.jailfleet-tmp`);
+  await ifExists(unlink(tmp));
+  await writeFile(tmp, content, { flag: 'wx', mode });
+  await rename(tmp, path);
+}
+
+/** Makes (or checks) `root/rel` as a real directory, refusing any component that is a symlink or file. */
+async function ensureRealDir(root: string, rel: string, mode = 0o755): Promise<string> {
+  let cur = root;
+  for (const seg of rel.split('/').filter(Boolean)) {
+    cur = join(cur, seg);
+    let st = await ifExists(lstat(cur));
+    if (!st) {
+      await mkdir(cur, { mode }).catch((err) => {
+        if (errCode(err) !== 'EEXIST') throw err;
+      });
+      st = await lstat(cur);
+    }
+    if (!st.isDirectory()) throw new Error(`${cur} is not a directory (a symlink or a file): refusing to use it`);
+  }
+  return cur;
+}
+
+/** The generated /etc of a jail: enough for libc and jexec -U root, nothing of the host's. */
+function generatedEtc(hostname: string): Record<string, { content: string; mode: number }> {
+  return {
+    // passwd(5): name:password:uid:gid:class:change:expire:gecos:home_dir:shell
+    'master.passwd': {
+      content: 'root:*:0:0::0:0:root:/root:/bin/sh\nnobody:*:65534:65534::0:0:Unprivileged user:/nonexistent:/usr/sbin/nologin\n',
+      mode: 0o600,
+    },
+    passwd: { content: 'root:*:0:0:root:/root:/bin/sh\nnobody:*:65534:65534:Unprivileged user:/nonexistent:/usr/sbin/nologin\n', mode: 0o644 },
+    group: { content: 'wheel:*:0:root\nnogroup:*:65533:\nnobody:*:65534:\n', mode: 0o644 },
+    hosts: { content: `::1\t\tlocalhost\n127.0.0.1\tlocalhost\n127.0.0.1\t${hostname}\n`, mode: 0o644 },
+    hostname: { content: `${hostname}\n`, mode: 0o644 },
+  };
+}
+
+/** Runs jails with jail(8), jexec(8), nullfs, devfs and (optionally) zfs clones on a FreeBSD host, as root. */
+export class FreebsdDriver implements JailDriver {
+  readonly kind = 'freebsd' as const;
+  private readonly dataDirOption: string;
+  private readonly base: string;
+  private readonly devfsRuleset: number;
+  private readonly zfsDataset: string | undefined;
+  private readonly runner: CommandRunner;
+  private readonly log?: FreebsdDriverOptions['logger'];
+  private realDataDir: Promise<string> | null = null;
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(options: FreebsdDriverOptions) {
+    this.dataDirOption = options.dataDir;
+    this.base = options.base ?? '/';
+    this.devfsRuleset = options.devfsRuleset ?? 4;
+    if (!Number.isInteger(this.devfsRuleset) || this.devfsRuleset < 1) {
+      throw new Error(`devfsRuleset must be a positive integer (0 is the unrestricted ruleset), got ${options.devfsRuleset}`);
+    }
+    this.zfsDataset = options.zfsDataset?.replace(/\/+$/, '');
+    this.runner = options.run ?? execaRunner;
+    this.log = options.logger;
+  }
+
+  async prepare(spec: JailSpec): Promise<void> {
+    await this.step('prepare', spec.name, async () => {
+      const p = await this.paths(spec.name);
+      // Never write into the root of a running jail: its processes could swap a directory for a
+      // symlink between our check and a write. A running jail was prepared already.
+      if (await this.jail(spec.name)) return;
+      await mkdir(p.dir, { recursive: true, mode: 0o700 });
+      await writeFileAtomic(p.spec, JSON.stringify(spec), 0o600);
+
+      if (this.zfsDataset) await this.prepareZfsRoot(spec.name, p.root);
+      else await this.prepareNullfsRoot(spec.name, p.root);
+
+      const etc = await ensureRealDir(p.root, 'etc');
+      // Only files the driver writes live here; drop any symlink a jail left, before pwd_mkdb writes.
+      for (const entry of await readdir(etc, { withFileTypes: true })) {
+        if (entry.isSymbolicLink()) await unlink(join(etc, entry.name));
+      }
+      const files = generatedEtc(jailHostname(spec));
+      const resolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => null);
+      if (resolv !== null) files['resolv.conf'] = { content: resolv, mode: 0o644 };
+      for (const [file, { content, mode }] of Object.entries(files)) await writeFileAtomic(join(etc, file), content, mode);
+      await this.tool('prepare', spec.name, pwdMkdbArgv(etc));
+      for (const dir of ['dev', 'tmp', 'var/run', 'var/log']) await ensureRealDir(p.root, dir);
+      await ensureRealDir(p.root, 'root', 0o700);
+      this.log?.info({ jail: spec.name, root: p.root }, 'jail root prepared');
+    });
+  }
+
+  async mount(spec: JailSpec): Promise<void> {
+    await this.step('mount', spec.name, async () => {
+      const p = await this.paths(spec.name);
+      const mounts = await this.mountTable('mount', spec.name);
+      if (!this.rootMounted(p.root, mounts)) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} is not mounted)`);
+
+      const sets = (await this.tool('mount', spec.name, devfsShowsetsArgv())).stdout.split(/\s+/).filter(Boolean);
+      if (!sets.includes(String(this.devfsRuleset))) {
+        throw new Error(`devfs ruleset ${this.devfsRuleset} is not loaded (run: service devfs restart); refusing an unrestricted /dev`);
+      }
+      const dev = await ensureRealDir(p.root, 'dev');
+      if (!mounts.has(dev)) await this.tool('mount', spec.name, devfsMountArgv(dev, this.devfsRuleset));
+      await this.tool('mount', spec.name, devfsApplyArgv(dev, this.devfsRuleset));
+      const tmp = await ensureRealDir(p.root, 'tmp');
+      if (!mounts.has(tmp)) await this.tool('mount', spec.name, tmpfsArgv(tmp));
+
+      // Parents before children, so a mount at /a/b lands on top of the one at /a.
+      const ordered = [...spec.mounts].sort((a, b) => a.target.split('/').length - b.target.split('/').length);
+      for (const m of ordered) await this.mountUser(spec.name, p.root, m, mounts);
+      this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mounts made');
+    });
+  }
+
+  /**
+   * Creates a persistent jail, then runs the command in it detached. daemon(8) runs on the host and
+   * execs `jexec ... env -i ... command`: jexec and env exec without forking, so the pid daemon
+   * writes is the host pid of the command itself (jails share the host's pid space), and the pid
+   * file and console log live in the driver's directory, which nothing in the jail can reach or
+   * forge. (daemon(8) inside the jail would write them into the jail's own, writable root.)
+   * The supervising daemon outlives the agent; a restarted agent finds the jail with jls and its
+   * pid in the pid file.
+   */
+  async start(spec: JailSpec): Promise<{ pid: number }> {
+    return this.step('start', spec.name, async () => {
+      checkCommand('start', spec.name, spec.command);
+      const p = await this.paths(spec.name);
+      const existing = await this.jail(spec.name);
+      if (existing) {
+        const running = await this.runningPid(spec.name);
+        if (running !== null) return { pid: running };
+      }
+      const mounts = await this.mountTable('start', spec.name);
+      for (const need of [join(p.root, 'dev'), join(p.root, 'tmp')]) {
+        if (!mounts.has(need)) throw new Error(`jail ${spec.name} is not mounted (${need} is not a mount point)`);
+      }
+      if (!existing) await this.tool('start', spec.name, jailCreateArgv(spec.name, p.root, jailHostname(spec), spec.network));
+
+      await ifExists(unlink(p.pid));
+      const argv = daemonArgv(p.pid, p.console, jexecCommandArgv(spec.name, spec.env, spec.command));
+      await this.tool('start', spec.name, argv);
+
+      for (const until = Date.now() + START_WAIT_MS; ; await sleep(POLL_MS)) {
+        const pid = await this.readPid(p.pid);
+        if (pid !== null && (await this.jailPids(spec.name)).includes(pid)) {
+          this.log?.info({ jail: spec.name, pid }, 'jail started');
+          return { pid };
+        }
+        if (Date.now() >= until) {
+          const tail = (await ifExists(readFile(p.console, 'utf8')))?.split('\n').slice(-6).join('\n').trim() ?? '';
+          throw new DriverStepFailed('start', `start of jail ${spec.name} failed: its command did not start${tail ? `: ${tail}` : ''}`, argv, tail);
+        }
+      }
+    });
+  }
+
+  async wait(name: string, pid: number, signal: AbortSignal): Promise<{ exitCode: number | null }> {
+    this.checkName('inspect', name);
+    for (;;) {
+      if (signal.aborted) throw abortError(signal);
+      if (!(await this.jailPids(name)).includes(pid)) break;
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => {
+          clearTimeout(timer);
+          reject(abortError(signal));
+        };
+        const timer = setTimeout(() => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        }, POLL_MS);
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+    // daemon(8) keeps no exit status, and the command is not our child: unknown.
+    return { exitCode: null };
+  }
+
+  async stop(spec: JailSpec): Promise<{ exitCode: number | null }> {
+    return this.step('stop', spec.name, () => this.stopJail('stop', spec.name, spec.stopTimeoutMs));
+  }
+
+  async unmount(spec: JailSpec): Promise<void> {
+    await this.step('unmount', spec.name, async () => {
+      const p = await this.paths(spec.name);
+      await this.unmountUnder('unmount', spec.name, p.dir);
+      this.log?.info({ jail: spec.name }, 'jail mounts released');
+    });
+  }
+
+  async destroy(name: string): Promise<void> {
+    this.checkName('destroy', name);
+    await this.step('destroy', name, async () => {
+      const p = await this.paths(name);
+      const saved = await ifExists(readFile(p.spec, 'utf8'));
+      let graceMs = DESTROY_GRACE_MS;
+      try {
+        const t = saved === null ? undefined : (JSON.parse(saved) as Partial<JailSpec>).stopTimeoutMs;
+        if (typeof t === 'number') graceMs = Math.min(t, DESTROY_GRACE_MS);
+      } catch {
+        // an unreadable spec.json: use the default grace
+      }
+      await this.stopJail('destroy', name, graceMs);
+      await this.unmountUnder('destroy', name, p.dir);
+      if (this.zfsDataset) {
+        const dataset = `${this.zfsDataset}/${name}`;
+        if ((await this.runner(zfsListArgv(dataset))).exitCode === 0) await this.tool('destroy', name, zfsDestroyArgv(dataset));
+      }
+      // Best effort: with RACCT disabled or absent rctl fails, and then there are no rules to remove.
+      const r = await this.runner(rctlRemoveArgv(name));
+      if (r.exitCode !== 0) this.log?.warn({ jail: name, stderr: r.stderr.trim() }, 'rctl rules not removed');
+      // Never delete through a mount: rm would walk into the host's files bound there.
+      const left = (await this.mountTable('destroy', name)).under(p.dir);
+      if (left.length) throw new Error(`refusing to remove ${p.dir}: still mounted at ${left.join(', ')}`);
+      await rm(p.dir, { recursive: true, force: true });
+      this.log?.info({ jail: name }, 'jail destroyed');
+    });
+  }
+
+  async inspect(name: string): Promise<JailInspection> {
+    this.checkName('inspect', name);
+    const p = await this.paths(name);
+    const mounts = new MountTable((await this.checked(`inspect of jail ${name}`, mountListArgv())).stdout);
+    const prepared = this.rootMounted(p.root, mounts) && (await ifExists(lstat(join(p.root, 'etc', 'master.passwd')))) !== null;
+    const mounted = mounts.has(join(p.root, 'dev')) && mounts.has(join(p.root, 'tmp'));
+    const pid = (await this.jail(name)) ? await this.runningPid(name) : null;
+    return { name, prepared, mounted, pid };
+  }
+
+  async list(): Promise<string[]> {
+    const jails = join(await this.dataDir(), 'jails');
+    const names = new Set<string>();
+    for (const e of (await ifExists(readdir(jails, { withFileTypes: true }))) ?? []) {
+      if (e.isDirectory() && nameSchema.safeParse(e.name).success) names.add(e.name);
+    }
+    // A jail still running after its directory went away is still ours: its root is under ours.
+    const r = await this.checked('listing the jails', jlsArgv());
+    for (const j of parseJlsJson(r.stdout)) {
+      if (nameSchema.safeParse(j.name).success && j.path === join(jails, j.name, 'root')) names.add(j.name);
+    }
+    return [...names].sort();
+  }
+
+  async exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult> {
+    this.checkName('exec', spec.name);
+    checkCommand('exec', spec.name, argv);
+    const running = await this.jail(spec.name).catch((err: unknown) => {
+      throw new DriverStepFailed('exec', `exec in jail ${spec.name} failed: ${(err as Error).message}`, [], '', { cause: err });
+    });
+    if (!running) throw new DriverStepFailed('exec', `jail ${spec.name} is not running`);
+    const full = jexecCommandArgv(spec.name, spec.env, argv);
+    const r = await this.runner(full, { timeoutMs: options.timeoutMs, maxOutputBytes: options.maxOutputBytes });
+    return {
+      exitCode: r.timedOut ? TIMEOUT_EXIT_CODE : r.exitCode,
+      stdout: r.stdout,
+      stderr: r.stderr,
+      truncated: r.truncated ?? false,
+      timedOut: r.timedOut ?? false,
+    };
+  }
+
+  // ---- internals ----
+
+  /** One mutating step per jail at a time (in this process), failures as DriverStepFailed. */
+  private step<T>(step: Step, name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve();
+    const run = prev
+      .catch(() => undefined)
+      .then(async () => {
+        this.checkName(step, name);
+        try {
+          return await fn();
+        } catch (err) {
+          if (err instanceof DriverStepFailed) throw err;
+          const message = err instanceof Error ? err.message : String(err);
+          throw new DriverStepFailed(step, `${step} of jail ${name} failed: ${message}`, [], '', { cause: err });
+        }
+      });
+    this.locks.set(name, run);
+    void run
+      .finally(() => {
+        if (this.locks.get(name) === run) this.locks.delete(name);
+      })
+      .catch(() => undefined);
+    return run;
+  }
+
+  private checkName(step: Step | 'inspect', name: string): void {
+    if (nameSchema.safeParse(name).success) return;
+    const message = `invalid jail name ${JSON.stringify(name)}: must be lowercase letters, digits and "-"`;
+    if (step === 'inspect') throw new Error(message);
+    throw new DriverStepFailed(step, message);
+  }
+
+  private dataDir(): Promise<string> {
+    this.realDataDir ??= (async () => {
+      await mkdir(join(this.dataDirOption, 'jails'), { recursive: true, mode: 0o700 });
+      return realpath(this.dataDirOption);
+    })();
+    return this.realDataDir;
+  }
+
+  private async paths(name: string) {
+    const dir = join(await this.dataDir(), 'jails', name);
+    return {
+      dir,
+      root: join(dir, 'root'),
+      spec: join(dir, 'spec.json'),
+      pid: join(dir, 'pid'),
+      console: join(dir, 'console.log'),
+    };
+  }
+
+  /** Runs a tool; a non-zero exit is a DriverStepFailed naming the step, the jail, the argv and stderr. */
+  private async tool(step: Step, jail: string, argv: string[]) {
+    this.log?.debug({ jail, argv }, 'run');
+    const r = await this.runner(argv);
+    if (r.exitCode !== 0) {
+      const why = r.stderr.trim() || `exit code ${r.exitCode}`;
+      throw new DriverStepFailed(step, `${step} of jail ${jail} failed: ${argv.join(' ')}: ${why}`, argv, r.stderr);
+    }
+    return r;
+  }
+
+  /** Like tool(), for reads outside a step (inspect, list): a plain Error. */
+  private async checked(what: string, argv: string[]) {
+    const r = await this.runner(argv);
+    if (r.exitCode !== 0) throw new Error(`${what} failed: ${argv.join(' ')}: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
+    return r;
+  }
+
+  private async mountTable(step: Step, jail: string): Promise<MountTable> {
+    return new MountTable((await this.tool(step, jail, mountListArgv())).stdout);
+  }
+
+  /**
+   * The jail as jls(8) sees it, or null when there is none. jls exits 1 with the kernel's message:
+   * `jail "x" not found`, or `jail "x" is dying` for a removed jail whose last references are going
+   * (it has no processes left, and jail -c may reuse its name).
+   */
+  private async jail(name: string): Promise<JlsJail | null> {
+    const argv = jlsArgv(name);
+    const r = await this.runner(argv);
+    if (r.exitCode !== 0) {
+      if (/not found|is dying/i.test(r.stderr)) return null;
+      throw new Error(`${argv.join(' ')}: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
+    }
+    return parseJlsJson(r.stdout).find((j) => j.name === name) ?? null;
+  }
+
+  /** Host pids of the processes in the jail (pgrep exits 1 when none, 2 when there is no such jail). */
+  private async jailPids(name: string): Promise<number[]> {
+    const argv = pgrepArgv(name);
+    const r = await this.runner(argv);
+    if (r.exitCode === 1 || (r.exitCode === 2 && /jail/i.test(r.stderr))) return [];
+    if (r.exitCode !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
+    return r.stdout.split(/\s+/).filter((s) => /^\d+$/.test(s)).map(Number);
+  }
+
+  private async readPid(path: string): Promise<number | null> {
+    const text = (await ifExists(readFile(path, 'utf8')))?.trim();
+    return text && /^\d+$/.test(text) ? Number(text) : null;
+  }
+
+  /** The pid daemon(8) recorded, if that process is still alive inside the jail. */
+  private async runningPid(name: string): Promise<number | null> {
+    const pid = await this.readPid((await this.paths(name)).pid);
+    if (pid === null) return null;
+    return (await this.jailPids(name)).includes(pid) ? pid : null;
+  }
+
+  private rootMounted(root: string, mounts: MountTable): boolean {
+    return this.zfsDataset ? mounts.has(root) : BASE_DIRS.every((d) => mounts.has(join(root, d)));
+  }
+
+  /** SIGTERM to every process of the jail, up to `graceMs` for them to exit, then jail -R. */
+  private async stopJail(step: Step, name: string, graceMs: number): Promise<{ exitCode: number | null }> {
+    const p = await this.paths(name);
+    if (await this.jail(name)) {
+      // kill(1) -1 as root: "broadcast the signal to all processes"; inside a jail only its own.
+      // Exit 1 means there was no process left to signal.
+      await this.runner(jexecKillAllArgv(name));
+      for (const until = Date.now() + graceMs; ; await sleep(POLL_MS)) {
+        if ((await this.jailPids(name)).length === 0) break;
+        if (Date.now() >= until) {
+          this.log?.warn({ jail: name, graceMs }, 'jail ignored SIGTERM: removing it');
+          break;
+        }
+      }
+      await this.tool(step, name, jailRemoveArgv(name));
+      this.log?.info({ jail: name }, 'jail stopped');
+    }
+    await ifExists(unlink(p.pid));
+    return { exitCode: null };
+  }
+
+  /** Unmounts everything at or under `dir`, in reverse mount order (deepest first on ties). */
+  private async unmountUnder(step: Step, jail: string, dir: string): Promise<void> {
+    const found = (await this.mountTable(step, jail)).under(dir);
+    const order = found
+      .map((node, i) => ({ node, i }))
+      .sort((a, b) => b.node.split('/').length - a.node.split('/').length || b.i - a.i)
+      .map((m) => m.node);
+    for (const node of order) {
+      const r = await this.runner(umountArgv(node));
+      if (r.exitCode !== 0) await this.tool(step, jail, umountArgv(node, true));
+    }
+  }
+
+  /** The thin base: a read-only nullfs mount of each base directory, made once. */
+  private async prepareNullfsRoot(name: string, root: string): Promise<void> {
+    const data = await this.dataDir();
+    for (const d of BASE_DIRS) {
+      const source = join(this.base, d);
+      const real = (await ifExists(realpath(source))) ?? source;
+      for (const s of [source, real]) {
+        if (s === data || isWithin(s, data)) {
+          throw new Error(`the data directory ${data} is under ${s}, which every jail sees read-only; move it out of the base`);
+        }
+      }
+    }
+    await ensureRealDir(dirname(root), 'root');
+    const mounts = await this.mountTable('prepare', name);
+    for (const d of BASE_DIRS) {
+      const target = await ensureRealDir(root, d);
+      if (!mounts.has(target)) await this.tool('prepare', name, nullfsArgv(join(this.base, d), target, true));
+    }
+  }
+
+  /** The zfs root: the clone `<dataset>/<name>` of `<dataset>/base@jailfleet`, mounted at the root. */
+  private async prepareZfsRoot(name: string, root: string): Promise<void> {
+    const parent = this.zfsDataset as string;
+    const dataset = `${parent}/${name}`;
+    const st = await ifExists(lstat(root));
+    if (st && !st.isDirectory()) throw new Error(`${root} is not a directory: refusing to use it`);
+    if ((await this.runner(zfsListArgv(dataset))).exitCode !== 0) {
+      const snapshot = `${parent}/base@${BASE_SNAPSHOT}`;
+      if ((await this.runner(zfsListArgv(snapshot, true))).exitCode !== 0) await this.tool('prepare', name, zfsSnapshotArgv(snapshot));
+      await this.tool('prepare', name, zfsCloneArgv(snapshot, dataset, root));
+      return;
+    }
+    if (!(await this.mountTable('prepare', name)).has(root)) await this.tool('prepare', name, zfsMountArgv(dataset));
+  }
+
+  /** One of the spec's mounts: checked source, target resolved inside the root, nullfs-mounted. */
+  private async mountUser(jail: string, root: string, m: JailSpec['mounts'][number], mounts: MountTable): Promise<void> {
+    const refuse = (why: string): never => {
+      throw new DriverStepFailed('mount', `mount ${m.source} -> ${m.target} of jail ${jail} refused: ${why}`);
+    };
+    const source = await ifExists(realpath(m.source));
+    if (source === null) return refuse('the source does not exist');
+    await this.checkSourceAgainstDataDir(source, refuse);
+    const sourceIsDir = (await stat(source)).isDirectory();
+    const target = await this.resolveTarget(root, m.target, sourceIsDir, refuse);
+    if (mounts.has(target)) return;
+    await this.tool('mount', jail, nullfsArgv(source, target, m.readOnly));
+  }
+
+  /**
+   * The driver's data directory must never be visible in a jail: refuse a source that is it, lies
+   * under it, or contains it, also when reached through another nullfs mount of it.
+   */
+  private async checkSourceAgainstDataDir(source: string, refuse: (why: string) => never): Promise<void> {
+    const data = await this.dataDir();
+    if (source === data || isWithin(data, source)) refuse(`the source is the jail driver's data directory ${data} or under it`);
+    if (isWithin(source, data)) refuse(`the source contains the jail driver's data directory ${data}`);
+    const dataSt = await stat(data);
+    for (let dir = source; ; dir = dirname(dir)) {
+      const st = await stat(dir);
+      if (st.dev === dataSt.dev && st.ino === dataSt.ino) refuse(`the source is under the jail driver's data directory (${dir} is ${data})`);
+      if (dir === '/') break;
+    }
+    const srcSt = await stat(source);
+    for (let dir = data; ; dir = dirname(dir)) {
+      const st = await stat(dir);
+      if (st.dev === srcSt.dev && st.ino === srcSt.ino) refuse(`the source contains the jail driver's data directory ${data}`);
+      if (dir === '/') break;
+    }
+  }
+
+  /**
+   * `root + target`, created one component at a time (an empty file for a file source:
+   * mount_nullfs(8) needs "target and mount_point ... the same type"); every existing component is
+   * resolved and must stay inside the root, since mount(8) resolves the mount point with realpath(3)
+   * and a symlink planted by a jail would send the mount to the host.
+   */
+  private async resolveTarget(root: string, target: string, dir: boolean, refuse: (why: string) => never): Promise<string> {
+    const realRoot = await realpath(root);
+    const segs = target.split('/').filter(Boolean);
+    let cur = realRoot;
+    for (const [i, seg] of segs.entries()) {
+      const next = join(cur, seg);
+      if (!(await ifExists(lstat(next)))) {
+        if (i === segs.length - 1 && !dir) await writeFile(next, '', { flag: 'wx', mode: 0o644 });
+        else await mkdir(next, { mode: 0o755 });
+      }
+      const real = await ifExists(realpath(next));
+      if (real === null) return refuse(`${next} is a dangling symlink`);
+      if (!isWithin(realRoot, real)) return refuse(`the target escapes the jail root (${next} resolves to ${real})`);
+      cur = real;
+    }
+    const st = await stat(cur);
+    if (dir && !st.isDirectory()) refuse(`the source is a directory but the target ${cur} is not`);
+    if (!dir && st.isDirectory()) refuse(`the source is a file but the target ${cur} is a directory`);
+    return cur;
+  }
+}
+
+/**
+ * env(1) takes every leading `name=value` operand as an assignment, and (with an empty env) a
+ * leading "-" as one of its options, so such a program name cannot follow `env -i`: refuse it
+ * rather than run something else.
+ */
+function checkCommand(step: Step, jail: string, argv: string[]): void {
+  if (argv.length === 0 || argv[0] === '') throw new DriverStepFailed(step, `${step} in jail ${jail} refused: no program to run`);
+  if (argv[0].includes('=') || argv[0].startsWith('-')) {
+    throw new DriverStepFailed(
+      step,
+      `${step} in jail ${jail} refused: the program ${JSON.stringify(argv[0])} starts with "-" or contains "=", which env(1) would not run as a program`,
+    );
+  }
+}

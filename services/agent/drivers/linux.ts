@@ -1,0 +1,767 @@
+// The linux driver: a jail is a thin root (read-only binds of the host's /usr and friends, a
+// generated /etc), a minimal /dev, its own /proc, and the pid, mount, uts, ipc (and optionally
+// net) namespaces of `unshare`, with native/jailinit as pid 1 chrooted into the root.
+// It must never run anything through a shell, never make the host's secrets, homes or its own
+// data directory visible inside a jail, and never delete files through a mount.
+import { constants as fsConstants, existsSync } from 'node:fs';
+import {
+  access,
+  lstat,
+  mkdir,
+  open,
+  readFile,
+  readdir,
+  readlink,
+  realpath,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  symlink,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import type { Logger } from 'pino';
+import { jailHostname, NAME_RULE, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
+import { DriverStepFailed, type ExecOptions, type JailDriver, type JailInspection } from './driver.js';
+
+type Step = DriverStepFailed['step'];
+
+export interface LinuxDriverOptions {
+  /** Where the driver keeps its state: `${dataDir}/jails/<name>/`. Never visible inside a jail. */
+  dataDir: string;
+  /** The jail init binary (native/jailinit.c); default `<repo>/dist/native/jailinit`. */
+  initPath?: string;
+  logger?: Pick<Logger, 'debug' | 'info' | 'warn'>;
+}
+
+/** Host directories a thin root borrows, read-only (or as the same symlink, on merged-/usr hosts). */
+const BASE_DIRS = ['usr', 'bin', 'sbin', 'lib', 'lib64', 'lib32', 'libx32'];
+/** Device nodes of a jail's /dev, bound from the host's (like FreeBSD devfs ruleset 4). */
+const DEV_NODES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
+const DEV_LINKS: Record<string, string> = {
+  fd: '/proc/self/fd',
+  stdin: '/proc/self/fd/0',
+  stdout: '/proc/self/fd/1',
+  stderr: '/proc/self/fd/2',
+  ptmx: 'pts/ptmx',
+};
+const TOOL_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
+/** The environment of the driver's own tools (mount, umount): fixed, so messages are predictable. */
+const TOOL_ENV = { PATH: TOOL_DIRS.join(':'), LC_ALL: 'C' };
+const POLL_MS = 200;
+/** How long destroy() lets a jail handle SIGTERM before SIGKILL, at most. */
+const DESTROY_GRACE_MS = 2_000;
+/** How long a SIGKILLed init may take to disappear before stop() gives up. */
+const KILL_WAIT_MS = 10_000;
+const SIGKILL_CODE = 128 + osConstants.signals.SIGKILL;
+
+interface PidRecord {
+  pid: number;
+  /** Field 22 of /proc/<pid>/stat: tells the jail's init from a later process with the same pid. */
+  startTime: string;
+  unsharePid: number;
+}
+
+interface OwnChild {
+  pid: number;
+  /**
+   * Settles when `unshare` is gone (hence its init). Its exit status is not used: unshare
+   * 2.38 exits 1 when its child was SIGKILLed; the exit-code file is the truth.
+   */
+  exited: Promise<void>;
+}
+
+interface MountEntry {
+  id: number;
+  mountPoint: string;
+}
+
+/** The repository root: the nearest directory above this file that holds package.json. */
+function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+  return dir;
+}
+
+/**
+ * Spawns `unshare` in its own session, outliving this process, with the jail's exact
+ * environment and its console as stdout and stderr. stdin is jailinit's start barrier: it
+ * waits for EOF there before running the command, so the init cannot be gone before the
+ * driver has recorded its pid and start time.
+ */
+function spawnDetached(argv: string[], env: Record<string, string>, consoleFd: number) {
+  // execa's types only list small fd numbers; at runtime any open fd is handed to the child as is.
+  const fd = consoleFd as 1;
+  return execa(argv[0], argv.slice(1), {
+    detached: true,
+    cleanup: false,
+    stdin: 'pipe',
+    stdout: fd,
+    stderr: fd,
+    env,
+    extendEnv: false,
+    reject: false,
+  });
+}
+
+const isWithin = (dir: string, p: string) => p.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
+const errCode = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code;
+/** null when the file (or, for /proc/<pid>/..., the process) does not exist. */
+const ifExists = <T>(p: Promise<T>): Promise<T | null> =>
+  p.catch((err) => {
+    if (errCode(err) === 'ENOENT' || errCode(err) === 'ESRCH') return null;
+    throw err;
+  });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function abortError(signal: AbortSignal): Error {
+  const err = new Error('waiting for the jail was aborted', { cause: signal.reason });
+  err.name = 'AbortError';
+  return err;
+}
+
+/** `promise`, or an AbortError as soon as `signal` aborts (also when it already has). */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(abortError(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/** Mount points of this process's mount namespace, decoded from /proc/self/mountinfo. */
+async function readMounts(): Promise<MountEntry[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const f = line.split(' ');
+      const mountPoint = f[4].replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+      return { id: Number(f[0]), mountPoint };
+    });
+}
+
+/** Field 3 (state) and 22 (start time) of /proc/<pid>/stat; null when there is no such process. */
+async function procStat(pid: number): Promise<{ state: string; startTime: string } | null> {
+  const text = await ifExists(readFile(`/proc/${pid}/stat`, 'utf8'));
+  if (text === null) return null;
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return { state: fields[0], startTime: fields[19] };
+}
+
+/** True while `pid` runs and, when given, is still the process that started at `startTime`. */
+async function isAlive(pid: number, startTime: string | null): Promise<boolean> {
+  const st = await procStat(pid);
+  if (!st || st.state === 'Z' || st.state === 'X') return false;
+  return startTime === null || st.startTime === startTime;
+}
+
+/** Writes a file by rename, so an existing symlink at `path` is replaced, never followed. */
+async function writeFileAtomic(path: string, content: string, mode = 0o644): Promise<void> {
+  const tmp = join(dirname(path), `.${path.slice(dirname(path).length + 1)}.jailfleet-tmp`);
+  await ifExists(unlink(tmp));
+  await writeFile(tmp, content, { flag: 'wx', mode });
+  await rename(tmp, path);
+}
+
+/**
+ * Makes (or checks) `root/rel` as a real directory, refusing any component that is a symlink
+ * or a file: the jail can write inside its root, and must not lead the driver out of it.
+ */
+async function ensureRealDir(root: string, rel: string, mode = 0o755): Promise<string> {
+  let cur = root;
+  for (const seg of rel.split('/').filter(Boolean)) {
+    cur = join(cur, seg);
+    let st = await ifExists(lstat(cur));
+    if (!st) {
+      await mkdir(cur, { mode }).catch((err) => {
+        if (errCode(err) !== 'EEXIST') throw err;
+      });
+      st = await lstat(cur);
+    }
+    if (!st.isDirectory()) throw new Error(`${cur} is not a directory (a symlink or a file): refusing to use it`);
+  }
+  return cur;
+}
+
+/** Makes `path` an empty regular file unless it is one (a bind-mount target for a file). */
+async function ensureEmptyFile(path: string): Promise<void> {
+  const st = await ifExists(lstat(path));
+  if (!st) await writeFile(path, '', { flag: 'wx', mode: 0o644 });
+  else if (!st.isFile()) throw new Error(`${path} is not a regular file: refusing to mount on it`);
+}
+
+/** Makes `path` the symlink `target`, replacing another symlink or an empty directory there. */
+async function ensureSymlink(path: string, target: string): Promise<void> {
+  const st = await ifExists(lstat(path));
+  if (st?.isSymbolicLink()) {
+    if ((await readlink(path)) === target) return;
+    await unlink(path);
+  } else if (st?.isDirectory()) {
+    await rmdir(path); // fails (ENOTEMPTY) rather than delete anything
+  } else if (st) {
+    throw new Error(`${path} exists and is not a symlink: refusing to replace it`);
+  }
+  await symlink(target, path);
+}
+
+/** The generated /etc of a jail: enough for libc, nothing of the host's. */
+function generatedEtc(hostname: string): Record<string, string> {
+  return {
+    passwd: 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n',
+    group: 'root:x:0:\nnogroup:x:65534:\n',
+    hosts: `127.0.0.1\tlocalhost\n127.0.1.1\t${hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
+    hostname: `${hostname}\n`,
+    'nsswitch.conf': 'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n',
+  };
+}
+
+/** Runs jails with unshare, chroot and bind mounts on a Linux host (as root). */
+export class LinuxDriver implements JailDriver {
+  readonly kind = 'linux' as const;
+  private readonly dataDirOption: string;
+  private readonly initPath: string;
+  private readonly log?: LinuxDriverOptions['logger'];
+  private realDataDir: Promise<string> | null = null;
+  private readonly tools = new Map<string, string>();
+  /** Jails started by this very process: their exit comes from the child, not from polling. */
+  private readonly children = new Map<string, OwnChild>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(options: LinuxDriverOptions) {
+    this.dataDirOption = options.dataDir;
+    this.initPath = options.initPath ?? join(repoRoot(), 'dist', 'native', 'jailinit');
+    this.log = options.logger;
+  }
+
+  async prepare(spec: JailSpec): Promise<void> {
+    await this.step('prepare', spec.name, async () => {
+      const p = await this.paths(spec.name);
+      await mkdir(p.dir, { recursive: true, mode: 0o700 });
+      await writeFileAtomic(p.spec, JSON.stringify(spec), 0o600);
+      await mkdir(p.root, { mode: 0o755 }).catch((err) => {
+        if (errCode(err) !== 'EEXIST') throw err;
+      });
+      if (!(await lstat(p.root)).isDirectory()) throw new Error(`${p.root} is not a directory`);
+
+      // The root becomes a mount of its own, unbindable (hence private): the mounts made
+      // below it never propagate to the host's peer groups, nor into another bind of it.
+      let mounts = await readMounts();
+      if (!mounts.some((m) => m.mountPoint === p.root)) {
+        await this.tool('prepare', spec.name, 'mount', ['--bind', p.root, p.root]);
+        await this.tool('prepare', spec.name, 'mount', ['--make-unbindable', p.root]);
+        mounts = await readMounts();
+      }
+      for (const base of BASE_DIRS) await this.prepareBase(spec.name, p.root, base, mounts);
+
+      const etc = await ensureRealDir(p.root, 'etc');
+      const files = generatedEtc(jailHostname(spec));
+      const resolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => null);
+      if (resolv !== null) files['resolv.conf'] = resolv;
+      for (const [file, content] of Object.entries(files)) await writeFileAtomic(join(etc, file), content);
+      for (const dir of ['proc', 'dev', 'tmp']) await ensureRealDir(p.root, dir);
+      await ensureRealDir(p.root, 'root', 0o700);
+      this.log?.info({ jail: spec.name, root: p.root }, 'jail root prepared');
+    });
+  }
+
+  async mount(spec: JailSpec): Promise<void> {
+    await this.step('mount', spec.name, async () => {
+      const p = await this.paths(spec.name);
+      const mounts = await readMounts();
+      const isMounted = (path: string) => mounts.some((m) => m.mountPoint === path);
+      if (!isMounted(p.root)) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} is not mounted)`);
+      await this.mountDev(spec.name, p.root, isMounted);
+      const tmp = await ensureRealDir(p.root, 'tmp');
+      if (!isMounted(tmp)) await this.tool('mount', spec.name, 'mount', ['-t', 'tmpfs', '-o', 'mode=1777,nosuid,nodev', 'tmpfs', tmp]);
+
+      // Parents before children, so a mount at /a/b lands on top of the one at /a.
+      const ordered = [...spec.mounts].sort((a, b) => a.target.split('/').length - b.target.split('/').length);
+      for (const m of ordered) await this.mountUser(spec.name, p.root, m, isMounted);
+      this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mounts made');
+    });
+  }
+
+  async start(spec: JailSpec): Promise<{ pid: number }> {
+    return this.step('start', spec.name, async () => {
+      const p = await this.paths(spec.name);
+      const running = await this.runningInit(spec.name);
+      if (running) return { pid: running.pid };
+      await access(this.initPath, fsConstants.X_OK).catch((err) => {
+        throw new Error(`the jail init ${this.initPath} is missing or not executable (build it with: node scripts/setup.mjs)`, { cause: err });
+      });
+      const mounts = await readMounts();
+      for (const need of [p.root, join(p.root, 'dev'), join(p.root, 'tmp')]) {
+        if (!mounts.some((m) => m.mountPoint === need)) throw new Error(`jail ${spec.name} is not mounted (${need} is not a mount point)`);
+      }
+      await ifExists(unlink(p.exitCode));
+
+      const argv = [
+        await this.toolPath('unshare'),
+        '--pid', '--fork', '--mount', '--uts', '--ipc',
+        ...(spec.network === 'none' ? ['--net'] : []),
+        '--propagation', 'private',
+        '--',
+        this.initPath, p.exitCode, p.root, jailHostname(spec), spec.network,
+        '--', ...spec.command,
+      ];
+      const consoleFile = await open(p.console, 'a', 0o600);
+      let child: ReturnType<typeof spawnDetached>;
+      try {
+        child = spawnDetached(argv, spec.env, consoleFile.fd);
+      } finally {
+        await consoleFile.close();
+      }
+      child.unref();
+      child.stdin.on('error', () => undefined);
+      let unshareDone = false;
+      const exited = child.then(() => {
+        unshareDone = true;
+      });
+      const unsharePid = child.pid;
+      if (unsharePid === undefined) {
+        const r = await child;
+        throw new DriverStepFailed('start', `start of jail ${spec.name} failed: cannot run ${argv[0]}: ${r.shortMessage}`, argv, r.stderr ?? '', { cause: r });
+      }
+
+      let record: PidRecord | null = null;
+      try {
+        for (let tries = 0; !record; tries++) {
+          const children = await ifExists(readFile(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8'));
+          const initPid = Number(children?.trim().split(' ')[0] || NaN);
+          const st = Number.isInteger(initPid) && (await this.initReady(initPid)) ? await procStat(initPid) : null;
+          if (st) record = { pid: initPid, startTime: st.startTime, unsharePid };
+          else if (unshareDone || tries > 1000) {
+            const tail = (await ifExists(readFile(p.console, 'utf8')))?.split('\n').slice(-6).join('\n').trim() ?? '';
+            throw new DriverStepFailed('start', `start of jail ${spec.name} failed: its init did not start${tail ? `: ${tail}` : ''}`, argv, tail);
+          } else await sleep(5);
+        }
+        await writeFileAtomic(p.pid, JSON.stringify(record), 0o600);
+      } catch (err) {
+        try {
+          process.kill(-unsharePid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+        throw err;
+      } finally {
+        child.stdin.end();
+      }
+      this.children.set(spec.name, { pid: record.pid, exited });
+      this.log?.info({ jail: spec.name, pid: record.pid }, 'jail started');
+      return { pid: record.pid };
+    });
+  }
+
+  async wait(name: string, pid: number, signal: AbortSignal): Promise<{ exitCode: number | null }> {
+    const p = await abortable(this.paths(name), signal);
+    const own = this.children.get(name);
+    if (own && own.pid === pid) {
+      await abortable(own.exited, signal);
+    } else {
+      const record = await abortable(this.readPidRecord(p.pid), signal);
+      const startTime = record?.pid === pid ? record.startTime : null;
+      while (await abortable(isAlive(pid, startTime), signal)) await abortable(sleep(POLL_MS), signal);
+    }
+    return { exitCode: await this.exitCodeOf(name, pid) };
+  }
+
+  async stop(spec: JailSpec): Promise<{ exitCode: number | null }> {
+    return this.step('stop', spec.name, () => this.stopInit(spec.name, spec.stopTimeoutMs));
+  }
+
+  async unmount(spec: JailSpec): Promise<void> {
+    await this.step('unmount', spec.name, async () => {
+      const p = await this.paths(spec.name);
+      await this.unmountUnder('unmount', spec.name, p.dir);
+      this.log?.info({ jail: spec.name }, 'jail mounts released');
+    });
+  }
+
+  async destroy(name: string): Promise<void> {
+    await this.step('destroy', name, async () => {
+      const p = await this.paths(name);
+      if (!(await ifExists(lstat(p.dir)))) return;
+      const spec = await ifExists(readFile(p.spec, 'utf8')).then((t) => (t ? (JSON.parse(t) as Partial<JailSpec>) : null)).catch(() => null);
+      await this.stopInit(name, Math.min(spec?.stopTimeoutMs ?? DESTROY_GRACE_MS, DESTROY_GRACE_MS));
+      await this.unmountUnder('destroy', name, p.dir);
+      // Never delete through a mount: rm would walk into the host's files bound there.
+      const left = (await readMounts()).filter((m) => m.mountPoint === p.dir || isWithin(p.dir, m.mountPoint));
+      if (left.length) {
+        throw new Error(`refusing to remove ${p.dir}: still mounted at ${left.map((m) => m.mountPoint).join(', ')}`);
+      }
+      await rm(p.dir, { recursive: true, force: true });
+      this.children.delete(name);
+      this.log?.info({ jail: name }, 'jail destroyed');
+    });
+  }
+
+  async inspect(name: string): Promise<JailInspection> {
+    this.checkName('inspect', name);
+    const p = await this.paths(name);
+    const mounts = new Set((await readMounts()).map((m) => m.mountPoint));
+    const prepared = mounts.has(p.root) && (await ifExists(lstat(join(p.root, 'etc', 'passwd')))) !== null;
+    const mounted = mounts.has(join(p.root, 'dev')) && mounts.has(join(p.root, 'tmp'));
+    const running = await this.runningInit(name);
+    return { name, prepared, mounted, pid: running?.pid ?? null };
+  }
+
+  async list(): Promise<string[]> {
+    const jails = join(await this.dataDir(), 'jails');
+    const entries = (await ifExists(readdir(jails, { withFileTypes: true }))) ?? [];
+    return entries.filter((e) => e.isDirectory() && nameSchema.safeParse(e.name).success).map((e) => e.name).sort();
+  }
+
+  async exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult> {
+    const running = await this.step('exec', spec.name, () => this.runningInit(spec.name));
+    if (!running) throw new DriverStepFailed('exec', `jail ${spec.name} is not running`);
+    const nsenter = await this.step('exec', spec.name, () => this.toolPath('nsenter'));
+    const args = ['--target', String(running.pid), '--mount', '--uts', '--ipc', '--net', '--pid', '--root', '--wd', '--', ...argv];
+    // Its own process group, so a timeout kills what nsenter forked inside the jail too.
+    const child = execa(nsenter, args, {
+      detached: true,
+      env: spec.env,
+      extendEnv: false,
+      stdin: 'ignore',
+      buffer: false,
+      reject: false,
+    });
+    const out = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+    const size = { stdout: 0, stderr: 0 };
+    let truncated = false;
+    for (const stream of ['stdout', 'stderr'] as const) {
+      child[stream].on('data', (chunk: Buffer) => {
+        const room = options.maxOutputBytes - size[stream];
+        if (chunk.length > room) truncated = true;
+        if (room <= 0) return;
+        const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
+        out[stream].push(kept);
+        size[stream] += kept.length;
+      });
+    }
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }, options.timeoutMs);
+    const r = await child.finally(() => clearTimeout(timer));
+    if (r.failed && r.exitCode === undefined && !r.signal) {
+      throw new DriverStepFailed('exec', `exec in jail ${spec.name} failed: ${r.shortMessage}`, [nsenter, ...args], '', { cause: r });
+    }
+    const signo = r.signal ? osConstants.signals[r.signal] : undefined;
+    const exitCode = timedOut ? 124 : (r.exitCode ?? (signo ? 128 + signo : 1));
+    return {
+      exitCode,
+      stdout: Buffer.concat(out.stdout).toString('utf8'),
+      stderr: Buffer.concat(out.stderr).toString('utf8'),
+      truncated,
+      timedOut,
+    };
+  }
+
+  // ---- internals ----
+
+  /** One mutating step per jail at a time (in this process), failures as DriverStepFailed. */
+  private step<T>(step: Step, name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve();
+    const run = prev
+      .catch(() => undefined)
+      .then(async () => {
+        this.checkName(step, name);
+        try {
+          return await fn();
+        } catch (err) {
+          if (err instanceof DriverStepFailed) throw err;
+          const message = err instanceof Error ? err.message : String(err);
+          throw new DriverStepFailed(step, `${step} of jail ${name} failed: ${message}`, [], '', { cause: err });
+        }
+      });
+    this.locks.set(name, run);
+    void run.finally(() => {
+      if (this.locks.get(name) === run) this.locks.delete(name);
+    }).catch(() => undefined);
+    return run;
+  }
+
+  private checkName(step: Step | 'inspect', name: string): void {
+    if (nameSchema.safeParse(name).success) return;
+    const message = `invalid jail name ${JSON.stringify(name)}: must be ${NAME_RULE}`;
+    if (step === 'inspect') throw new Error(message);
+    throw new DriverStepFailed(step, message);
+  }
+
+  private dataDir(): Promise<string> {
+    this.realDataDir ??= (async () => {
+      await mkdir(join(this.dataDirOption, 'jails'), { recursive: true, mode: 0o700 });
+      return realpath(this.dataDirOption);
+    })();
+    return this.realDataDir;
+  }
+
+  private async paths(name: string) {
+    const dir = join(await this.dataDir(), 'jails', name);
+    return {
+      dir,
+      root: join(dir, 'root'),
+      spec: join(dir, 'spec.json'),
+      pid: join(dir, 'pid'),
+      exitCode: join(dir, 'exit-code'),
+      console: join(dir, 'console.log'),
+    };
+  }
+
+  private async toolPath(name: string): Promise<string> {
+    const known = this.tools.get(name);
+    if (known) return known;
+    for (const dir of TOOL_DIRS) {
+      const path = join(dir, name);
+      if (await access(path, fsConstants.X_OK).then(() => true, () => false)) {
+        this.tools.set(name, path);
+        return path;
+      }
+    }
+    throw new Error(`${name} not found in ${TOOL_DIRS.join(', ')} (install util-linux)`);
+  }
+
+  /** Runs one of the driver's tools; a failure names the step, the jail, the argv and stderr. */
+  private async tool(step: Step, jail: string, name: string, args: string[]): Promise<void> {
+    const argv = [await this.toolPath(name), ...args];
+    this.log?.debug({ jail, argv }, 'run');
+    const r = await execa(argv[0], args, { reject: false, stdin: 'ignore', env: TOOL_ENV, extendEnv: false });
+    if (r.failed) {
+      const why = r.stderr.trim() || r.shortMessage;
+      throw new DriverStepFailed(step, `${step} of jail ${jail} failed: ${argv.join(' ')}: ${why}`, argv, r.stderr, { cause: r });
+    }
+  }
+
+  /** One base directory of the thin root: a read-only bind, or the host's relative symlink. */
+  private async prepareBase(jail: string, root: string, base: string, mounts: MountEntry[]): Promise<void> {
+    const host = `/${base}`;
+    const st = await ifExists(lstat(host));
+    if (!st) return;
+    const target = join(root, base);
+    if (st.isSymbolicLink()) {
+      await ensureSymlink(target, await readlink(host));
+      return;
+    }
+    if (!st.isDirectory()) return;
+    await ensureRealDir(root, base);
+    if (mounts.some((m) => m.mountPoint === target)) return;
+    await this.tool('prepare', jail, 'mount', ['--bind', host, target]);
+    await this.tool('prepare', jail, 'mount', ['--make-private', target]);
+    await this.tool('prepare', jail, 'mount', ['-o', 'remount,bind,ro', target]);
+  }
+
+  /** A tmpfs /dev with the host's harmless device nodes bound in, /dev/pts, /dev/shm, links. */
+  private async mountDev(jail: string, root: string, isMounted: (p: string) => boolean): Promise<void> {
+    const dev = await ensureRealDir(root, 'dev');
+    if (!isMounted(dev)) await this.tool('mount', jail, 'mount', ['-t', 'tmpfs', '-o', 'mode=755,nosuid,nodev,noexec,size=1m', 'tmpfs', dev]);
+    for (const node of DEV_NODES) {
+      const target = join(dev, node);
+      if (isMounted(target)) continue;
+      if (!(await lstat(`/dev/${node}`)).isCharacterDevice()) throw new Error(`/dev/${node} of the host is not a character device`);
+      await ensureEmptyFile(target);
+      await this.tool('mount', jail, 'mount', ['--bind', `/dev/${node}`, target]);
+      await this.tool('mount', jail, 'mount', ['--make-private', target]);
+    }
+    const pts = await ensureRealDir(dev, 'pts');
+    if (!isMounted(pts)) {
+      await this.tool('mount', jail, 'mount', ['-t', 'devpts', '-o', 'newinstance,ptmxmode=0666,mode=0620,nosuid,noexec', 'devpts', pts]);
+    }
+    const shm = await ensureRealDir(dev, 'shm');
+    if (!isMounted(shm)) await this.tool('mount', jail, 'mount', ['-t', 'tmpfs', '-o', 'mode=1777,nosuid,nodev', 'tmpfs', shm]);
+    for (const [link, target] of Object.entries(DEV_LINKS)) await ensureSymlink(join(dev, link), target);
+  }
+
+  /** One of the spec's mounts: checked source, target resolved inside the root, bound. */
+  private async mountUser(
+    jail: string,
+    root: string,
+    m: JailSpec['mounts'][number],
+    isMounted: (p: string) => boolean,
+  ): Promise<void> {
+    const refuse = (why: string): never => {
+      throw new DriverStepFailed('mount', `mount ${m.source} -> ${m.target} of jail ${jail} refused: ${why}`);
+    };
+    const source = await ifExists(realpath(m.source));
+    if (source === null) return refuse('the source does not exist');
+    await this.checkSourceAgainstDataDir(source, refuse);
+    const sourceIsDir = (await stat(source)).isDirectory();
+    const target = await this.resolveTarget(root, m.target, sourceIsDir, refuse);
+    if (isMounted(target)) return;
+    await this.tool('mount', jail, 'mount', ['--bind', source, target]);
+    await this.tool('mount', jail, 'mount', ['--make-private', target]);
+    if (m.readOnly) await this.tool('mount', jail, 'mount', ['-o', 'remount,bind,ro', target]);
+  }
+
+  /**
+   * The driver's data directory must never be visible in a jail: refuse a source that is it,
+   * lies under it, or contains it, also when reached through another bind mount of it.
+   */
+  private async checkSourceAgainstDataDir(source: string, refuse: (why: string) => never): Promise<void> {
+    const data = await this.dataDir();
+    if (source === data || isWithin(data, source)) refuse(`the source is the jail driver's data directory ${data} or under it`);
+    if (isWithin(source, data)) refuse(`the source contains the jail driver's data directory ${data}`);
+    const dataSt = await stat(data);
+    for (let dir = source; ; dir = dirname(dir)) {
+      const st = await stat(dir);
+      if (st.dev === dataSt.dev && st.ino === dataSt.ino) refuse(`the source is under the jail driver's data directory (${dir} is ${data})`);
+      if (dir === '/') break;
+    }
+    const srcSt = await stat(source);
+    for (let dir = data; ; dir = dirname(dir)) {
+      const st = await stat(dir);
+      if (st.dev === srcSt.dev && st.ino === srcSt.ino) refuse(`the source contains the jail driver's data directory ${data}`);
+      if (dir === '/') break;
+    }
+  }
+
+  /**
+   * `root + target`, created as a directory (or an empty file for a file source) one component
+   * at a time; every existing component is resolved and must stay inside the root, so a symlink
+   * planted by a jail cannot send the mount (or the mkdir) to the host.
+   */
+  private async resolveTarget(root: string, target: string, dir: boolean, refuse: (why: string) => never): Promise<string> {
+    const realRoot = await realpath(root);
+    const segs = target.split('/').filter(Boolean);
+    let cur = realRoot;
+    for (const [i, seg] of segs.entries()) {
+      const next = join(cur, seg);
+      if (!(await ifExists(lstat(next)))) {
+        if (i === segs.length - 1 && !dir) await writeFile(next, '', { flag: 'wx', mode: 0o644 });
+        else await mkdir(next, { mode: 0o755 });
+      }
+      const real = await ifExists(realpath(next));
+      if (real === null) return refuse(`${next} is a dangling symlink`);
+      if (!isWithin(realRoot, real)) return refuse(`the target escapes the jail root (${next} resolves to ${real})`);
+      cur = real;
+    }
+    const st = await stat(cur);
+    if (dir && !st.isDirectory()) refuse(`the source is a directory but the target ${cur} is not`);
+    if (!dir && st.isDirectory()) refuse(`the source is a file but the target ${cur} is a directory`);
+    return cur;
+  }
+
+  /** Unmounts everything at or under `dir`, deepest first; lazily when a mount is busy. */
+  private async unmountUnder(step: Step, jail: string, dir: string): Promise<void> {
+    const under = async () =>
+      (await readMounts())
+        .filter((m) => m.mountPoint === dir || isWithin(dir, m.mountPoint))
+        .sort((a, b) => b.mountPoint.split('/').length - a.mountPoint.split('/').length || b.id - a.id);
+    for (let left = await under(); left.length; ) {
+      let failure: unknown = null;
+      for (const m of left) {
+        try {
+          await this.tool(step, jail, 'umount', [m.mountPoint]);
+        } catch {
+          await this.tool(step, jail, 'umount', ['--lazy', m.mountPoint]).catch((err: unknown) => (failure ??= err));
+        }
+      }
+      const before = left.length;
+      left = await under();
+      // A mount hidden under another one comes free once that one is gone: go round again,
+      // as long as every round releases something.
+      if (left.length >= before) throw failure ?? new Error(`cannot unmount ${left.map((m) => m.mountPoint).join(', ')}`);
+    }
+  }
+
+  /**
+   * True once `pid` runs the jail init and has blocked the signals it forwards: from then on a
+   * SIGTERM is kept for the command, where before it would be dropped (pid 1 ignores signals
+   * it has no handler for).
+   */
+  private async initReady(pid: number): Promise<boolean> {
+    const comm = await ifExists(readFile(`/proc/${pid}/comm`, 'utf8'));
+    if (comm?.trim() !== basename(this.initPath).slice(0, 15)) return false;
+    const status = (await ifExists(readFile(`/proc/${pid}/status`, 'utf8'))) ?? '';
+    const blocked = /^SigBlk:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+    return blocked !== undefined && (BigInt(`0x${blocked}`) & (1n << BigInt(osConstants.signals.SIGTERM - 1))) !== 0n;
+  }
+
+  private async readPidRecord(path: string): Promise<PidRecord | null> {
+    const text = await ifExists(readFile(path, 'utf8'));
+    if (text === null) return null;
+    try {
+      const r = JSON.parse(text) as PidRecord;
+      return Number.isInteger(r.pid) && typeof r.startTime === 'string' ? r : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * The exit code of the jail whose init was `pid`, once that init is gone: what jailinit
+   * recorded, or 137 when it recorded nothing (pid 1 of a pid namespace blocks or handles
+   * every other signal, so only SIGKILL ends it without a word); null when the files are
+   * about another run, or there are none.
+   */
+  private async exitCodeOf(name: string, pid: number): Promise<number | null> {
+    const p = await this.paths(name);
+    const record = await this.readPidRecord(p.pid);
+    if (record && record.pid !== pid) return null;
+    const code = await this.readExitCode(p.exitCode);
+    return code ?? (record ? SIGKILL_CODE : null);
+  }
+
+  private async readExitCode(path: string): Promise<number | null> {
+    const text = (await ifExists(readFile(path, 'utf8')))?.trim();
+    return text && /^\d+$/.test(text) ? Number(text) : null;
+  }
+
+  /** The recorded init of a jail, if it still runs (same pid and start time). */
+  private async runningInit(name: string): Promise<PidRecord | null> {
+    const record = await this.readPidRecord((await this.paths(name)).pid);
+    return record && (await isAlive(record.pid, record.startTime)) ? record : null;
+  }
+
+  /** SIGTERM, SIGKILL after `graceMs`, until the init is gone; the jail's exit code. */
+  private async stopInit(name: string, graceMs: number): Promise<{ exitCode: number | null }> {
+    const p = await this.paths(name);
+    const record = await this.runningInit(name);
+    let killed = false;
+    if (record) {
+      const gone = async (ms: number) => {
+        for (const until = Date.now() + ms; Date.now() < until; await sleep(50)) {
+          if (!(await isAlive(record.pid, record.startTime))) return true;
+        }
+        return !(await isAlive(record.pid, record.startTime));
+      };
+      const signal = (sig: NodeJS.Signals) => {
+        try {
+          process.kill(record.pid, sig);
+        } catch (err) {
+          if (errCode(err) !== 'ESRCH') throw err;
+        }
+      };
+      signal('SIGTERM');
+      if (!(await gone(graceMs))) {
+        this.log?.warn({ jail: name, pid: record.pid, graceMs }, 'jail ignored SIGTERM: SIGKILL');
+        signal('SIGKILL');
+        killed = true;
+        if (!(await gone(KILL_WAIT_MS))) throw new Error(`its init (pid ${record.pid}) survived SIGKILL for ${KILL_WAIT_MS} ms`);
+      }
+      this.log?.info({ jail: name, pid: record.pid }, 'jail stopped');
+    }
+    if (killed && (await this.readExitCode(p.exitCode)) === null) {
+      // A SIGKILLed init writes nothing: record it, so every later reader sees the same code.
+      await writeFileAtomic(p.exitCode, `${SIGKILL_CODE}\n`);
+    }
+    const last = await this.readPidRecord(p.pid);
+    return { exitCode: last ? await this.exitCodeOf(name, last.pid) : null };
+  }
+}
