@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+// Brings a fresh Debian machine to where `npm start` and `npm test` can run: node modules,
+// the TypeScript build, the jail init helper (C), and nats-server (apt-get, when root).
+// Idempotent and quick when nothing is missing. No shell strings: every command is an argv.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, readdirSync, statSync, mkdirSync, symlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const quiet = process.env.JAILFLEET_SETUP_QUIET === '1';
+const say = (msg) => quiet || console.error(`setup: ${msg}`);
+const isRoot = process.getuid?.() === 0;
+
+function run(argv, opts = {}) {
+  const r = spawnSync(argv[0], argv.slice(1), { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], ...opts });
+  if (r.error || r.status !== 0) {
+    console.error(`jailfleet: setup step failed: ${argv.join(' ')} (${r.error?.message ?? `exit ${r.status}`})`);
+    process.exit(1);
+  }
+}
+const onPath = (cmd) =>
+  (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin']).some((d) => d && existsSync(join(d, cmd)));
+
+let aptUpdated = false;
+function aptInstall(pkgs, why) {
+  if (!isRoot) {
+    console.error(`jailfleet: ${why} is missing; install it with: apt-get install -y ${pkgs.join(' ')} (as root)`);
+    process.exit(1);
+  }
+  say(`installing ${pkgs.join(', ')} with apt-get (${why})`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  if (!aptUpdated) run(['apt-get', 'update', '-qq'], { env });
+  aptUpdated = true;
+  run(['apt-get', 'install', '-y', '-qq', ...pkgs], { env });
+}
+
+function newest(dir) {
+  let t = 0;
+  if (!existsSync(dir)) return t;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.name === 'node_modules' || e.name === 'json-schema') continue;
+    const p = join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
+
+// 1. node modules
+if (!existsSync(join(root, 'node_modules', '.package-lock.json')) ||
+    mtime(join(root, 'package-lock.json')) > mtime(join(root, 'node_modules', '.package-lock.json'))) {
+  say('installing node modules (npm ci)');
+  run(['npm', 'ci', '--no-audit', '--no-fund', '--loglevel=error']);
+}
+
+// 2. TypeScript build, when a source is newer than the last build
+const stamp = join(root, 'dist', 'services', 'cli', 'main.js');
+const sources = Math.max(...['contracts', 'machines', 'services', 'test/bench', 'test/support', 'tsconfig.json', 'tsconfig.build.json']
+  .map((d) => (statSync(join(root, d), { throwIfNoEntry: false })?.isDirectory() ? newest(join(root, d)) : mtime(join(root, d)))));
+if (mtime(stamp) < sources) {
+  say('building (tsc)');
+  run(['npx', 'tsc', '-p', 'tsconfig.build.json']);
+  run(['node', 'dist/contracts/export-json-schema.js']);
+}
+
+// 3. the jail init (pid 1 of every linux jail), compiled from native/jailinit.c
+const initSrc = join(root, 'native', 'jailinit.c');
+const initBin = join(root, 'dist', 'native', 'jailinit');
+if (existsSync(initSrc) && mtime(initBin) < mtime(initSrc)) {
+  if (!onPath('cc')) aptInstall(['gcc', 'libc6-dev'], 'a C compiler (for the jail init)');
+  say('compiling the jail init');
+  mkdirSync(dirname(initBin), { recursive: true });
+  run(['cc', '-O2', '-Wall', '-Werror', '-o', initBin, initSrc]);
+}
+
+// 4. kernel tools of the linux driver, and the broker
+const tools = [['unshare', 'util-linux'], ['nsenter', 'util-linux'], ['mount', 'mount']];
+const missingTools = [...new Set(tools.filter(([c]) => !onPath(c)).map(([, p]) => p))];
+if (missingTools.length) aptInstall(missingTools, 'util-linux (unshare, nsenter, mount)');
+if (!onPath('nats-server')) aptInstall(['nats-server'], 'nats-server');
+
+// 5. `npx jailfleet` inside the project: link the built CLI into node_modules/.bin
+const bin = join(root, 'node_modules', '.bin', 'jailfleet');
+const cli = join(root, 'dist', 'services', 'cli', 'main.js');
+if (existsSync(cli)) {
+  chmodSync(cli, 0o755);
+  if (!existsSync(bin)) symlinkSync('../../dist/services/cli/main.js', bin);
+}

@@ -1,0 +1,352 @@
+// The per-host agent: consumes its host's durable command stream, drives one lifecycle actor per
+// jail through the host's driver, publishes an event on every stable state, heartbeats, and
+// answers exec requests. It never decides placement. A malformed message is dropped, never fatal.
+import { hostname as osHostname } from 'node:os';
+import { join } from 'node:path';
+import { createActor, fromCallback, fromPromise, waitFor, type Actor } from 'xstate';
+import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import {
+  CMD_STREAM,
+  WIRE_VERSION,
+  agentConsumerName,
+  commandMsgId,
+  commandSchema,
+  execRequestSchema,
+  subjects,
+  type Command,
+  type Heartbeat,
+  type JailSpec,
+  type StateEvent,
+} from '../../contracts/index.js';
+import {
+  jailLifecycleMachine,
+  persistedJailOf,
+  stableStateOf,
+  type DesiredState,
+  type PersistedJail,
+} from '../../machines/index.js';
+import { connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type NatsConnection } from '../common/index.js';
+import type { JailDriver } from './drivers/driver.js';
+import { JailStore, type StoredJail } from './jail-store.js';
+
+export interface AgentOptions {
+  host: string;
+  dataDir: string;
+  servers: string[];
+  driver: JailDriver;
+  logger: Logger;
+  heartbeatMs?: number;
+  backoff?: { baseMs: number; maxMs: number };
+}
+
+type JailActor = Actor<typeof jailLifecycleMachine>;
+
+interface JailEntry {
+  spec: JailSpec;
+  generation: number;
+  desired: DesiredState;
+  actor: JailActor;
+  seq: number;
+  lastKey: string;
+  record: PersistedJail | null;
+}
+
+export class Agent {
+  private nc?: NatsConnection;
+  private readonly jails = new Map<string, JailEntry>();
+  private readonly queues = new Map<string, Promise<void>>();
+  private readonly store: JailStore;
+  private heartbeatTimer?: NodeJS.Timeout;
+  private messages?: ConsumerMessages;
+  private consuming?: Promise<void>;
+  private publishChain: Promise<void> = Promise.resolve();
+  private readonly startedAt = new Date().toISOString();
+  private readonly log: Logger;
+  private stopping = false;
+
+  constructor(private readonly opts: AgentOptions) {
+    this.store = new JailStore(join(opts.dataDir, 'state'));
+    this.log = opts.logger.child({ host: opts.host });
+  }
+
+  get host() {
+    return this.opts.host;
+  }
+
+  async start(): Promise<void> {
+    const nc = await connectNats(this.opts.servers, `jailfleet-agent-${this.opts.host}@${osHostname()}`, { waitOnFirstConnect: true });
+    this.nc = nc;
+    await ensureTopology(nc);
+    await this.readopt();
+    const jsm = await jetstreamManager(nc);
+    const durable = agentConsumerName(this.opts.host);
+    await jsm.consumers.info(CMD_STREAM, durable).catch(() =>
+      jsm.consumers.add(CMD_STREAM, {
+        durable_name: durable,
+        filter_subject: subjects.cmd(this.opts.host),
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: 60 * 1e9,
+        max_ack_pending: 10_000,
+      }),
+    );
+    const consumer = await jetstream(nc).consumers.get(CMD_STREAM, durable);
+    this.messages = await consumer.consume({ max_messages: 512 });
+    this.consuming = (async () => {
+      for await (const m of this.messages!) this.onCommand(m);
+    })().catch((err) => this.log.error({ err }, 'command consumer ended'));
+    nc.subscribe(subjects.exec(this.opts.host), {
+      callback: (err, msg) => {
+        if (!err) void this.onExec(msg);
+      },
+    });
+    const beat = () => this.heartbeat();
+    beat();
+    this.heartbeatTimer = setInterval(beat, this.opts.heartbeatMs ?? 1000);
+    this.log.info({ jails: this.jails.size, driver: this.opts.driver.kind }, 'agent started');
+  }
+
+  /**
+   * Stops taking commands. With `teardown`, every jail is destroyed first (what `jailfleet up`
+   * does on exit); otherwise jails keep running and a later agent re-adopts them.
+   */
+  async stop({ teardown = false } = {}): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.heartbeatTimer);
+    await this.messages?.close().catch(() => undefined);
+    await this.consuming;
+    if (teardown) {
+      await Promise.all(
+        [...this.jails.values()].map(async (e) => {
+          e.actor.send({ type: 'DESTROY' });
+          await waitFor(e.actor, (s) => s.status === 'done' || stableStateOf(s) === 'failed', { timeout: 60_000 }).catch(() => undefined);
+        }),
+      );
+      for (const name of await this.opts.driver.list()) await this.opts.driver.destroy(name).catch(() => undefined);
+    }
+    for (const e of this.jails.values()) e.actor.stop();
+    await this.publishChain;
+    await this.nc?.drain().catch(() => undefined);
+  }
+
+  /** Restores every persisted jail; removes driver state that no record owns (a crash mid-create). */
+  private async readopt() {
+    const { jails, broken } = this.store.loadAll();
+    for (const name of broken) {
+      this.log.warn({ jail: name }, 'unreadable jail record: destroying its leftovers');
+      await this.opts.driver.destroy(name).catch((err) => this.log.error({ err, jail: name }, 'destroy failed'));
+      this.store.remove(name);
+    }
+    for (const stored of jails) {
+      const seen = await this.opts.driver.inspect(stored.name);
+      this.log.info({ jail: stored.name, generation: stored.generation, state: stored.record.state, pid: seen.pid }, 're-adopting jail');
+      this.createJail(stored.spec, stored.generation, stored.desired, stored);
+    }
+    const known = new Set(jails.map((j) => j.name));
+    for (const name of await this.opts.driver.list()) {
+      if (known.has(name)) continue;
+      this.log.warn({ jail: name }, 'driver state without a record: destroying it');
+      await this.opts.driver.destroy(name).catch((err) => this.log.error({ err, jail: name }, 'destroy failed'));
+    }
+  }
+
+  private machineFor() {
+    const d = this.opts.driver;
+    return jailLifecycleMachine.provide({
+      actors: {
+        prepare: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => d.prepare(input.spec)),
+        // a stopped jail's base mounts were released with the rest; prepare is idempotent and
+        // re-makes them, so `mounted` always means the whole root is in place
+        mount: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => {
+          await d.prepare(input.spec);
+          await d.mount(input.spec);
+        }),
+        start: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => d.start(input.spec)),
+        stop: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => d.stop(input.spec)),
+        unmount: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => d.unmount(input.spec)),
+        destroy: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => d.destroy(input.spec.name)),
+        watch: fromCallback(({ sendBack, input }: { sendBack: (e: any) => void; input: { spec: JailSpec; pid: number } }) => {
+          const ac = new AbortController();
+          d.wait(input.spec.name, input.pid, ac.signal).then(
+            (r) => sendBack({ type: 'EXITED', exitCode: r.exitCode, at: Date.now() }),
+            () => ac.signal.aborted || sendBack({ type: 'EXITED', exitCode: null, at: Date.now() }),
+          );
+          return () => ac.abort();
+        }),
+      },
+    });
+  }
+
+  private createJail(spec: JailSpec, generation: number, desired: DesiredState, stored?: StoredJail): JailEntry {
+    // `always` transitions pass through stable states within one macrostep (pending → prepared
+    // → mounting): the microsteps show each of them, so every stable state gets its event
+    let self: JailEntry | undefined;
+    const actor = createActor(this.machineFor(), {
+      input: { spec, generation, desired, restore: stored?.record, backoff: this.opts.backoff },
+      inspect: (ev) => {
+        if (ev.type === '@xstate.microstep' && self && ev.actorRef === self.actor) this.onSnapshot(self, ev.snapshot as ReturnType<JailActor['getSnapshot']>);
+      },
+    });
+    const entry: JailEntry = {
+      spec,
+      generation,
+      desired,
+      actor,
+      seq: stored?.seq ?? 0,
+      lastKey: stored ? this.keyOf(stored.record) : '',
+      record: stored?.record ?? null,
+    };
+    self = entry;
+    this.jails.set(spec.name, entry);
+    actor.subscribe({
+      next: (snap) => this.onSnapshot(entry, snap),
+      error: (err) => this.log.error({ err, jail: spec.name }, 'jail actor crashed'),
+    });
+    actor.start();
+    return entry;
+  }
+
+  private keyOf(r: PersistedJail) {
+    return JSON.stringify([r.state, r.pid, r.exitCode, r.restarts, r.error]);
+  }
+
+  private onSnapshot(entry: JailEntry, snap: ReturnType<JailActor['getSnapshot']>) {
+    const state = stableStateOf(snap);
+    if (!state) return;
+    const record = persistedJailOf(snap);
+    entry.desired = snap.context.desired;
+    const key = this.keyOf(record);
+    if (key === entry.lastKey) return;
+    entry.lastKey = key;
+    entry.record = record;
+    entry.seq += 1;
+    const name = entry.spec.name;
+    if (state === 'destroyed') {
+      this.store.remove(name);
+      if (this.jails.get(name) === entry) this.jails.delete(name);
+    } else {
+      this.store.save({ v: 1, name, spec: entry.spec, generation: entry.generation, desired: entry.desired, seq: entry.seq, record });
+    }
+    const event: StateEvent = {
+      v: WIRE_VERSION,
+      host: this.opts.host,
+      jail: name,
+      generation: entry.generation,
+      seq: entry.seq,
+      state,
+      pid: record.pid,
+      exitCode: record.exitCode,
+      restarts: record.restarts,
+      error: record.error,
+      at: new Date().toISOString(),
+    };
+    this.log.info({ jail: name, generation: entry.generation, state, pid: record.pid, error: record.error ?? undefined }, `jail ${state}`);
+    this.publishEvent(event);
+  }
+
+  /** Publishes in order; retries while the broker is away so no stable state is lost. */
+  private publishEvent(event: StateEvent) {
+    const js = jetstream(this.nc!);
+    const data = encodeJson(event);
+    const msgID = `${event.host}/${event.jail}/${event.generation}/${event.seq}`;
+    this.publishChain = this.publishChain.then(async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await js.publish(subjects.evt(event.host, event.jail), data, { msgID, timeout: 5000 });
+          return;
+        } catch (err) {
+          if (this.nc?.isClosed() || attempt > 600) {
+            this.log.error({ err, jail: event.jail }, 'state event not published');
+            return;
+          }
+          await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+        }
+      }
+    });
+  }
+
+  private onCommand(m: JsMsg) {
+    let cmd: Command;
+    try {
+      cmd = decodeWith(commandSchema, m.data);
+    } catch (err) {
+      this.log.warn({ subject: m.subject, seq: m.seq, reason: (err as Error).message }, 'malformed command dropped');
+      m.term();
+      return;
+    }
+    const prev = this.queues.get(cmd.jail) ?? Promise.resolve();
+    const next = prev
+      .then(() => this.apply(cmd))
+      .catch((err) => this.log.error({ err, jail: cmd.jail, id: commandMsgId(cmd) }, 'command failed'))
+      .finally(() => m.ack());
+    this.queues.set(cmd.jail, next);
+    void next.then(() => this.queues.get(cmd.jail) === next && this.queues.delete(cmd.jail));
+  }
+
+  private async apply(cmd: Command) {
+    if (this.stopping) return;
+    const log = this.log.child({ jail: cmd.jail, generation: cmd.generation });
+    let entry = this.jails.get(cmd.jail);
+    if (entry && entry.generation > cmd.generation) {
+      log.info({ held: entry.generation, op: cmd.op }, 'stale command ignored');
+      return;
+    }
+    if (cmd.op === 'destroy') {
+      if (!entry) return;
+      entry.actor.send({ type: 'DESTROY' });
+      await this.settled(entry);
+      return;
+    }
+    if (entry && entry.generation < cmd.generation) {
+      log.info({ old: entry.generation }, 'replacing an older generation');
+      entry.actor.send({ type: 'DESTROY' });
+      await this.settled(entry);
+      entry = undefined;
+    }
+    if (entry && entry.actor.getSnapshot().status === 'done') entry = undefined;
+    if (!entry) {
+      this.createJail(cmd.spec, cmd.generation, cmd.desired);
+      return;
+    }
+    entry.actor.send({ type: cmd.desired === 'running' ? 'START' : 'STOP' });
+  }
+
+  /** Waits until a jail being destroyed is gone (or failed to be). */
+  private async settled(entry: JailEntry) {
+    await waitFor(entry.actor, (s) => s.status === 'done' || (stableStateOf(s) === 'failed' && s.context.desired === 'destroyed'), {
+      timeout: 10 * 60_000,
+    }).catch(() => undefined);
+    if (this.jails.get(entry.spec.name) === entry) this.jails.delete(entry.spec.name);
+  }
+
+  private heartbeat() {
+    if (!this.nc || this.nc.isClosed()) return;
+    const hb: Heartbeat = {
+      v: WIRE_VERSION,
+      host: this.opts.host,
+      at: new Date().toISOString(),
+      startedAt: this.startedAt,
+      driver: this.opts.driver.kind,
+      jails: [...this.jails.values()]
+        .filter((e) => e.record)
+        .map((e) => ({ name: e.spec.name, generation: e.generation, state: e.record!.state, pid: e.record!.pid })),
+    };
+    this.nc.publish(subjects.hb(this.opts.host), encodeJson(hb));
+  }
+
+  private async onExec(msg: import('@nats-io/transport-node').Msg) {
+    const reply = (body: unknown) => msg.respond(encodeJson(body));
+    try {
+      const req = decodeWith(execRequestSchema, msg.data);
+      const entry = this.jails.get(req.jail);
+      if (!entry) return reply({ ok: false, error: { code: 'not_found', message: `no jail "${req.jail}" on host ${this.opts.host}` } });
+      if (entry.record?.state !== 'running')
+        return reply({ ok: false, error: { code: 'conflict', message: `jail "${req.jail}" is ${entry.record?.state ?? 'pending'}, not running` } });
+      const result = await this.opts.driver.exec(entry.spec, req.command, { timeoutMs: req.timeoutMs, maxOutputBytes: req.maxOutputBytes });
+      reply({ ok: true, result });
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      reply({ ok: false, error: { code: e.code === 'invalid' ? 'invalid' : 'internal', message: e.message } });
+    }
+  }
+}

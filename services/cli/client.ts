@@ -1,0 +1,85 @@
+// The CLI's side of the wire: one connection, requests to the scheduler API, the status
+// queries and agents, each reply parsed by its contract. Failures become one-line CliErrors.
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { z } from 'zod';
+import {
+  WIRE_VERSION,
+  applyReplySchema,
+  execReplySchema,
+  hostsReplySchema,
+  nameReplySchema,
+  psReplySchema,
+  subjects,
+  type ApiVerb,
+  type ExecRequest,
+  type Fleet,
+  type PsRequest,
+} from '../../contracts/index.js';
+import { decodeWith, encodeJson } from '../common/index.js';
+
+/** A failure the CLI reports as `jailfleet: <message>` and a non-zero exit. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+export class Client {
+  private constructor(
+    readonly nc: NatsConnection,
+    private readonly servers: string[],
+  ) {}
+
+  static async connect(servers: string[]): Promise<Client> {
+    try {
+      const nc = await connect({ servers, name: 'jailfleet-cli', timeout: 3000, maxReconnectAttempts: 3, reconnectTimeWait: 200 });
+      return new Client(nc, servers);
+    } catch {
+      throw new CliError(`cannot reach NATS at ${servers.join(',')}: is a cluster running? (start one with: jailfleet up)`);
+    }
+  }
+
+  async close() {
+    await this.nc.close().catch(() => undefined);
+  }
+
+  private async request<T>(subject: string, body: unknown, schema: z.ZodType<{ ok: true; result: T } | { ok: false; error: { code: string; message: string } }>, who: string, timeoutMs = 10_000): Promise<T> {
+    let reply;
+    try {
+      reply = await this.nc.request(subject, encodeJson(body), { timeout: timeoutMs });
+    } catch (err) {
+      const msg = (err as Error).message ?? '';
+      if (/no responders|503/i.test(msg) || (err as { code?: string }).code === '503')
+        throw new CliError(`no ${who} is answering on ${this.servers.join(',')} (start one with: jailfleet up, or jailfleet serve ${who === 'agent' ? 'agent' : who})`);
+      if (/timeout/i.test(msg)) throw new CliError(`the ${who} did not answer within ${timeoutMs / 1000} s`);
+      throw new CliError(`request to the ${who} failed: ${msg}`);
+    }
+    const r = decodeWith(schema, reply.data);
+    if (!r.ok) throw new CliError(r.error.message);
+    return r.result;
+  }
+
+  apply(fleet: Fleet) {
+    return this.request(subjects.api('apply'), { v: WIRE_VERSION, fleet }, applyReplySchema, 'scheduler');
+  }
+
+  setDesired(verb: Exclude<ApiVerb, 'apply'>, name: string) {
+    return this.request(subjects.api(verb), { v: WIRE_VERSION, name }, nameReplySchema, 'scheduler');
+  }
+
+  ps(filter: Omit<PsRequest, 'v'> = {}) {
+    return this.request(subjects.status('ps'), { v: WIRE_VERSION, ...filter }, psReplySchema, 'status');
+  }
+
+  hosts() {
+    return this.request(subjects.status('hosts'), { v: WIRE_VERSION }, hostsReplySchema, 'status');
+  }
+
+  exec(host: string, req: Omit<ExecRequest, 'v'>) {
+    return this.request(subjects.exec(host), { v: WIRE_VERSION, ...req }, execReplySchema, 'agent', req.timeoutMs + 5000);
+  }
+}

@@ -1,0 +1,267 @@
+#!/usr/bin/env node
+// The `jailfleet` command: client subcommands (run, apply, ps, hosts, stop, start, rm, exec,
+// events) and the service runners (serve, up). Every failure prints one line starting with
+// `jailfleet: ` on stderr and exits non-zero.
+import { Command, CommanderError, Option } from 'commander';
+import { jetstream, jetstreamManager, DeliverPolicy } from '@nats-io/jetstream';
+import { EVT_STREAM, NETWORK_MODES, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
+import { decodeWith, natsServers } from '../common/index.js';
+import { CliError, Client } from './client.js';
+import { flag, hostsCountSchema, jailName, msSchema, parseEnvFlag, parseFleet, parseMountFlag, portSchema, readFleetFile } from './flags.js';
+import { hostsTable, psJson, psTable } from './output.js';
+import { startWaiter, type JailOutcome } from './wait.js';
+import type { Fleet } from '../../contracts/index.js';
+
+const program = new Command('jailfleet')
+  .description('Run jails across many hosts: scheduler, agents and status over NATS.')
+  .version('0.1.0')
+  .addOption(new Option('--nats <urls>', 'NATS server URL(s), comma-separated').env('JAILFLEET_NATS_URL').default('nats://127.0.0.1:4222'))
+  .showHelpAfterError('(run jailfleet --help for usage)')
+  .exitOverride()
+  .configureOutput({ outputError: (str, write) => write(`jailfleet: ${str.replace(/^error: /, '')}`) });
+
+const servers = () => natsServers(program.opts().nats as string);
+
+async function withClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = await Client.connect(servers());
+  try {
+    return await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+const collect = (v: string, acc: string[]) => [...acc, v];
+
+/** Applies a fleet; with `wait`, follows each jail until running or failed. */
+async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report: 'run' | 'apply'): Promise<number> {
+  return withClient(async (c) => {
+    const waiter = wait ? startWaiter(c, fleet.jails.map((j) => j.name)) : undefined;
+    try {
+      const applied = await c.apply(fleet);
+      if (!waiter) {
+        for (const j of applied.jails) console.log(`${j.name}: generation ${j.generation}${j.changed ? '' : ' (unchanged)'}`);
+        return 0;
+      }
+      const targets = new Map(applied.jails.map((j) => [j.name, j.generation]));
+      const total = targets.size;
+      let n = 0;
+      const line = (o: JailOutcome) => {
+        n++;
+        if (report === 'run') return;
+        const what = o.state === 'running' ? `running on ${o.host}` : `${o.state}${o.message ? `: ${o.message}` : ''}`;
+        console.log(`[${n}/${total}] ${o.name} ${what}`);
+      };
+      const outcomes = await waiter.wait(targets, { timeoutMs, onUpdate: line });
+      const bad = outcomes.filter((o) => o.state !== 'running');
+      if (report === 'run') {
+        const o = outcomes[0]!;
+        if (o.state === 'running') console.log(`${o.name} running on ${o.host}`);
+        else throw new CliError(`${o.name} ${o.state === 'timeout' ? 'did not start' : o.state}: ${o.message}`);
+        return 0;
+      }
+      if (bad.length) throw new CliError(`${bad.length} of ${total} jails not running: ${bad.map((o) => `${o.name} (${o.state}${o.message ? `: ${o.message}` : ''})`).join(', ')}`);
+      console.log(`${total} of ${total} jails running`);
+      return 0;
+    } finally {
+      waiter?.close();
+    }
+  });
+}
+
+program
+  .command('run')
+  .description('run one jail and wait until it runs (prints its host) or fails')
+  .argument('<name>', 'jail name')
+  .argument('<command...>', 'command and arguments (after --)')
+  .option('--host <host>', 'pin to this host')
+  .option('--hostname <hostname>', 'hostname inside the jail (default: the name)')
+  .addOption(new Option('--restart <policy>', 'restart policy').choices(RESTART_POLICIES))
+  .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
+  .option('--mount <SRC:DST[:ro|rw]>', 'mount a host path (repeatable; read-only by default)', collect, [])
+  .addOption(new Option('--network <mode>', 'inherit (host network) or none (loopback only)').choices(NETWORK_MODES))
+  .option('--stop-timeout <ms>', 'SIGKILL this long after SIGTERM')
+  .option('--timeout <ms>', 'how long to wait for the jail to run', '120000')
+  .action(async (name: string, command: string[], o) => {
+    const spec: JailSpecInput = {
+      name: jailName(name),
+      command,
+      env: Object.fromEntries((o.env as string[]).map(parseEnvFlag)),
+      mounts: (o.mount as string[]).map(parseMountFlag),
+      ...(o.host ? { placement: { host: o.host } } : {}),
+      ...(o.hostname ? { hostname: o.hostname } : {}),
+      ...(o.restart ? { restart: o.restart } : {}),
+      ...(o.network ? { network: o.network } : {}),
+      ...(o.stopTimeout ? { stopTimeoutMs: flag('stop-timeout', msSchema, o.stopTimeout) } : {}),
+    };
+    const fleet = parseFleet({ jails: [spec] }, 'run');
+    process.exitCode = await applyFleet(fleet, true, flag('timeout', msSchema, o.timeout), 'run');
+  });
+
+program
+  .command('apply')
+  .description('apply a fleet file (YAML or JSON: { jails: [spec, ...] })')
+  .requiredOption('-f, --file <file>', 'fleet file, or - for stdin')
+  .option('--wait', 'wait until every jail runs; exit non-zero if any fails')
+  .option('--timeout <ms>', 'how long to wait', '300000')
+  .action(async (o) => {
+    const fleet = readFleetFile(o.file);
+    process.exitCode = await applyFleet(fleet, Boolean(o.wait), flag('timeout', msSchema, o.timeout), 'apply');
+  });
+
+program
+  .command('ps')
+  .description('list jails cluster-wide')
+  .option('--host <host>', 'only this host')
+  .option('--state <state>', 'only this state')
+  .option('--json', 'JSON array')
+  .action(async (o) => {
+    const { jails } = await withClient((c) => c.ps({ host: o.host, state: o.state }));
+    console.log(o.json ? JSON.stringify(psJson(jails), null, 2) : psTable(jails));
+  });
+
+program
+  .command('hosts')
+  .description('list hosts and their liveness')
+  .option('--json', 'JSON array')
+  .action(async (o) => {
+    const { hosts } = await withClient((c) => c.hosts());
+    console.log(o.json ? JSON.stringify(hosts, null, 2) : hostsTable(hosts));
+  });
+
+for (const verb of ['stop', 'start', 'rm'] as const) {
+  program
+    .command(verb)
+    .description({ stop: 'stop a jail (keeps its root)', start: 'start a stopped jail', rm: 'stop and remove a jail' }[verb])
+    .argument('<name>', 'jail name')
+    .action(async (name: string) => {
+      const r = await withClient((c) => c.setDesired(verb, jailName(name)));
+      console.log(`${r.name}: ${{ stop: 'stopping', start: 'starting', rm: 'removing' }[verb]} (generation ${r.generation})`);
+    });
+}
+
+program
+  .command('exec')
+  .description('run a command inside a running jail; exits with its exit code')
+  .argument('<name>', 'jail name')
+  .argument('<command...>', 'command and arguments (after --)')
+  .option('--timeout <ms>', 'kill the command after this long', '30000')
+  .action(async (name: string, command: string[], o) => {
+    const jail = jailName(name);
+    const timeoutMs = flag('timeout', msSchema, o.timeout);
+    const req = execRequestSchema.safeParse({ v: 1, jail, command, timeoutMs });
+    if (!req.success) throw new CliError(`command: ${req.error.issues[0]!.message}`, 2);
+    process.exitCode = await withClient(async (c) => {
+      const row = (await c.ps()).jails.find((j) => j.name === jail);
+      if (!row) throw new CliError(`no jail named "${jail}"`);
+      if (row.state !== 'running' || !row.host) throw new CliError(`jail "${jail}" is ${row.state}, not running`);
+      const r = await c.exec(row.host, { jail, command, timeoutMs, maxOutputBytes: req.data.maxOutputBytes });
+      process.stdout.write(r.stdout);
+      process.stderr.write(r.stderr);
+      if (r.truncated) process.stderr.write('jailfleet: output truncated\n');
+      if (r.timedOut) process.stderr.write(`jailfleet: command killed after ${timeoutMs} ms\n`);
+      return r.exitCode;
+    });
+  });
+
+program
+  .command('events')
+  .description('state events of every jail, oldest first')
+  .option('--follow', 'keep printing new events')
+  .option('--json', 'one JSON object per line')
+  .action(async (o) => {
+    await withClient(async (c) => {
+      const jsm = await jetstreamManager(c.nc);
+      const last = (await jsm.streams.info(EVT_STREAM).catch(() => null))?.state.last_seq ?? 0;
+      if (last === 0 && !o.follow) return;
+      const consumer = await jetstream(c.nc).consumers.get(EVT_STREAM, { deliver_policy: DeliverPolicy.All });
+      const msgs = await consumer.consume();
+      process.once('SIGINT', () => void msgs.close());
+      for await (const m of msgs) {
+        try {
+          const e = decodeWith(stateEventSchema, m.data);
+          if (o.json) console.log(JSON.stringify(e));
+          else
+            console.log(
+              `${e.at}  ${e.host}  ${e.jail}  gen=${e.generation}  ${e.state}` +
+                (e.pid ? `  pid=${e.pid}` : '') +
+                (e.exitCode !== null ? `  exit=${e.exitCode}` : '') +
+                (e.error ? `  ${e.error.step}: ${e.error.message}` : ''),
+            );
+        } catch {
+          /* a malformed event is skipped here; the status service logs it */
+        }
+        if (!o.follow && m.seq >= last) break;
+      }
+      await msgs.close();
+    });
+  });
+
+program
+  .command('up')
+  .description('start a local cluster: nats-server, scheduler, status and N agents')
+  .option('--hosts <n>', 'number of agents (host-1 … host-N)', '2')
+  .option('--data-dir <dir>', 'where jails, logs and the broker store live', '/var/lib/jailfleet')
+  .option('--nats-port <port>', 'nats-server port', '4222')
+  .action(async (o) => {
+    const { up } = await import('./up.js');
+    process.exitCode = await up({
+      hosts: flag('hosts', hostsCountSchema, o.hosts),
+      dataDir: o.dataDir,
+      natsPort: flag('nats-port', portSchema, o.natsPort),
+    });
+  });
+
+const serve = program.command('serve').description('run one service in the foreground');
+serve
+  .command('agent')
+  .description('the per-host agent')
+  .requiredOption('--host <name>', 'this host\'s name')
+  .requiredOption('--data-dir <dir>', 'jail roots and agent state')
+  .option('--heartbeat-ms <ms>', 'heartbeat interval', '1000')
+  .option('--teardown-on-exit', 'destroy every jail when stopped (jailfleet up)')
+  .option('--backoff-base-ms <ms>', 'first restart delay')
+  .action(async (o) => {
+    const { serveAgent } = await import('./serve.js');
+    await serveAgent({
+      host: jailName(o.host),
+      dataDir: o.dataDir,
+      servers: servers(),
+      heartbeatMs: flag('heartbeat-ms', msSchema, o.heartbeatMs),
+      teardownOnExit: Boolean(o.teardownOnExit),
+      backoffBaseMs: o.backoffBaseMs ? flag('backoff-base-ms', msSchema, o.backoffBaseMs) : undefined,
+    });
+  });
+serve
+  .command('scheduler')
+  .description('the scheduler (API and reconciler)')
+  .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', '3000')
+  .action(async (o) => {
+    const { serveScheduler } = await import('./serve.js');
+    await serveScheduler({ servers: servers(), hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs) });
+  });
+serve
+  .command('status')
+  .description('the status service (cluster view)')
+  .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', '3000')
+  .action(async (o) => {
+    const { serveStatus } = await import('./serve.js');
+    await serveStatus({ servers: servers(), hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs) });
+  });
+
+for (const c of program.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(`jailfleet: ${str.replace(/^error: /, '')}`) });
+for (const c of serve.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(`jailfleet: ${str.replace(/^error: /, '')}`) });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode === 0 ? 0 : 2;
+  } else if (err instanceof CliError) {
+    process.stderr.write(`jailfleet: ${err.message}\n`);
+    process.exitCode = err.exitCode;
+  } else {
+    process.stderr.write(`jailfleet: ${(err as Error).message ?? String(err)}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,96 @@
+// Starts a local nats-server with JetStream (for `jailfleet up` and the tests): its own store
+// directory, loopback only, a free port unless one is given. Stops it on request.
+import { createServer, connect as tcpConnect } from 'node:net';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+
+export interface NatsServerHandle {
+  url: string;
+  port: number;
+  storeDir: string;
+  process: ResultPromise;
+  stop(): Promise<void>;
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+async function portAccepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = tcpConnect({ port, host: '127.0.0.1' });
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+export class NatsServerFailed extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'NatsServerFailed';
+  }
+}
+
+/** Starts nats-server -js with its store under `dir`; resolves once it accepts connections. */
+export async function startNatsServer(opts: { dir: string; port?: number; binary?: string }): Promise<NatsServerHandle> {
+  const port = opts.port ?? (await freePort());
+  const storeDir = join(opts.dir, 'jetstream');
+  mkdirSync(storeDir, { recursive: true });
+  const conf = join(opts.dir, 'nats-server.conf');
+  writeFileSync(
+    conf,
+    [
+      `listen: "127.0.0.1:${port}"`,
+      `server_name: "jailfleet-${port}"`,
+      `max_payload: 8MB`,
+      `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
+      '',
+    ].join('\n'),
+  );
+  if (await portAccepts(port)) throw new NatsServerFailed(`port ${port} is already in use; pick another with --nats-port`);
+  const child = execa(opts.binary ?? 'nats-server', ['-c', conf], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    reject: false,
+    cleanup: true,
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  let exited = false;
+  void child.then(() => (exited = true));
+  const deadline = Date.now() + 15_000;
+  while (!(await portAccepts(port))) {
+    if (exited || child.exitCode !== null) {
+      const r = await child;
+      const why = (r as { code?: string }).code === 'ENOENT' ? 'nats-server is not installed (apt-get install -y nats-server)' : stderr.trim().split('\n').pop();
+      throw new NatsServerFailed(`nats-server did not start: ${why}`);
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new NatsServerFailed(`nats-server did not accept connections on port ${port} within 15 s`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    process: child,
+    async stop() {
+      if (child.exitCode !== null || exited) return;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await child;
+      clearTimeout(t);
+    },
+  };
+}

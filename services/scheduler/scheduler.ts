@@ -1,0 +1,314 @@
+// The scheduler: API handlers write the desired state (KV); the reconciler places each jail and
+// publishes commands to its host's durable stream. It never talks to a host except through NATS.
+import { hostname as osHostname } from 'node:os';
+import { jetstream } from '@nats-io/jetstream';
+import type { KvEntry } from '@nats-io/kv';
+import {
+  SCHEDULER_QUEUE,
+  WIRE_VERSION,
+  applyRequestSchema,
+  commandMsgId,
+  desiredRecordSchema,
+  heartbeatSchema,
+  nameRequestSchema,
+  placementRecordSchema,
+  subjects,
+  type ApiVerb,
+  type Command,
+  type DesiredRecord,
+  type JailSpec,
+  type PlacementRecord,
+} from '../../contracts/index.js';
+import { connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection, type Topology } from '../common/index.js';
+import { HostLiveness } from './host-liveness.js';
+import { placeJail } from './placement.js';
+
+export interface SchedulerOptions {
+  servers: string[];
+  logger: Logger;
+  hostTtlMs?: number;
+  /** Full reconcile pass interval (new hosts, unplaced jails). */
+  resyncMs?: number;
+}
+
+class ApiError extends Error {
+  constructor(
+    readonly code: 'invalid' | 'not_found' | 'conflict' | 'internal',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+const sameSpec = (a: JailSpec, b: JailSpec) => JSON.stringify(a) === JSON.stringify(b);
+
+export class Scheduler {
+  private nc?: NatsConnection;
+  private kv?: Topology;
+  private readonly liveness: HostLiveness;
+  private readonly placements = new Map<string, PlacementRecord>();
+  private readonly busy = new Set<string>();
+  private readonly dirty = new Set<string>();
+  private readonly running = new Set<Promise<void>>();
+  /** name → `${generation}/${revision}@host` of the last command published. */
+  private readonly published = new Map<string, string>();
+  private timer?: NodeJS.Timeout;
+  private watchStop?: () => void;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: SchedulerOptions) {
+    this.liveness = new HostLiveness(opts.hostTtlMs ?? 3000);
+    this.log = opts.logger;
+  }
+
+  async start(): Promise<void> {
+    const nc = await connectNats(this.opts.servers, `jailfleet-scheduler@${osHostname()}`, { waitOnFirstConnect: true });
+    this.nc = nc;
+    this.kv = await ensureTopology(nc);
+    nc.subscribe(subjects.hbAll, {
+      callback: (err, msg) => {
+        if (err) return;
+        try {
+          const hb = decodeWith(heartbeatSchema, msg.data);
+          if (this.liveness.seen(hb.host, Date.now())) {
+            this.log.info({ host: hb.host }, 'host up');
+            this.resyncSoon();
+          }
+        } catch (e) {
+          this.log.warn({ subject: msg.subject, reason: (e as Error).message }, 'malformed heartbeat dropped');
+        }
+      },
+    });
+    const verbs: ApiVerb[] = ['apply', 'stop', 'start', 'rm'];
+    for (const verb of verbs) {
+      nc.subscribe(subjects.api(verb), { queue: SCHEDULER_QUEUE, callback: (err, msg) => {
+        if (!err) void this.onApi(verb, msg);
+      } });
+    }
+    // the placement cache: the whole bucket first, then every change (also other schedulers')
+    const pwatch = await this.kv.placement.watch();
+    let initialDone!: () => void;
+    const initial = new Promise<void>((r) => (initialDone = r));
+    void (async () => {
+      for await (const e of pwatch) {
+        const p = e.operation === 'PUT' ? placementRecordSchema.safeParse(e.json()).data : undefined;
+        if (p) this.placements.set(e.key, p);
+        else this.placements.delete(e.key);
+        if (e.delta === 0) initialDone();
+      }
+    })();
+    if ((await this.kv.placement.status()).values > 0) await Promise.race([initial, new Promise((r) => setTimeout(r, 5000))]);
+    const watch = await this.kv.desired.watch({ include: 'updates' as never });
+    this.watchStop = () => (watch.stop(), pwatch.stop());
+    void (async () => {
+      for await (const e of watch) if (e.operation === 'PUT') this.reconcileSoon(e.key);
+    })();
+    this.timer = setInterval(() => this.resyncSoon(), this.opts.resyncMs ?? 2000);
+    this.resyncSoon();
+    this.log.info('scheduler started');
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.watchStop?.();
+    await Promise.all(this.running);
+    await this.nc?.drain().catch(() => undefined);
+  }
+
+  private resyncPending = false;
+  private resyncSoon() {
+    if (this.resyncPending || !this.kv) return;
+    this.resyncPending = true;
+    void (async () => {
+      try {
+        for await (const key of await this.kv!.desired.keys()) this.reconcileSoon(key);
+      } catch (err) {
+        this.log.warn({ err }, 'resync failed');
+      } finally {
+        this.resyncPending = false;
+      }
+    })();
+  }
+
+  /** Reconciles one jail; calls for one name run one after another, repeats coalesce. */
+  private reconcileSoon(name: string) {
+    if (this.busy.has(name)) {
+      this.dirty.add(name);
+      return;
+    }
+    this.busy.add(name);
+    const run = (async () => {
+      do {
+        this.dirty.delete(name);
+        await this.reconcile(name).catch((err) => this.log.error({ err, jail: name }, 'reconcile failed'));
+      } while (this.dirty.has(name));
+      this.busy.delete(name);
+    })();
+    this.running.add(run);
+    void run.then(() => this.running.delete(run));
+  }
+
+  private hostViews() {
+    const now = Date.now();
+    return this.liveness.hosts(now).map((h) => ({ name: h.name, up: h.up, jails: 0 }));
+  }
+
+  /** Jails placed per host, from the placement cache (kept by the watch and our own writes). */
+  private placedCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const p of this.placements.values()) if (p.host) counts.set(p.host, (counts.get(p.host) ?? 0) + 1);
+    return counts;
+  }
+
+  private async reconcile(name: string) {
+    const kv = this.kv!;
+    const d = await kv.desired.get(name);
+    if (!d || d.operation !== 'PUT') return;
+    const parsed = desiredRecordSchema.safeParse(d.json());
+    if (!parsed.success) {
+      this.log.error({ jail: name }, 'unreadable desired record skipped');
+      return;
+    }
+    const desired = parsed.data;
+    const pEntry = await kv.placement.get(name);
+    const placement = pEntry && pEntry.operation === 'PUT' ? placementRecordSchema.safeParse(pEntry.json()).data : undefined;
+
+    if (desired.desired === 'removed') {
+      if (placement?.host) await this.publish(placement.host, { v: WIRE_VERSION, op: 'destroy', jail: name, generation: desired.generation, revision: d.revision, issuedAt: new Date().toISOString() });
+      if (pEntry && pEntry.operation === 'PUT') await kv.placement.delete(name).catch(() => undefined);
+      this.placements.delete(name);
+      this.published.delete(name);
+      return;
+    }
+
+    let host = placement?.host ?? null;
+    const pin = desired.spec.placement.host;
+    if (host && pin && pin !== host) {
+      // the pin moved: the old copy goes, the jail is placed anew
+      await this.publish(host, { v: WIRE_VERSION, op: 'destroy', jail: name, generation: desired.generation, revision: d.revision, issuedAt: new Date().toISOString() });
+      host = null;
+    }
+    if (!host) {
+      // one placement decision at a time, so concurrent reconciles see each other's choices
+      const release = await this.placementLock();
+      let placed;
+      try {
+        const counts = this.placedCounts();
+        const views = this.hostViews().map((h) => ({ ...h, jails: counts.get(h.name) ?? 0 }));
+        placed = placeJail(desired.spec, views);
+        const record: PlacementRecord = { v: WIRE_VERSION, host: placed.host, generation: desired.generation, reason: placed.reason };
+        if (!(await this.writePlacement(name, record, pEntry))) return this.dirty.add(name);
+      } finally {
+        release();
+      }
+      if (!placed.host) {
+        if (placement?.reason !== placed.reason) this.log.warn({ jail: name, reason: placed.reason }, 'jail not placed');
+        return;
+      }
+      this.log.info({ jail: name, host: placed.host, generation: desired.generation }, 'jail placed');
+      host = placed.host;
+    } else if (placement && placement.generation !== desired.generation) {
+      if (!(await this.writePlacement(name, { ...placement, generation: desired.generation }, pEntry))) return this.dirty.add(name);
+    }
+    const key = `${desired.generation}/${d.revision}@${host}`;
+    if (this.published.get(name) === key) return;
+    await this.publish(host, {
+      v: WIRE_VERSION,
+      op: 'ensure',
+      jail: name,
+      generation: desired.generation,
+      revision: d.revision,
+      desired: desired.desired,
+      spec: desired.spec,
+      issuedAt: new Date().toISOString(),
+    });
+    this.published.set(name, key);
+  }
+
+  private lockChain: Promise<void> = Promise.resolve();
+  private placementLock(): Promise<() => void> {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const acquired = this.lockChain.then(() => release);
+    this.lockChain = this.lockChain.then(() => held);
+    return acquired;
+  }
+
+  /** Compare-and-set on the placement entry's revision; false when someone else wrote first. */
+  private async writePlacement(name: string, record: PlacementRecord, prev: KvEntry | null): Promise<boolean> {
+    try {
+      if (prev) await this.kv!.placement.update(name, encodeJson(record), prev.revision);
+      else await this.kv!.placement.create(name, encodeJson(record));
+      this.placements.set(name, record);
+      return true;
+    } catch (err) {
+      this.log.debug({ err, jail: name }, 'placement write lost a race; retrying');
+      return false;
+    }
+  }
+
+  private async publish(host: string, cmd: Command) {
+    await jetstream(this.nc!).publish(subjects.cmd(host), encodeJson(cmd), { msgID: commandMsgId(cmd) });
+  }
+
+  private async onApi(verb: ApiVerb, msg: Msg) {
+    try {
+      const result = verb === 'apply' ? await this.apply(msg) : await this.setDesired(verb, msg);
+      msg.respond(encodeJson({ ok: true, result }));
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      const code = e.code === 'invalid' || e.code === 'not_found' || e.code === 'conflict' ? e.code : 'internal';
+      if (code === 'internal') this.log.error({ err, verb }, 'API request failed');
+      msg.respond(encodeJson({ ok: false, error: { code, message: e.message } }));
+    }
+  }
+
+  private async apply(msg: Msg) {
+    const req = decodeWith(applyRequestSchema, msg.data);
+    const out: { name: string; generation: number; changed: boolean }[] = [];
+    for (const spec of req.fleet.jails) {
+      out.push(await this.casDesired(spec.name, (cur) => {
+        if (cur && cur.desired !== 'removed' && sameSpec(cur.spec, spec)) {
+          return { record: { ...cur, desired: 'running' }, changed: false };
+        }
+        return {
+          record: { v: WIRE_VERSION, spec, desired: 'running', generation: (cur?.generation ?? 0) + 1, updatedAt: new Date().toISOString() },
+          changed: true,
+        };
+      }));
+    }
+    return { jails: out };
+  }
+
+  private async setDesired(verb: Exclude<ApiVerb, 'apply'>, msg: Msg) {
+    const { name } = decodeWith(nameRequestSchema, msg.data);
+    const target = verb === 'stop' ? 'stopped' : verb === 'start' ? 'running' : 'removed';
+    const r = await this.casDesired(name, (cur) => {
+      if (!cur || cur.desired === 'removed') throw new ApiError('not_found', `no jail named "${name}"`);
+      return { record: { ...cur, desired: target, updatedAt: new Date().toISOString() }, changed: cur.desired !== target };
+    });
+    return { name, generation: r.generation };
+  }
+
+  /** Read-modify-write of one desired record, retried on a concurrent write. */
+  private async casDesired(
+    name: string,
+    change: (cur: DesiredRecord | undefined) => { record: DesiredRecord; changed: boolean },
+  ): Promise<{ name: string; generation: number; changed: boolean }> {
+    const kv = this.kv!.desired;
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const e = await kv.get(name);
+      const cur = e && e.operation === 'PUT' ? desiredRecordSchema.safeParse(e.json()).data : undefined;
+      const { record, changed } = change(cur);
+      try {
+        if (e) await kv.update(name, encodeJson(record), e.revision);
+        else await kv.create(name, encodeJson(record));
+        return { name, generation: record.generation, changed };
+      } catch {
+        await new Promise((r) => setTimeout(r, 5 * (attempt + 1)));
+      }
+    }
+    throw new ApiError('conflict', `jail "${name}" is being changed by someone else; try again`);
+  }
+}

@@ -1,0 +1,97 @@
+// The cluster view: folds state events, heartbeats and placements into rows for `ps` and
+// `hosts`. Pure: the caller feeds it messages in stream order and passes the clock.
+import type { Heartbeat, HostRow, PlacementRecord, PsRow, StateEvent } from '../../contracts/index.js';
+
+interface JailRow extends PsRow {
+  seq: number;
+}
+
+export class ClusterView {
+  private readonly rows = new Map<string, JailRow>();
+  /** Newest generation seen destroyed per jail: older events of it are ignored. */
+  private readonly gone = new Map<string, number>();
+  private readonly placements = new Map<string, PlacementRecord>();
+  private readonly hostsSeen = new Map<string, { lastSeen: number; jails: number }>();
+
+  constructor(private readonly hostTtlMs: number) {}
+
+  /** Newest generation wins; within one generation the highest seq. */
+  applyEvent(e: StateEvent): void {
+    if ((this.gone.get(e.jail) ?? 0) >= e.generation) return;
+    const cur = this.rows.get(e.jail);
+    if (cur && (cur.generation > e.generation || (cur.generation === e.generation && cur.seq >= e.seq))) return;
+    if (e.state === 'destroyed') {
+      this.rows.delete(e.jail);
+      this.gone.set(e.jail, e.generation);
+      return;
+    }
+    this.rows.set(e.jail, {
+      name: e.jail,
+      host: e.host,
+      state: e.state,
+      generation: e.generation,
+      seq: e.seq,
+      pid: e.state === 'running' ? e.pid : null,
+      since: cur && cur.state === e.state && cur.generation === e.generation ? cur.since : e.at,
+      exitCode: e.exitCode,
+      restarts: e.restarts,
+      error: e.error,
+    });
+  }
+
+  applyPlacement(name: string, p: PlacementRecord | null): void {
+    if (p) this.placements.set(name, p);
+    else this.placements.delete(name);
+  }
+
+  applyHeartbeat(hb: Heartbeat, now: number): void {
+    this.hostsSeen.set(hb.host, { lastSeen: now, jails: hb.jails.length });
+  }
+
+  /** Every jail: its newest event, or `pending`/`unplaced` from its placement before any event. */
+  ps(filter: { host?: string; state?: string } = {}): PsRow[] {
+    const out: PsRow[] = [];
+    for (const r of this.rows.values()) {
+      const p = this.placements.get(r.name);
+      // a newer generation placed but not reported yet shows as pending there
+      if (p && p.generation > r.generation) out.push(this.pendingRow(r.name, p));
+      else out.push(strip(r));
+    }
+    for (const [name, p] of this.placements) {
+      if (!this.rows.has(name) && (this.gone.get(name) ?? 0) < p.generation) out.push(this.pendingRow(name, p));
+    }
+    return out
+      .filter((r) => (!filter.host || r.host === filter.host) && (!filter.state || r.state === filter.state))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  hosts(now: number): HostRow[] {
+    return [...this.hostsSeen.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([host, h]) => ({
+        host,
+        status: now - h.lastSeen <= this.hostTtlMs ? ('up' as const) : ('down' as const),
+        jails: h.jails,
+        lastSeen: new Date(h.lastSeen).toISOString(),
+      }));
+  }
+
+  private pendingRow(name: string, p: PlacementRecord): PsRow {
+    return {
+      name,
+      host: p.host,
+      state: p.host ? 'pending' : 'unplaced',
+      generation: p.generation,
+      pid: null,
+      since: '',
+      exitCode: null,
+      restarts: 0,
+      error: p.host ? null : { step: 'place', message: p.reason ?? 'not placed' },
+    };
+  }
+}
+
+function strip(r: JailRow): PsRow {
+  const { seq: _seq, ...row } = r;
+  return row;
+}

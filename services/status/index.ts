@@ -1,0 +1,3 @@
+// The status service's public face.
+export { StatusService, type StatusOptions } from './status-service.js';
+export { ClusterView } from './cluster-view.js';
