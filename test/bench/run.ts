@@ -1,0 +1,142 @@
+// `npm run bench`: speed figures as JSON lines, each beside a baseline measured in the same run
+// (a ratio, since these machines are noisy). Needs root: it starts real jails.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { jetstream } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { WIRE_VERSION, subjects, type Command, type JailSpec, type StateEvent } from '../../contracts/index.js';
+import { ensureTopology } from '../../services/common/index.js';
+import { TestCluster, cliPath, mountsUnder, repoRoot } from '../support/cluster.js';
+
+const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+const percentile = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+};
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+const emit = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
+
+/** 100 jails on one agent: command published → `running` event, one jail at a time. */
+async function startLatency(n: number) {
+  const c = await TestCluster.start({ hosts: ['bench-1'], scheduler: false, status: false });
+  const nc = await connect({ servers: c.url });
+  const js = jetstream(nc);
+  await ensureTopology(nc);
+  const waiting = new Map<string, () => void>();
+  nc.subscribe('jailfleet.evt.bench-1.*', {
+    callback: (_e, m) => {
+      const ev = JSON.parse(new TextDecoder().decode(m.data)) as StateEvent;
+      if (ev.state === 'running') waiting.get(ev.jail)?.();
+    },
+  });
+  // the agent is up when its heartbeat arrives
+  await new Promise<void>((r) => {
+    const s = nc.subscribe(subjects.hb('bench-1'), { callback: () => (s.unsubscribe(), r()) });
+  });
+  const spec = (name: string): JailSpec => ({
+    name, command: ['/bin/sleep', '3600'], env: {}, mounts: [], network: 'inherit', restart: 'never', stopTimeoutMs: 2000, placement: {},
+  });
+  const jf: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const name = `lat-${i}`;
+    const cmd: Command = { v: WIRE_VERSION, op: 'ensure', jail: name, generation: 1, revision: i + 1, desired: 'running', spec: spec(name), issuedAt: new Date().toISOString() };
+    const t0 = performance.now();
+    const running = new Promise<void>((r) => waiting.set(name, r));
+    await js.publish(subjects.cmd('bench-1'), enc(cmd));
+    await running;
+    jf.push(performance.now() - t0);
+  }
+  await nc.close();
+  await c.stop();
+
+  // baseline: the same mounts, unshare and chroot from a shell script
+  const dir = mkdtempSync(join(tmpdir(), 'jailfleet-bench-base-'));
+  const base: number[] = [];
+  const pids: number[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      const r = await execa(join(repoRoot, 'test', 'bench', 'baseline-start.sh'), [join(dir, `b-${i}`), join(repoRoot, 'dist', 'native', 'jailinit'), '--', '/bin/sleep', '3600']);
+      base.push(performance.now() - t0);
+      pids.push(Number(r.stdout.trim()));
+    }
+  } finally {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    for (const m of mountsUnder(dir).reverse()) await execa('umount', ['--lazy', m], { reject: false });
+    if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
+  }
+  const p50 = percentile(jf, 50);
+  const b50 = percentile(base, 50);
+  emit({
+    figure: 'start-latency',
+    jails: n,
+    unit: 'ms',
+    p50: round(p50),
+    p95: round(percentile(jf, 95)),
+    baseline: 'shell script: same mounts + unshare + chroot',
+    baselineP50: round(b50),
+    baselineP95: round(percentile(base, 95)),
+    ratio: round(p50 / b50),
+    goal: 'ratio <= 2',
+  });
+}
+
+/** `jailfleet ps --json` wall time with 1,000 jails known to the status service. */
+async function psLatency(n: number, runs: number) {
+  const c = await TestCluster.start({ hosts: [], scheduler: false, status: true });
+  try {
+    const nc = await connect({ servers: c.url });
+    await ensureTopology(nc);
+    const js = jetstream(nc);
+    const at = new Date().toISOString();
+    await Promise.all(
+      Array.from({ length: n }, (_, i) => {
+        const ev: StateEvent = { v: WIRE_VERSION, host: `host-${i % 20}`, jail: `svc-${i}`, generation: 1, seq: 1, state: 'running', pid: 1000 + i, exitCode: null, restarts: 0, error: null, at };
+        return js.publish(subjects.evt(ev.host, ev.jail), enc(ev));
+      }),
+    );
+    await nc.close();
+    await c.until('status to know every jail', async () => (await c.json<unknown[]>(['ps'])).length === n, 60_000);
+    const time = async (args: string[]) => {
+      const xs: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const t0 = performance.now();
+        const r = await execa(process.execPath, [cliPath, ...args], { env: { JAILFLEET_NATS_URL: c.url } });
+        xs.push(performance.now() - t0);
+        if (r.exitCode !== 0) throw new Error(r.stderr);
+      }
+      return percentile(xs, 50);
+    };
+    const ps = await time(['ps', '--json']);
+    const hosts = await time(['hosts', '--json']);
+    emit({
+      figure: 'ps-latency',
+      jails: n,
+      unit: 'ms',
+      median: round(ps),
+      runs,
+      baseline: 'jailfleet hosts --json (same process start, connect and request, tiny reply)',
+      baselineMedian: round(hosts),
+      ratio: round(ps / hosts),
+    });
+  } finally {
+    await c.stop();
+  }
+}
+
+if (process.getuid?.() !== 0) {
+  console.error('jailfleet: bench must run as root (it starts real jails)');
+  process.exit(1);
+}
+const only = process.argv[2];
+if (!only || only === 'start-latency') await startLatency(Number(process.env.BENCH_JAILS ?? 100));
+if (!only || only === 'ps-latency') await psLatency(1000, 7);

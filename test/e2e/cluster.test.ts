@@ -1,0 +1,170 @@
+// The user's story end to end: real nats-server, real `jailfleet serve` processes (scheduler,
+// status, two agents), real jails in Linux namespaces, driven only through the `jailfleet` CLI.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { connect } from '@nats-io/transport-node';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TestCluster } from '../support/cluster.js';
+
+const asRoot = process.getuid?.() === 0;
+const d = asRoot ? describe : describe.skip;
+if (!asRoot) console.warn('end-to-end tests need root (namespaces, mounts): skipped');
+
+interface PsRow {
+  name: string;
+  host: string | null;
+  state: string;
+  generation: number;
+  pid: number | null;
+  since: string | null;
+  error: { step: string; message: string } | null;
+}
+
+d('a cluster of two hosts runs jails for a user', () => {
+  let c: TestCluster;
+  const ps = () => c.json<PsRow[]>(['ps']);
+  const running = async (n: number) => {
+    const rows = await ps();
+    return rows.filter((r) => r.state === 'running').length === n ? rows : undefined;
+  };
+
+  beforeAll(async () => {
+    c = await TestCluster.start({ hosts: ['host-1', 'host-2'] });
+    await c.until('both hosts up', async () => {
+      const hosts = await c.json<{ host: string; status: string }[]>(['hosts']);
+      return hosts.filter((h) => h.status === 'up').length === 2;
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await c?.stop();
+  }, 120_000);
+
+  it('applies ten jails from a fleet file and spreads them across both hosts', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jf-fleet-'));
+    const fleet = join(dir, 'fleet.yaml');
+    const jails = Array.from({ length: 10 }, (_, i) => `  - name: svc-${i}\n    command: [/bin/sleep, "3600"]\n    restart: always\n`).join('');
+    writeFileSync(fleet, `jails:\n${jails}`);
+    const r = await c.cli(['apply', '-f', fleet, '--wait']);
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain('10 of 10 jails running');
+    const rows = await ps();
+    expect(rows).toHaveLength(10);
+    const perHost = new Map<string, number>();
+    for (const row of rows) {
+      expect(row.state).toBe('running');
+      expect(row.pid).toBeGreaterThan(0);
+      expect(row.generation).toBe(1);
+      perHost.set(row.host!, (perHost.get(row.host!) ?? 0) + 1);
+    }
+    expect(perHost.get('host-1')).toBe(5);
+    expect(perHost.get('host-2')).toBe(5);
+    // the pids are real processes on this machine
+    for (const row of rows) expect(readFileSync(`/proc/${row.pid}/stat`, 'utf8')).toContain('jailinit');
+    // applying the same file again changes nothing
+    const again = await c.cli(['apply', '-f', fleet]);
+    expect(again.exitCode).toBe(0);
+    expect(again.stdout).toContain('svc-0: generation 1 (unchanged)');
+    const hosts = await c.json<{ host: string; jails: number; status: string }[]>(['hosts']);
+    expect(hosts.map((h) => [h.host, h.status])).toEqual([
+      ['host-1', 'up'],
+      ['host-2', 'up'],
+    ]);
+  });
+
+  it('runs a pinned jail, execs in it, and keeps its environment clean', async () => {
+    const r = await c.cli(['run', 'web', '--host', 'host-2', '--env', 'GREETING=hello world', '--hostname', 'web.example', '--', '/bin/sleep', '3600']);
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.trim()).toBe('web running on host-2');
+    const ex = await c.cli(['exec', 'web', '--', '/bin/sh', '-c', 'echo "$GREETING"; hostname; env | sort | tr "\\n" " "; exit 7']);
+    expect(ex.exitCode).toBe(7);
+    const [greeting, hostname, env] = ex.stdout.split('\n');
+    expect(greeting).toBe('hello world');
+    expect(hostname).toBe('web.example');
+    expect(env).not.toMatch(/JAILFLEET_NATS_URL|HOME=\/root/);
+  });
+
+  it('stops, starts and removes a jail', async () => {
+    expect((await c.cli(['stop', 'web'])).exitCode).toBe(0);
+    const stopped = await c.until('web stopped', async () => (await ps()).find((j) => j.name === 'web' && j.state === 'stopped'));
+    expect(stopped.pid).toBeNull();
+    expect((await c.cli(['start', 'web'])).exitCode).toBe(0);
+    const back = await c.until('web running again', async () => (await ps()).find((j) => j.name === 'web' && j.state === 'running'));
+    expect(back.host).toBe('host-2');
+    expect(back.generation).toBe(1);
+    expect((await c.cli(['rm', 'web'])).exitCode).toBe(0);
+    await c.until('web gone', async () => !(await ps()).some((j) => j.name === 'web'));
+    await c.until('web process gone', async () => {
+      try {
+        readFileSync(`/proc/${back.pid}/stat`);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    const gone = await c.cli(['stop', 'web']);
+    expect(gone.exitCode).not.toBe(0);
+    expect(gone.stderr).toBe('jailfleet: no jail named "web"');
+  });
+
+  it('reports a jail whose command cannot run as failed, and a restart as a new pid', async () => {
+    const r = await c.cli(['run', 'oneshot', '--restart', 'never', '--', '/bin/sh', '-c', 'exit 4']);
+    // it ran: the run command reports it running, then it stops with its exit code
+    expect([0, 1]).toContain(r.exitCode);
+    const row = await c.until('oneshot stopped', async () => (await ps()).find((j) => j.name === 'oneshot' && j.state === 'stopped'));
+    expect(row.pid).toBeNull();
+    const events = await c.cli(['events', '--json']);
+    const mine = events.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.jail === 'oneshot');
+    expect(mine.at(-1)).toMatchObject({ state: 'stopped', exitCode: 4 });
+  });
+
+  it('refuses a bad spec naming the field and the rule, and disturbs nothing', async () => {
+    const before = await running(10);
+    expect(before).toBeDefined();
+    const dir = mkdtempSync(join(tmpdir(), 'jf-bad-'));
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'jails:\n  - name: ok-one\n    command: [/bin/true]\n  - name: evil\n    command: [/bin/true]\n    mounts:\n      - { source: /etc/../root, target: /x }\n');
+    const r = await c.cli(['apply', '-f', bad]);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toMatch(/^jailfleet: .*jails\.1\.mounts\.0\.source: must not contain "\." or "\.\." segments/);
+    const names = await c.cli(['run', 'Bad_Name', '--', '/bin/true']);
+    expect(names.exitCode).not.toBe(0);
+    expect(names.stderr).toMatch(/^jailfleet: NAME: must be lowercase letters/);
+    const typo = join(dir, 'typo.json');
+    writeFileSync(typo, JSON.stringify({ jails: [{ name: 'x', comand: ['/bin/true'] }] }));
+    const t = await c.cli(['apply', '-f', typo]);
+    expect(t.exitCode).not.toBe(0);
+    expect(t.stderr).toMatch(/jails\.0\.command/);
+    expect(t.stderr).toMatch(/comand/);
+    const flagBad = await c.cli(['run', 'x', '--network', 'bridge', '--', '/bin/true']);
+    expect(flagBad.exitCode).not.toBe(0);
+    expect(flagBad.stderr).toMatch(/^jailfleet: .*--network/);
+    const after = await ps();
+    expect(after.filter((j) => j.name.startsWith('svc-'))).toEqual(before!.filter((j) => j.name.startsWith('svc-')));
+    expect(after.some((j) => j.name === 'ok-one' || j.name === 'evil' || j.name === 'x')).toBe(false);
+  });
+
+  it('drops garbage published on a command subject and keeps the agent running', async () => {
+    const nc = await connect({ servers: c.url });
+    const payloads = ['not json', '{"v":1,"op":"ensure"}', JSON.stringify({ v: 99, op: 'destroy', jail: 'svc-0', generation: 1, revision: 1, issuedAt: new Date().toISOString() }), 'x'.repeat(512 * 1024), '{"v":1,"op":"destroy","jail":"../../etc","generation":1,"revision":1,"issuedAt":"2026-01-01T00:00:00Z"}'];
+    for (const p of payloads) await nc.request('jailfleet.cmd.host-1', new TextEncoder().encode(p)).catch(() => undefined);
+    // garbage on the heartbeat and API subjects too
+    nc.publish('jailfleet.hb.host-1', new TextEncoder().encode('{"v":1}'));
+    const api = await nc.request('jailfleet.api.apply', new TextEncoder().encode('{"v":1,"fleet":{"jails":[{"name":"a;rm -rf /"}]}}'), { timeout: 5000 });
+    expect(JSON.parse(new TextDecoder().decode(api.data))).toMatchObject({ ok: false, error: { code: 'invalid' } });
+    await nc.close();
+    await c.until('malformed commands logged', async () => (c.log('host-1').match(/malformed command dropped/g) ?? []).length >= 4);
+    expect(c.agents.get('host-1')!.exitCode).toBeNull();
+    // the agent still works: a new jail on host-1 runs
+    const r = await c.cli(['run', 'after-garbage', '--host', 'host-1', '--', '/bin/sleep', '3600']);
+    expect(r.exitCode).toBe(0);
+    expect((await ps()).filter((j) => j.name.startsWith('svc-') && j.state === 'running')).toHaveLength(10);
+  });
+});

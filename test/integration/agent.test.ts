@@ -1,0 +1,166 @@
+// The agent against a real nats-server and the real linux driver: commands in, jails on the
+// kernel, state events out; idempotent redelivery, generations, re-adoption after a restart.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { jetstream } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { WIRE_VERSION, subjects, type Command, type JailSpec, type StateEvent } from '../../contracts/index.js';
+import { Agent } from '../../services/agent/index.js';
+import { LinuxDriver } from '../../services/agent/drivers/linux.js';
+import { ensureTopology, startNatsServer, type NatsServerHandle } from '../../services/common/index.js';
+import { mountsUnder } from '../support/cluster.js';
+
+const asRoot = process.getuid?.() === 0;
+const d = asRoot ? describe : describe.skip;
+const HOST = 'itest-1';
+
+d('agent with a real nats-server and the linux driver', () => {
+  let dir: string;
+  let nats: NatsServerHandle;
+  let nc: NatsConnection;
+  let agent: Agent;
+  const events: StateEvent[] = [];
+  let revision = 0;
+  const log = pino({ level: 'silent' });
+  const newAgent = () => new Agent({ host: HOST, dataDir: join(dir, 'agent'), servers: [nats.url], driver: new LinuxDriver({ dataDir: join(dir, 'agent') }), logger: log, heartbeatMs: 200, backoff: { baseMs: 100, maxMs: 1000 } });
+  const spec = (name: string, over: Partial<JailSpec> = {}): JailSpec => ({ name, command: ['/bin/sleep', '3600'], env: {}, mounts: [], network: 'inherit', restart: 'never', stopTimeoutMs: 2000, placement: {}, ...over });
+  type Draft =
+    | { op: 'ensure'; jail: string; generation: number; desired: 'running' | 'stopped'; spec: JailSpec; revision?: number }
+    | { op: 'destroy'; jail: string; generation: number; revision?: number };
+  const send = async (cmd: Draft) => {
+    const full = { v: WIRE_VERSION, issuedAt: new Date().toISOString(), ...cmd, revision: cmd.revision ?? ++revision } as Command;
+    await jetstream(nc).publish(subjects.cmd(HOST), new TextEncoder().encode(JSON.stringify(full)));
+  };
+  const until = async <T>(what: string, f: () => T | undefined | false, ms = 20_000): Promise<T> => {
+    const end = Date.now() + ms;
+    for (;;) {
+      const v = f();
+      if (v) return v;
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}; events: ${JSON.stringify(events.slice(-5))}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const latest = (jail: string) => events.filter((e) => e.jail === jail).at(-1);
+  const alive = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'utf8').includes('jailinit');
+    } catch {
+      return false;
+    }
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'jailfleet-agent-'));
+    nats = await startNatsServer({ dir: join(dir, 'nats') });
+    nc = await connect({ servers: nats.url });
+    await ensureTopology(nc);
+    nc.subscribe(subjects.evtAll, {
+      callback: (_e, m) => {
+        events.push(JSON.parse(new TextDecoder().decode(m.data)) as StateEvent);
+      },
+    });
+    agent = newAgent();
+    await agent.start();
+  }, 30_000);
+
+  afterAll(async () => {
+    await agent?.stop({ teardown: true });
+    await nc?.close();
+    await nats?.stop();
+    const left = mountsUnder(dir);
+    if (left.length === 0) rmSync(dir, { recursive: true, force: true });
+    expect(left).toEqual([]);
+  }, 60_000);
+
+  it('runs a jail on an ensure command and reports every stable state in order with rising seq', async () => {
+    await send({ op: 'ensure', jail: 'a', generation: 1, desired: 'running', spec: spec('a') });
+    const running = await until('a running', () => latest('a')?.state === 'running' && latest('a'));
+    expect(running).toMatchObject({ host: HOST, generation: 1, state: 'running', error: null });
+    expect(alive(running.pid!)).toBe(true);
+    const mine = events.filter((e) => e.jail === 'a');
+    // pending is only the actor's initial state: the first event is the root being ready
+    expect(mine.map((e) => e.state)).toEqual(['prepared', 'mounted', 'running']);
+    expect(mine.map((e) => e.seq)).toEqual([1, 2, 3]);
+  });
+
+  it('does nothing twice when a command is delivered again', async () => {
+    const before = latest('a')!;
+    await send({ op: 'ensure', jail: 'a', generation: 1, desired: 'running', spec: spec('a'), revision: revision });
+    await send({ op: 'ensure', jail: 'a', generation: 1, desired: 'running', spec: spec('a') });
+    await new Promise((r) => setTimeout(r, 800));
+    expect(latest('a')).toEqual(before);
+  });
+
+  it('replaces an older generation and ignores a stale one', async () => {
+    const old = latest('a')!;
+    await send({ op: 'ensure', jail: 'a', generation: 2, desired: 'running', spec: spec('a', { env: { GEN: '2' } }) });
+    const fresh = await until('gen 2 running', () => latest('a')?.generation === 2 && latest('a')?.state === 'running' && latest('a'));
+    expect(fresh.pid).not.toBe(old.pid);
+    expect(alive(old.pid!)).toBe(false);
+    expect(events.some((e) => e.jail === 'a' && e.generation === 1 && e.state === 'destroyed')).toBe(true);
+    await send({ op: 'ensure', jail: 'a', generation: 1, desired: 'stopped', spec: spec('a') });
+    await new Promise((r) => setTimeout(r, 800));
+    expect(latest('a')).toMatchObject({ generation: 2, state: 'running', pid: fresh.pid });
+  });
+
+  it('answers exec inside the jail with its env only', async () => {
+    const r = await nc.request(subjects.exec(HOST), new TextEncoder().encode(JSON.stringify({ v: 1, jail: 'a', command: ['/usr/bin/env'] })), { timeout: 10_000 });
+    const body = JSON.parse(new TextDecoder().decode(r.data));
+    expect(body).toMatchObject({ ok: true, result: { exitCode: 0, timedOut: false, truncated: false } });
+    expect(body.result.stdout).toBe('GEN=2\n');
+    const code = await nc.request(subjects.exec(HOST), new TextEncoder().encode(JSON.stringify({ v: 1, jail: 'a', command: ['/bin/sh', '-c', 'exit 5'] })), { timeout: 10_000 });
+    expect(JSON.parse(new TextDecoder().decode(code.data))).toMatchObject({ ok: true, result: { exitCode: 5 } });
+    const missing = await nc.request(subjects.exec(HOST), new TextEncoder().encode(JSON.stringify({ v: 1, jail: 'nope', command: ['/bin/true'] })), { timeout: 10_000 });
+    expect(JSON.parse(new TextDecoder().decode(missing.data))).toMatchObject({ ok: false, error: { code: 'not_found' } });
+  });
+
+  it('re-adopts its running jails after a restart: same pid, no new start', async () => {
+    const before = latest('a')!;
+    const count = events.length;
+    await agent.stop();
+    expect(alive(before.pid!)).toBe(true);
+    agent = newAgent();
+    await agent.start();
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(alive(before.pid!)).toBe(true);
+    // no new lifecycle events: the jail did not go through start again
+    expect(events.slice(count).filter((e) => e.jail === 'a')).toEqual([]);
+    // and the re-adopted jail is still under control: stop works and reports the exit
+    await send({ op: 'ensure', jail: 'a', generation: 2, desired: 'stopped', spec: spec('a', { env: { GEN: '2' } }) });
+    const stopped = await until('a stopped', () => latest('a')?.state === 'stopped' && latest('a'));
+    expect(stopped.pid).toBeNull();
+    expect(alive(before.pid!)).toBe(false);
+  });
+
+  it('notices a jail that exits on its own and restarts it by policy', async () => {
+    await send({ op: 'ensure', jail: 'flaky', generation: 1, desired: 'running', spec: spec('flaky', { command: ['/bin/sh', '-c', 'sleep 0.3; exit 3'], restart: 'on-failure' }) });
+    const restarted = await until('flaky restarted', () => events.find((e) => e.jail === 'flaky' && e.state === 'running' && e.restarts >= 1));
+    expect(events.some((e) => e.jail === 'flaky' && e.state === 'stopped' && e.exitCode === 3)).toBe(true);
+    expect(restarted.restarts).toBeGreaterThanOrEqual(1);
+    await send({ op: 'destroy', jail: 'flaky', generation: 1 });
+    await until('flaky destroyed', () => latest('flaky')?.state === 'destroyed');
+    expect(mountsUnder(join(dir, 'agent', 'jails', 'flaky'))).toEqual([]);
+  });
+
+  it('reports a failing step with the step and the reason', async () => {
+    await send({ op: 'ensure', jail: 'badmount', generation: 1, desired: 'running', spec: spec('badmount', { mounts: [{ source: '/nonexistent-jailfleet-src', target: '/x', readOnly: true }] }) });
+    const failed = await until('badmount failed', () => latest('badmount')?.state === 'failed' && latest('badmount'));
+    expect(failed.error).toMatchObject({ step: 'mount' });
+    expect(failed.error!.message).toMatch(/nonexistent-jailfleet-src/);
+    await send({ op: 'destroy', jail: 'badmount', generation: 1 });
+    await until('badmount destroyed', () => latest('badmount')?.state === 'destroyed');
+  });
+
+  it('drops malformed and hostile commands and keeps serving', async () => {
+    const js = jetstream(nc);
+    const bad = ['', '{', '[]', '{"v":1,"op":"ensure","jail":"../x","generation":1,"revision":1,"desired":"running","spec":{},"issuedAt":"x"}', JSON.stringify({ v: 1, op: 'rm-rf', jail: 'a' }), 'A'.repeat(1 << 20)];
+    for (const b of bad) await js.publish(subjects.cmd(HOST), new TextEncoder().encode(b));
+    await send({ op: 'ensure', jail: 'after', generation: 1, desired: 'running', spec: spec('after') });
+    await until('after running', () => latest('after')?.state === 'running');
+    await send({ op: 'destroy', jail: 'after', generation: 1 });
+    await until('after destroyed', () => latest('after')?.state === 'destroyed');
+  });
+});
