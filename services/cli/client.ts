@@ -15,7 +15,7 @@ import {
   type Fleet,
   type PsRequest,
 } from '../../contracts/index.js';
-import { decodeWith, encodeJson } from '../common/index.js';
+import { decodeWith, encodeJson } from '../common/codec.js';
 
 /** A failure the CLI reports as `jailfleet: <message>` and a non-zero exit. */
 export class CliError extends Error {

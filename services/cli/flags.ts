@@ -1,7 +1,6 @@
 // Flags and files from the user, parsed by their zod contracts: a bad one is refused with a
 // message naming the flag or field and the rule, before anything is sent.
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { describeIssues, fleetSchema, nameSchema, type Fleet, type JailSpecInput } from '../../contracts/index.js';
 import { CliError } from './client.js';
@@ -46,7 +45,8 @@ export function parseFleet(input: unknown, where: string): Fleet {
 }
 
 /** Reads a YAML or JSON fleet file `{ jails: [spec, ...] }`. */
-export function readFleetFile(path: string): Fleet {
+export async function readFleetFile(path: string): Promise<Fleet> {
+  const { parse: parseYaml } = await import('yaml');
   let text: string;
   try {
     text = readFileSync(path === '-' ? 0 : path, 'utf8');

@@ -3,9 +3,8 @@
 // events) and the service runners (serve, up). Every failure prints one line starting with
 // `jailfleet: ` on stderr and exits non-zero.
 import { Command, CommanderError, Option } from 'commander';
-import { jetstream, jetstreamManager, DeliverPolicy } from '@nats-io/jetstream';
 import { EVT_STREAM, NETWORK_MODES, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
-import { decodeWith, natsServers } from '../common/index.js';
+import { decodeWith, natsServers } from '../common/codec.js';
 import { CliError, Client } from './client.js';
 import { flag, hostsCountSchema, jailName, msSchema, parseEnvFlag, parseFleet, parseMountFlag, portSchema, readFleetFile } from './flags.js';
 import { hostsTable, psJson, psTable } from './output.js';
@@ -105,7 +104,7 @@ program
   .option('--wait', 'wait until every jail runs; exit non-zero if any fails')
   .option('--timeout <ms>', 'how long to wait', '300000')
   .action(async (o) => {
-    const fleet = readFleetFile(o.file);
+    const fleet = await readFleetFile(o.file);
     process.exitCode = await applyFleet(fleet, Boolean(o.wait), flag('timeout', msSchema, o.timeout), 'apply');
   });
 
@@ -170,6 +169,7 @@ program
   .option('--follow', 'keep printing new events')
   .option('--json', 'one JSON object per line')
   .action(async (o) => {
+    const { jetstream, jetstreamManager, DeliverPolicy } = await import('@nats-io/jetstream');
     await withClient(async (c) => {
       const jsm = await jetstreamManager(c.nc);
       const last = (await jsm.streams.info(EVT_STREAM).catch(() => null))?.state.last_seq ?? 0;

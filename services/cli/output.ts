@@ -1,5 +1,5 @@
 // How the CLI prints: plain aligned tables (like kubectl), relative ages, JSON when asked.
-import Table from 'cli-table3';
+import { createRequire } from 'node:module';
 import type { HostRow, PsRow } from '../../contracts/index.js';
 
 const plain = {
@@ -11,6 +11,8 @@ const plain = {
 };
 
 export function table(head: string[], rows: (string | number)[][]): string {
+  // loaded on first use: `--json` output never pays for it
+  const Table = createRequire(import.meta.url)('cli-table3') as typeof import('cli-table3');
   const t = new Table({ head, ...plain });
   t.push(...rows.map((r) => r.map(String)));
   return t.toString().split('\n').map((l) => l.trimEnd()).join('\n');

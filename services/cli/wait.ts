@@ -1,7 +1,7 @@
 // Waits for applied jails to run: follows their state events (subscribed before the request is
 // sent, so none is missed) and asks the status service for those already settled or unplaced.
 import { stateEventSchema, subjects, type PsRow } from '../../contracts/index.js';
-import { decodeWith } from '../common/index.js';
+import { decodeWith } from '../common/codec.js';
 import type { Client } from './client.js';
 
 export interface JailOutcome {

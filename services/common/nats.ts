@@ -3,27 +3,16 @@
 import { connect, type NatsConnection, type Msg } from '@nats-io/transport-node';
 import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import type { z } from 'zod';
 import {
   BUCKET_DESIRED,
   BUCKET_LEADER,
   BUCKET_PLACEMENT,
   CMD_STREAM,
   EVT_STREAM,
-  InvalidInput,
-  describeIssues,
   subjects,
 } from '../../contracts/index.js';
 
 export type { NatsConnection, Msg, KV };
-
-export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
-
-/** Server URLs from a comma-separated list (flag or JAILFLEET_NATS_URL). */
-export function natsServers(flag?: string): string[] {
-  const raw = flag ?? process.env.JAILFLEET_NATS_URL ?? DEFAULT_NATS_URL;
-  return raw.split(',').map((s) => s.trim()).filter(Boolean);
-}
 
 /** A connection that keeps reconnecting for as long as the process lives. */
 export async function connectNats(servers: string[], name: string, opts: { waitOnFirstConnect?: boolean; timeoutMs?: number } = {}) {
@@ -88,20 +77,4 @@ export async function ensureTopology(nc: NatsConnection, replicas = 1, leaderTtl
   return { desired, placement, leader };
 }
 
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-export const encodeJson = (value: unknown) => enc.encode(JSON.stringify(value));
-
-/** Decodes a payload as JSON and parses it with its contract, or throws InvalidInput. */
-export function decodeWith<S extends z.ZodTypeAny>(schema: S, data: Uint8Array): z.output<S> {
-  if (data.length > 8 * 1024 * 1024) throw new InvalidInput('message is larger than 8 MiB');
-  let json: unknown;
-  try {
-    json = JSON.parse(dec.decode(data));
-  } catch {
-    throw new InvalidInput('message is not valid JSON');
-  }
-  const r = schema.safeParse(json);
-  if (!r.success) throw new InvalidInput(describeIssues(r.error));
-  return r.data;
-}
+export { encodeJson, decodeWith, natsServers, DEFAULT_NATS_URL } from './codec.js';

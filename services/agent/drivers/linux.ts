@@ -59,6 +59,14 @@ const DESTROY_GRACE_MS = 2_000;
 /** How long a SIGKILLed init may take to disappear before stop() gives up. */
 const KILL_WAIT_MS = 10_000;
 const SIGKILL_CODE = 128 + osConstants.signals.SIGKILL;
+/**
+ * The capabilities a command run by exec() keeps: the same as the jail's own command (KEPT_CAPS
+ * in native/jailinit.c): Docker's default set less mknod and sys_chroot.
+ */
+const EXEC_KEPT_CAPS = [
+  'chown', 'dac_override', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap',
+  'net_bind_service', 'net_raw', 'audit_write', 'setfcap',
+];
 
 interface PidRecord {
   pid: number;
@@ -427,7 +435,27 @@ export class LinuxDriver implements JailDriver {
     const running = await this.step('exec', spec.name, () => this.runningInit(spec.name));
     if (!running) throw new DriverStepFailed('exec', `jail ${spec.name} is not running`);
     const nsenter = await this.step('exec', spec.name, () => this.toolPath('nsenter'));
-    const args = ['--target', String(running.pid), '--mount', '--uts', '--ipc', '--net', '--pid', '--root', '--wd', '--', ...argv];
+    // nsenter has every capability of the agent; setpriv, run inside the jail (from its read-only
+    // /usr), cuts them to the jail's before the command runs. setpriv itself runs with them all,
+    // so it must be the host's binary, not one a spec mount put at its path in the jail.
+    const setpriv = await this.step('exec', spec.name, async () => {
+      const path = await realpath(await this.toolPath('setpriv'));
+      const host = await stat(path);
+      const inJail = await ifExists(lstat(`/proc/${running.pid}/root${path}`));
+      if (!inJail?.isFile() || inJail.dev !== host.dev || inJail.ino !== host.ino) {
+        throw new Error(`${path} in the jail is not the host's setpriv (is a mount over it?): refusing to run anything with it`);
+      }
+      return path;
+    });
+    const args = [
+      '--target', String(running.pid), '--mount', '--uts', '--ipc', '--net', '--pid', '--root', '--wd', '--',
+      setpriv,
+      '--bounding-set', `-all,${EXEC_KEPT_CAPS.map((c) => `+${c}`).join(',')}`,
+      '--inh-caps', '-all',
+      '--ambient-caps', '-all',
+      '--no-new-privs',
+      '--', ...argv,
+    ];
     // Its own process group, so a timeout kills what nsenter forked inside the jail too.
     const child = execa(nsenter, args, {
       detached: true,
