@@ -5,7 +5,8 @@ import { connect } from '@nats-io/transport-node';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestCluster } from '../support/cluster.js';
+import { execa } from 'execa';
+import { TestCluster, cliPath } from '../support/cluster.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -110,7 +111,7 @@ d('a cluster of two hosts runs jails for a user', () => {
     expect(gone.stderr).toBe('jailfleet: no jail named "web"');
   });
 
-  it('reports a jail whose command cannot run as failed, and a restart as a new pid', async () => {
+  it('reports the exit code of a jail whose command ends', async () => {
     const r = await c.cli(['run', 'oneshot', '--restart', 'never', '--', '/bin/sh', '-c', 'exit 4']);
     // it ran: the run command reports it running, then it stops with its exit code
     expect([0, 1]).toContain(r.exitCode);
@@ -149,6 +150,28 @@ d('a cluster of two hosts runs jails for a user', () => {
     const after = await ps();
     expect(after.filter((j) => j.name.startsWith('svc-'))).toEqual(before!.filter((j) => j.name.startsWith('svc-')));
     expect(after.some((j) => j.name === 'ok-one' || j.name === 'evil' || j.name === 'x')).toBe(false);
+  });
+
+  it('says why a jail pinned to an unknown host cannot run, and follows events live', async () => {
+    const r = await c.cli(['run', 'nowhere', '--host', 'nope', '--timeout', '20000', '--', '/bin/true']);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toBe('jailfleet: nowhere unplaced: pinned host "nope" is unknown (0 of 2 hosts match)');
+    const row = (await ps()).find((j) => j.name === 'nowhere');
+    expect(row).toMatchObject({ state: 'unplaced', host: null, error: { step: 'place' } });
+    expect((await c.cli(['rm', 'nowhere'])).exitCode).toBe(0);
+    await c.until('nowhere gone', async () => !(await ps()).some((j) => j.name === 'nowhere'));
+
+    // events --follow prints a jail's events as they happen, until interrupted
+    const follow = execa(process.execPath, [cliPath, 'events', '--follow', '--json'], { env: { JAILFLEET_NATS_URL: c.url }, reject: false });
+    let seen = '';
+    follow.stdout!.on('data', (b: Buffer) => (seen += b.toString()));
+    await c.until('history printed', async () => seen.includes('"jail":"svc-0"'));
+    expect((await c.cli(['run', 'live', '--', '/bin/sleep', '3600'])).exitCode).toBe(0);
+    await c.until('live event followed', async () => seen.includes('"jail":"live","generation":1,"seq":3,"state":"running"'));
+    follow.kill('SIGINT');
+    const done = await follow;
+    expect(done.exitCode).toBe(0);
+    expect((await c.cli(['rm', 'live'])).exitCode).toBe(0);
   });
 
   it('drops garbage published on a command subject and keeps the agent running', async () => {
