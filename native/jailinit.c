@@ -13,20 +13,32 @@
  *   2. opens the exit-code file (before chroot: the file lives outside the root);
  *   3. sets the hostname, mounts a fresh proc at <root>/proc, brings "lo" up when the jail
  *      has its own (empty) network namespace;
- *   4. chroots into <root>, blanks its own argv (so /proc/1/cmdline in the jail does not show
- *      the host paths of the root and the exit-code file) and forks the command (execvp,
- *      inherited environment);
- *   5. as init: forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the command,
+ *   4. chroots into <root>;
+ *   5. hardens the jail, like Docker's default profile (see harden_proc and drop_privileges):
+ *      the kernel knobs of its proc are made read-only and its kernel-information files masked
+ *      with /dev/null, then the capability bounding set is cut to KEPT_CAPS (Docker's default
+ *      set less CAP_MKNOD and CAP_SYS_CHROOT: the jail is a chroot, not a pivot_root), the
+ *      dropped capabilities leave the permitted and effective sets, the inheritable and ambient
+ *      sets are emptied, no_new_privs is set, and this process becomes non-dumpable (so the
+ *      command, root with the same capabilities, cannot ptrace it nor open its /proc/1/fd links (the
+ *      exit-code file on the host is one). The command inherits all of it through fork and exec;
+ *      as uid 0 it gets exactly the bounding set at exec. Any failure here ends the jail with
+ *      126 before the command runs: a jail never runs half-hardened;
+ *   6. blanks its own argv (so /proc/1/cmdline in the jail does not show the host paths of the
+ *      root and the exit-code file) and forks the command (execvp, inherited environment);
+ *   7. as init: forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the command,
  *      reaps every zombie, and when the command exits writes its status (exit code, or
  *      128 + signal) to the exit-code file and exits with it. Its exit makes the kernel kill
  *      whatever is left in the pid namespace.
  *
  * It must never run anything through a shell and never touch the host outside <root>
- * and the exit-code file. Exit codes of its own: 125 setup failed, 127 command not runnable.
+ * and the exit-code file. Exit codes of its own: 125 setup failed, 126 hardening failed,
+ * 127 command not runnable.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <net/if.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -35,14 +47,42 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define EXIT_SETUP 125
+#define EXIT_HARDEN 126
 #define EXIT_NOEXEC 127
+
+#define CAPBIT(c) (1ULL << (c))
+/*
+ * The capabilities a jail keeps: Docker's default set without CAP_MKNOD and CAP_SYS_CHROOT
+ * (the chroot-again escape). The driver's exec path (setpriv in services/agent/drivers/linux.ts)
+ * keeps the same list; the tests compute the mask from it: 0xa00025fb.
+ */
+#define KEPT_CAPS                                                                              \
+    (CAPBIT(CAP_CHOWN) | CAPBIT(CAP_DAC_OVERRIDE) | CAPBIT(CAP_FOWNER) | CAPBIT(CAP_FSETID) |  \
+     CAPBIT(CAP_KILL) | CAPBIT(CAP_SETGID) | CAPBIT(CAP_SETUID) | CAPBIT(CAP_SETPCAP) |       \
+     CAPBIT(CAP_NET_BIND_SERVICE) | CAPBIT(CAP_NET_RAW) | CAPBIT(CAP_AUDIT_WRITE) |           \
+     CAPBIT(CAP_SETFCAP))
+
+/* Bound read-only onto themselves (Docker's readonly paths, and the masked directories). */
+static const char *const readonly_paths[] = {
+    "/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs",
+    "/proc/acpi", "/proc/asound", "/proc/scsi",
+};
+/* Covered with /dev/null (Docker's masked files). */
+static const char *const masked_paths[] = {
+    "/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/kmsg",
+    "/proc/latency_stats", "/proc/timer_stats",
+};
+#define NELEMS(a) (sizeof (a) / sizeof (a)[0])
 
 static const int forwarded[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
 #define NFORWARDED (sizeof forwarded / sizeof forwarded[0])
@@ -63,18 +103,35 @@ static void write_exit_code(int code)
     exit_fd = -1;
 }
 
+static void vdie(int code, const char *fmt, va_list ap)
+{
+    int err = errno;
+
+    fputs("jailinit: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, ": %s\n", strerror(err));
+    write_exit_code(code);
+    _exit(code);
+}
+
 /* A setup step failed: say which, record 125 and stop. */
 static void die(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("jailinit: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vdie(EXIT_SETUP, fmt, ap);
     va_end(ap);
-    fprintf(stderr, ": %s\n", strerror(errno));
-    write_exit_code(EXIT_SETUP);
-    _exit(EXIT_SETUP);
+}
+
+/* A hardening step failed: say which, record 126 and stop, before the command ever runs. */
+static void die_harden(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vdie(EXIT_HARDEN, fmt, ap);
+    va_end(ap);
 }
 
 /* The start barrier on stdin (see the header), then /dev/null as the command's stdin. */
@@ -111,6 +168,109 @@ static void loopback_up(void)
     if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
         die("cannot bring lo up");
     close(s);
+}
+
+/* lstat(path), false when it does not exist; any other error is fatal. */
+static int exists(const char *path)
+{
+    struct stat st;
+
+    if (lstat(path, &st) == 0)
+        return 1;
+    if (errno == ENOENT)
+        return 0;
+    die_harden("cannot look at %s", path);
+    return 0;
+}
+
+/*
+ * Docker's readonly and masked paths of proc, done after the chroot so that every path
+ * resolves inside the jail (/dev/null is the driver's bind of the host's null device, checked
+ * to be one: it is never a host file reached through a symlink). Paths the kernel does not
+ * have are skipped.
+ */
+static void harden_proc(void)
+{
+    const unsigned long ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    struct stat st;
+    size_t i;
+
+    for (i = 0; i < NELEMS(readonly_paths); i++) {
+        const char *p = readonly_paths[i];
+
+        if (!exists(p))
+            continue;
+        if (mount(p, p, NULL, MS_BIND, NULL) < 0)
+            die_harden("cannot bind %s onto itself", p);
+        if (mount(NULL, p, NULL, ro, NULL) < 0)
+            die_harden("cannot make %s read-only", p);
+    }
+
+    if (lstat("/dev/null", &st) < 0)
+        die_harden("cannot look at /dev/null in the jail");
+    if (!S_ISCHR(st.st_mode) || major(st.st_rdev) != 1 || minor(st.st_rdev) != 3) {
+        errno = EINVAL;
+        die_harden("/dev/null in the jail is not the null device (1:3), cannot mask proc with it");
+    }
+    for (i = 0; i < NELEMS(masked_paths); i++) {
+        const char *p = masked_paths[i];
+
+        if (!exists(p))
+            continue;
+        if (mount("/dev/null", p, NULL, MS_BIND, NULL) < 0)
+            die_harden("cannot mask %s with /dev/null", p);
+    }
+}
+
+/*
+ * Cuts this process down to KEPT_CAPS for good (see the header): bounding set (up to the last
+ * capability the kernel knows: PR_CAPBSET_READ says EINVAL past it), ambient set, permitted,
+ * effective and inheritable sets, no_new_privs, and not dumpable. Fork and exec pass it all on.
+ */
+static void drop_privileges(void)
+{
+    struct __user_cap_header_struct hdr;
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    unsigned long cap;
+    int i;
+
+    for (cap = 0;; cap++) {
+        int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+
+        if (r < 0 && errno == EINVAL)
+            break;
+        if (r < 0)
+            die_harden("cannot read capability %lu of the bounding set", cap);
+        if (cap >= 64) {
+            errno = ERANGE;
+            die_harden("capability %lu is beyond what this jailinit knows", cap);
+        }
+        if (r == 1 && !(KEPT_CAPS & CAPBIT(cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+            die_harden("cannot drop capability %lu from the bounding set", cap);
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        die_harden("cannot clear the ambient capabilities");
+
+    memset(&hdr, 0, sizeof hdr);
+    memset(data, 0, sizeof data);
+    hdr.version = _LINUX_CAPABILITY_VERSION_3;
+    hdr.pid = 0;
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        die_harden("cannot read the capabilities");
+    for (i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
+        __u32 kept = (__u32)(KEPT_CAPS >> (32 * i));
+
+        data[i].permitted &= kept;
+        data[i].effective &= kept;
+        data[i].inheritable = 0;
+    }
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        die_harden("cannot drop the capabilities");
+
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        die_harden("cannot set no_new_privs");
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        die_harden("cannot make the jail init non-dumpable");
 }
 
 /*
@@ -217,6 +377,8 @@ int main(int argc, char **argv)
         die("cannot chroot to %s", root);
     if (chdir("/") < 0)
         die("cannot chdir to / in the jail");
+    harden_proc();
+    drop_privileges();
     cmd = take_command(argc, argv, 6);
 
     child = fork();

@@ -5,7 +5,7 @@
 // repeated. Each test has its own data directory and leaves nothing mounted behind it.
 import { afterEach, beforeAll, describe, expect, test } from '@jest/globals';
 import { existsSync, statSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, mkdtemp, readFile, readdir, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -58,6 +58,74 @@ const interfaces = (procNetDev: string) =>
     .slice(2)
     .map((l) => l.split(':')[0].trim())
     .sort();
+
+/**
+ * The capabilities a jail keeps (numbers from linux/capability.h): Docker's default set less
+ * mknod and sys_chroot (a chroot jail with CAP_SYS_CHROOT can chroot its way out).
+ */
+const KEPT_CAPS: Record<string, number> = {
+  chown: 0, dac_override: 1, fowner: 3, fsetid: 4, kill: 5, setgid: 6, setuid: 7, setpcap: 8,
+  net_bind_service: 10, net_raw: 13, audit_write: 29, setfcap: 31,
+};
+const KEPT_MASK = Object.values(KEPT_CAPS).reduce((mask, bit) => mask | (1n << BigInt(bit)), 0n);
+/** The capability and no_new_privs lines of a /proc/<pid>/status. */
+function privsOf(status: string) {
+  const field = (name: string) => {
+    const value = new RegExp(`^${name}:\\s*(\\S+)$`, 'm').exec(status)?.[1];
+    if (value === undefined) throw new Error(`no ${name} in ${status}`);
+    return value;
+  };
+  const caps = (name: string) => `0x${BigInt(`0x${field(name)}`).toString(16)}`;
+  return { CapInh: caps('CapInh'), CapPrm: caps('CapPrm'), CapEff: caps('CapEff'), CapBnd: caps('CapBnd'), CapAmb: caps('CapAmb'), NoNewPrivs: field('NoNewPrivs') };
+}
+/** What privsOf() gives for a process of a jail: the kept set (of what this host has), no more. */
+async function jailPrivs() {
+  const hostBounding = BigInt(`0x${/^CapBnd:\s*(\S+)$/m.exec(await readFile('/proc/self/status', 'utf8'))![1]}`);
+  const kept = `0x${(KEPT_MASK & hostBounding).toString(16)}`;
+  return { CapInh: '0x0', CapPrm: kept, CapEff: kept, CapBnd: kept, CapAmb: '0x0', NoNewPrivs: '1' };
+}
+/** Proc paths a jail sees read-only, and those it sees as /dev/null (when the kernel has them). */
+const READONLY_PROC = ['/proc/sys', '/proc/sysrq-trigger', '/proc/irq', '/proc/bus', '/proc/fs'];
+const MASKED_PROC = ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/sched_debug', '/proc/kmsg'];
+/**
+ * Escape and reconfiguration attempts, run by `sh -c PROBES sh TAG` inside a jail with network
+ * none (so a broken hardening changes only the jail's own network, uts and mounts; the sysrq
+ * key is h, help). One line per probe: "<probe>: allowed" or "<probe>: denied: <first error line>".
+ */
+const PROBES = [
+  'probe() { name=$1; shift; if err=$("$@" 2>&1 >/dev/null); then echo "$name: allowed"; else echo "$name: denied: $(echo "$err" | head -n 1)"; fi; }',
+  'mkdir -p /tmp/m-$1',
+  'probe mount mount -t tmpfs x /tmp/m-$1',
+  'probe mknod mknod /tmp/blk-$1 b 8 0',
+  'probe chroot /usr/sbin/chroot / /bin/true',
+  'probe sysrq sh -c "echo h > /proc/sysrq-trigger"',
+  'probe sysctl sh -c "echo renamed > /proc/sys/kernel/hostname"',
+  'probe sethostname hostname renamed',
+  'probe netadmin ip link set lo down',
+  'probe umount umount /proc/sys',
+  'probe remount mount -o remount,bind,rw /proc/sys',
+  'echo probes done',
+].join('\n');
+const probeResults = (out: string) =>
+  Object.fromEntries(lines(out).filter((l) => /^\w+: (allowed|denied)/.test(l)).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)]));
+const DENIED = {
+  mount: expect.stringMatching(/^denied: .*(permission denied|not permitted)/i),
+  mknod: expect.stringMatching(/^denied: .*Operation not permitted/),
+  chroot: expect.stringMatching(/^denied: .*Operation not permitted/),
+  // A kernel without CONFIG_MAGIC_SYSRQ has no /proc/sysrq-trigger at all.
+  sysrq: expect.stringMatching(existsSync('/proc/sysrq-trigger') ? /^denied: .*Read-only file system/ : /^denied: .*(nonexistent|No such file)/),
+  sysctl: expect.stringMatching(/^denied: .*Read-only file system/),
+  sethostname: expect.stringMatching(/^denied: .*(must be root|not permitted)/i),
+  netadmin: expect.stringMatching(/^denied: .*Operation not permitted/),
+  umount: expect.stringMatching(/^denied: .*(must be superuser|permission denied|not permitted)/i),
+  remount: expect.stringMatching(/^denied: .*(permission denied|not permitted)/i),
+};
+async function consoleUntil(f: Fixture, name: string, marker: string): Promise<string> {
+  for (const until = Date.now() + 20_000; ; await new Promise((r) => setTimeout(r, 50))) {
+    const text = await consoleOf(f, name);
+    if (text.includes(marker) || Date.now() > until) return text;
+  }
+}
 
 beforeAll(async () => {
   if (!isRoot) return;
@@ -250,10 +318,16 @@ suite('linux driver (real kernel, as root)', () => {
 
     await f.driver.mount(spec);
     await f.driver.start(spec);
+    // A jail has no CAP_SYS_ADMIN any more, so it cannot unmount its /tmp to swap it...
     const swap = await execIn(f, spec, ['sh', '-c', 'umount /tmp && rmdir /tmp && ln -s "$1" /tmp', 'sh', victim]);
-    expect(swap).toMatchObject({ exitCode: 0 });
+    expect(swap.exitCode).not.toBe(0);
+    expect(swap.stderr).toMatch(/umount: \/tmp: must be superuser|permission denied|not permitted/i);
     await f.driver.stop(spec);
     await f.driver.unmount(spec);
+    // ...but the driver must not rely on that: leave the same swap in the root from the host.
+    const root = join(f.dataDir, 'jails', name, 'root');
+    await rmdir(join(root, 'tmp'));
+    await symlink(victim, join(root, 'tmp'));
     await expect(f.driver.prepare(spec)).rejects.toMatchObject({ step: 'prepare', message: expect.stringMatching(/tmp is not a directory/) });
     await expect(f.driver.mount(spec)).rejects.toMatchObject({ step: 'mount' });
     expect(await mountPointsUnder(victim)).toEqual([]);
@@ -401,5 +475,134 @@ suite('linux driver (real kernel, as root)', () => {
     await f.driver.destroy(jailName('never-made'));
     expect(await f.driver.list()).toEqual([]);
     expect(await mountPointsUnder(f.dataDir)).toEqual([]);
+  });
+
+  test('capabilities: the command, its init and exec keep only the kept set, with no_new_privs', async () => {
+    expect(KEPT_MASK.toString(16)).toBe('a00025fb'); // Docker's 0xa80425fb less mknod (27) and sys_chroot (18)
+    const expected = await jailPrivs();
+    const f = await fixture();
+    const name = jailName('caps');
+    // The command reads its own status (the shell, pid 2, through a redirection it opens itself).
+    const { spec } = await runningJail(f, {
+      name,
+      command: ['sh', '-c', 'while IFS= read -r l; do case $l in Cap*|NoNewPrivs*) echo "$l";; esac; done < /proc/$$/status; echo ready; exec sleep 1000'],
+      env: PATH_ENV,
+    });
+    const out = await consoleUntil(f, name, 'ready');
+    expect(out).toContain('ready');
+    expect(privsOf(out)).toEqual(expected);
+
+    expect(privsOf((await execIn(f, spec, ['cat', '/proc/2/status'])).stdout)).toEqual(expected); // the command, now sleep
+    expect(privsOf((await execIn(f, spec, ['cat', '/proc/self/status'])).stdout)).toEqual(expected); // exec's own
+    const init = privsOf((await execIn(f, spec, ['cat', '/proc/1/status'])).stdout);
+    expect(init).toEqual(expected);
+
+    // The init is not dumpable: a command with the same capabilities cannot reach its open
+    // files (the exit-code file on the host is one) nor ptrace it; the command itself can be.
+    const initFds = await execIn(f, spec, ['ls', '-l', '/proc/1/fd/']);
+    expect(initFds.exitCode).not.toBe(0);
+    expect(initFds.stderr).toMatch(/cannot read symbolic link '\/proc\/1\/fd\/\d+': Permission denied/);
+    expect(await execIn(f, spec, ['cat', '/proc/1/environ'])).toMatchObject({ exitCode: 1, stderr: expect.stringMatching(/Permission denied/) });
+    expect(await execIn(f, spec, ['ls', '-l', '/proc/2/fd/'])).toMatchObject({ exitCode: 0, stdout: expect.stringMatching(/ -> /) });
+  });
+
+  test('a jail cannot mount, mknod, chroot, unmount, write kernel knobs, reconfigure its network or read masked kernel files', async () => {
+    const f = await fixture();
+    const name = jailName('probes');
+    const { spec } = await runningJail(f, {
+      name,
+      command: ['sh', '-c', `${PROBES}\nexec sleep 1000`, 'sh', 'cmd'],
+      env: PATH_ENV,
+      hostname: 'probed',
+      network: 'none',
+    });
+    const fromCommand = await consoleUntil(f, name, 'probes done');
+    expect(fromCommand).toContain('probes done');
+    expect(probeResults(fromCommand)).toEqual(DENIED);
+    const fromExec = await execIn(f, spec, ['sh', '-c', PROBES, 'sh', 'exec']);
+    expect(fromExec.stdout).toContain('probes done');
+    expect(probeResults(fromExec.stdout)).toEqual(DENIED);
+
+    // Nothing changed: no node, no mount, same hostname, lo still up.
+    expect((await execIn(f, spec, ['ls', '-A', '/tmp'])).stdout.split('\n').filter((l) => l.startsWith('blk-'))).toEqual([]);
+    expect((await execIn(f, spec, ['cat', '/proc/self/mountinfo'])).stdout).not.toMatch(/ \/tmp\/m-/);
+    expect((await execIn(f, spec, ['uname', '-n'])).stdout).toBe('probed\n');
+    expect((await execIn(f, spec, ['bash', '-c', 'echo > /dev/tcp/127.0.0.1/9'])).stderr).toMatch(/Connection refused/);
+
+    // proc: the kernel knobs are read-only mounts, the kernel-information files are /dev/null.
+    const mountinfo = lines((await execIn(f, spec, ['cat', '/proc/self/mountinfo'])).stdout).map((l) => l.split(' '));
+    const readonly = READONLY_PROC.filter((p) => existsSync(p));
+    expect(readonly).toContain('/proc/sys');
+    for (const p of readonly) {
+      const options = mountinfo.filter((m) => m[4] === p).at(-1)?.[5];
+      expect({ path: p, options }).toEqual({ path: p, options: expect.stringMatching(/^ro,/) });
+    }
+    const masked = MASKED_PROC.filter((p) => existsSync(p));
+    expect(masked.length).toBeGreaterThan(0);
+    const types = await execIn(f, spec, ['stat', '-c', '%n %F %t:%T', ...masked]);
+    expect(lines(types.stdout)).toEqual(masked.map((p) => `${p} character special file 1:3`));
+    const readable = masked.filter((p) => p !== '/proc/kmsg'); // the real one would block
+    expect((await execIn(f, spec, ['sh', '-c', 'cat "$@" | wc -c', 'sh', ...readable])).stdout.trim()).toBe('0');
+    // Still readable where it should be.
+    expect((await execIn(f, spec, ['cat', '/proc/sys/kernel/hostname'])).stdout).toBe('probed\n');
+  });
+
+  test('what the kept capabilities are for still works: chown, chmod, write as root, setuid, kill, a port below 1024', async () => {
+    const f = await fixture();
+    const name = jailName('works');
+    const script = [
+      'set -e',
+      'f=/tmp/owned-$1',
+      'echo mine > $f',
+      'chown 65534:65534 $f',
+      'chmod 600 $f',
+      'echo root-writes >> $f', // dac_override: root is not the owner any more
+      'stat -c "owner %u:%g %a" $f',
+      'cat $f',
+      'setpriv --reuid 65534 --regid 65534 --clear-groups id -u',
+      'setpriv --reuid 65534 --regid 65534 --clear-groups id -g',
+      // kill: a process of another uid (once it has switched), which takes CAP_KILL.
+      'setpriv --reuid 65534 --regid 65534 --clear-groups sleep 100 & p=$!',
+      'until grep -q "^Uid:[[:space:]]*65534[[:space:]]" /proc/$p/status; do sleep 0.05; done',
+      'kill $p',
+      'wait $p 2>/dev/null || echo "killed $?"',
+      'perl -MIO::Socket::INET -e \'IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 80, Listen => 1, ReuseAddr => 1) or die "bind: $!\\n"; print "bound 80\\n"\'',
+      'echo all done',
+    ].join('\n');
+    const expected = ['owner 65534:65534 600', 'mine', 'root-writes', '65534', '65534', `killed ${128 + 15}`, 'bound 80', 'all done'];
+    const { spec } = await runningJail(f, { name, command: ['sh', '-c', `${script}\nexec sleep 1000`, 'sh', 'cmd'], env: PATH_ENV, network: 'none' });
+    expect(lines(await consoleUntil(f, name, 'all done'))).toEqual(expected);
+    const viaExec = await execIn(f, spec, ['sh', '-c', script, 'sh', 'exec']);
+    expect({ exitCode: viaExec.exitCode, stderr: viaExec.stderr, stdout: lines(viaExec.stdout) }).toEqual({ exitCode: 0, stderr: '', stdout: expected });
+  });
+
+  test('a jail that cannot be hardened never runs its command: exit 126', async () => {
+    const f = await fixture();
+    const name = jailName('unhardened');
+    // A regular file in place of /dev/null: proc cannot be masked with it.
+    await writeFile(join(f.hostDir, 'not-null'), '');
+    const { pid } = await runningJail(f, {
+      name,
+      command: ['sh', '-c', 'echo command ran'],
+      env: PATH_ENV,
+      mounts: [{ source: join(f.hostDir, 'not-null'), target: '/dev/null' }],
+    });
+    expect(await f.driver.wait(name, pid, new AbortController().signal)).toEqual({ exitCode: 126 });
+    const out = await consoleOf(f, name);
+    expect(out).toMatch(/jailinit: \/dev\/null in the jail is not the null device/);
+    expect(out).not.toContain('command ran');
+  });
+
+  test('exec refuses to run through a setpriv that a mount put in the jail', async () => {
+    const f = await fixture();
+    const fake = join(f.hostDir, 'fake-setpriv');
+    await copyFile('/usr/bin/true', fake);
+    const { spec } = await runningJail(f, {
+      name: jailName('fakesetpriv'),
+      command: ['sleep', '1000'],
+      env: PATH_ENV,
+      mounts: [{ source: fake, target: '/usr/bin/setpriv' }],
+    });
+    await expect(execIn(f, spec, ['id', '-u'])).rejects.toMatchObject({ step: 'exec', message: expect.stringMatching(/not the host's setpriv/) });
   });
 });
