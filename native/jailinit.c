@@ -31,6 +31,8 @@
  *      128 + signal) to the exit-code file and exits with it. Its exit makes the kernel kill
  *      whatever is left in the pid namespace.
  *
+ * When fd 3 is a pipe, a one-line start report goes there ("ok" or "failed: <why>"): see report().
+ *
  * It must never run anything through a shell and never touch the host outside <root>
  * and the exit-code file. Exit codes of its own: 125 setup failed, 126 hardening failed,
  * 127 command not runnable.
@@ -103,13 +105,38 @@ static void write_exit_code(int code)
     exit_fd = -1;
 }
 
+/*
+ * The start report: when fd 3 is a pipe or socket (the driver's), one line on it says how the start went,
+ * "ok" once the command has been exec'd, or "failed: <why>" when setup, hardening or the exec
+ * failed. The driver's start step waits for it, so a jail whose command cannot run fails its
+ * start instead of looking started. Closed (and close-on-exec) so the command never sees it.
+ */
+static int report_fd = -1;
+
+static void report(const char *line)
+{
+    if (report_fd < 0)
+        return;
+    if (write(report_fd, line, strlen(line)) < 0) {
+        /* the driver went away: the jail goes on, nobody is waiting for the report */
+    }
+    close(report_fd);
+    report_fd = -1;
+}
+
 static void vdie(int code, const char *fmt, va_list ap)
 {
     int err = errno;
+    char msg[1024];
 
-    fputs("jailinit: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, ": %s\n", strerror(err));
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fprintf(stderr, "jailinit: %s: %s\n", msg, strerror(err));
+    if (report_fd >= 0) {
+        char line[1200];
+
+        snprintf(line, sizeof line, "failed: %s: %s\n", msg, strerror(err));
+        report(line);
+    }
     write_exit_code(code);
     _exit(code);
 }
@@ -317,10 +344,18 @@ int main(int argc, char **argv)
     struct sigaction sa;
     pid_t child;
     size_t i;
+    int exec_check[2];
+    int exec_errno = 0;
 
     if (argc < 7 || strcmp(argv[5], "--") != 0) {
         fprintf(stderr, "usage: jailinit <exit-code-file> <root> <hostname> <inherit|none> -- <command> [args...]\n");
         return EXIT_SETUP;
+    }
+    {
+        struct stat st;
+
+        if (fstat(3, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) && fcntl(3, F_SETFD, FD_CLOEXEC) == 0)
+            report_fd = 3;
     }
     exit_file = argv[1];
     root = argv[2];
@@ -381,10 +416,13 @@ int main(int argc, char **argv)
     drop_privileges();
     cmd = take_command(argc, argv, 6);
 
+    if (pipe2(exec_check, O_CLOEXEC) < 0)
+        die("cannot make the exec check pipe");
     child = fork();
     if (child < 0)
         die("cannot fork the command");
     if (child == 0) {
+        close(exec_check[0]);
         sigemptyset(&none);
         sa.sa_handler = SIG_DFL;
         for (i = 0; i < NFORWARDED; i++)
@@ -392,8 +430,30 @@ int main(int argc, char **argv)
         sigaction(SIGCHLD, &sa, NULL);
         sigprocmask(SIG_SETMASK, &none, NULL);
         execvp(cmd[0], cmd);
-        fprintf(stderr, "jailinit: cannot run %s: %s\n", cmd[0], strerror(errno));
+        exec_errno = errno;
+        fprintf(stderr, "jailinit: cannot run %s: %s\n", cmd[0], strerror(exec_errno));
+        if (write(exec_check[1], &exec_errno, sizeof exec_errno) < 0) {
+            /* the parent then reports a plain exit 127 */
+        }
         _exit(EXIT_NOEXEC);
+    }
+    /* EOF: the exec succeeded (the pipe was close-on-exec); an int: the exec's errno */
+    close(exec_check[1]);
+    {
+        ssize_t n;
+
+        do
+            n = read(exec_check[0], &exec_errno, sizeof exec_errno);
+        while (n < 0 && errno == EINTR);
+        close(exec_check[0]);
+        if (n == (ssize_t)sizeof exec_errno) {
+            char line[1200];
+
+            snprintf(line, sizeof line, "failed: cannot run %s: %s\n", cmd[0], strerror(exec_errno));
+            report(line);
+        } else {
+            report("ok\n");
+        }
     }
 
     for (;;) {

@@ -64,14 +64,15 @@ if (mtime(stamp) < sources) {
   run(['node', 'dist/contracts/export-json-schema.js']);
 }
 
-// 3. the jail init (pid 1 of every linux jail), compiled from native/jailinit.c
-const initSrc = join(root, 'native', 'jailinit.c');
-const initBin = join(root, 'dist', 'native', 'jailinit');
-if (existsSync(initSrc) && mtime(initBin) < mtime(initSrc)) {
-  if (!onPath('cc')) aptInstall(['gcc', 'libc6-dev'], 'a C compiler (for the jail init)');
-  say('compiling the jail init');
-  mkdirSync(dirname(initBin), { recursive: true });
-  run(['cc', '-O2', '-Wall', '-Werror', '-o', initBin, initSrc]);
+// 3. the linux driver's helpers: the jail init (pid 1 of every jail) and the batch mounter
+for (const name of ['jailinit', 'jailmount']) {
+  const src = join(root, 'native', `${name}.c`);
+  const bin = join(root, 'dist', 'native', name);
+  if (!existsSync(src) || mtime(bin) >= mtime(src)) continue;
+  if (!onPath('cc')) aptInstall(['gcc', 'libc6-dev'], `a C compiler (for ${name})`);
+  say(`compiling ${name}`);
+  mkdirSync(dirname(bin), { recursive: true });
+  run(['cc', '-O2', '-Wall', '-Wextra', '-Werror', '-o', bin, src]);
 }
 
 // 4. kernel tools of the linux driver, and the broker

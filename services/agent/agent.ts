@@ -152,19 +152,29 @@ export class Agent {
 
   private machineFor() {
     const d = this.opts.driver;
+    // a driver error says "<step> of jail <name> failed: <why>"; the event already names the step
+    // and the jail, so it carries the why
+    const step = <T>(name: string, spec: JailSpec, run: () => Promise<T>): Promise<T> =>
+      run().catch((err: Error) => {
+        const prefix = `${name} of jail ${spec.name} failed: `;
+        throw new Error(err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message, { cause: err });
+      });
+    type In = { input: { spec: JailSpec } };
     return jailLifecycleMachine.provide({
       actors: {
-        prepare: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => d.prepare(input.spec)),
+        prepare: fromPromise(({ input }: In) => step('prepare', input.spec, () => d.prepare(input.spec))),
         // a stopped jail's base mounts were released with the rest; prepare is idempotent and
         // re-makes them, so `mounted` always means the whole root is in place
-        mount: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => {
-          await d.prepare(input.spec);
-          await d.mount(input.spec);
-        }),
-        start: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => d.start(input.spec)),
-        stop: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => d.stop(input.spec)),
-        unmount: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => d.unmount(input.spec)),
-        destroy: fromPromise(async ({ input }: { input: { spec: JailSpec } }) => d.destroy(input.spec.name)),
+        mount: fromPromise(({ input }: In) =>
+          step('mount', input.spec, async () => {
+            await d.prepare(input.spec);
+            await d.mount(input.spec);
+          }),
+        ),
+        start: fromPromise(({ input }: In) => step('start', input.spec, () => d.start(input.spec))),
+        stop: fromPromise(({ input }: In) => step('stop', input.spec, () => d.stop(input.spec))),
+        unmount: fromPromise(({ input }: In) => step('unmount', input.spec, () => d.unmount(input.spec))),
+        destroy: fromPromise(({ input }: In) => step('destroy', input.spec, () => d.destroy(input.spec.name))),
         watch: fromCallback(({ sendBack, input }: { sendBack: (e: any) => void; input: { spec: JailSpec; pid: number } }) => {
           const ac = new AbortController();
           d.wait(input.spec.name, input.pid, ac.signal).then(

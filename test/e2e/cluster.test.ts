@@ -124,6 +124,14 @@ d('a cluster of two hosts runs jails for a user', () => {
       .map((l) => JSON.parse(l))
       .filter((e) => e.jail === 'oneshot');
     expect(mine.at(-1)).toMatchObject({ state: 'stopped', exitCode: 4 });
+
+    // a program that does not exist in the jail fails the start step, and run says so
+    const ghost = await c.cli(['run', 'ghost', '--restart', 'never', '--', '/no/such/program']);
+    expect(ghost.exitCode).toBe(1);
+    expect(ghost.stderr).toBe('jailfleet: ghost failed: start: cannot run /no/such/program: No such file or directory');
+    const row2 = (await ps()).find((j) => j.name === 'ghost');
+    expect(row2).toMatchObject({ state: 'failed', error: { step: 'start', message: 'cannot run /no/such/program: No such file or directory' } });
+    expect((await c.cli(['rm', 'ghost'])).exitCode).toBe(0);
   });
 
   it('refuses a bad spec naming the field and the rule, and disturbs nothing', async () => {

@@ -351,9 +351,17 @@ suite('linux driver (real kernel, as root)', () => {
     expect(three.exitCode).toBe(3);
     expect(lines(three.console)).toEqual(['to-stdout', 'to-stderr']);
 
-    const missing = await exitOf(['/no/such/program']);
-    expect(missing.exitCode).toBe(127);
-    expect(missing.console).toMatch(/jailinit: cannot run \/no\/such\/program/);
+    // a command that cannot be exec'd fails the start step itself, with the reason
+    const name = jailName('missing');
+    const spec = specOf({ name, command: ['/no/such/program'], env: PATH_ENV });
+    await f.driver.prepare(spec);
+    await f.driver.mount(spec);
+    const failed = await f.driver.start(spec).catch((err: unknown) => err);
+    expect(failed).toBeInstanceOf(DriverStepFailed);
+    expect(failed).toMatchObject({ step: 'start', message: `start of jail ${name} failed: cannot run /no/such/program: No such file or directory` });
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await f.driver.inspect(name)).pid).toBeNull();
+    expect(await consoleOf(f, name)).toMatch(/jailinit: cannot run \/no\/such\/program/);
 
     expect((await exitOf(['sh', '-c', 'kill -USR1 $$'])).exitCode).toBe(128 + 10);
   });
@@ -576,18 +584,21 @@ suite('linux driver (real kernel, as root)', () => {
     expect({ exitCode: viaExec.exitCode, stderr: viaExec.stderr, stdout: lines(viaExec.stdout) }).toEqual({ exitCode: 0, stderr: '', stdout: expected });
   });
 
-  test('a jail that cannot be hardened never runs its command: exit 126', async () => {
+  test('a jail that cannot be hardened never runs its command: its start fails, exit 126', async () => {
     const f = await fixture();
     const name = jailName('unhardened');
     // A regular file in place of /dev/null: proc cannot be masked with it.
     await writeFile(join(f.hostDir, 'not-null'), '');
-    const { pid } = await runningJail(f, {
+    const failed = await runningJail(f, {
       name,
       command: ['sh', '-c', 'echo command ran'],
       env: PATH_ENV,
       mounts: [{ source: join(f.hostDir, 'not-null'), target: '/dev/null' }],
-    });
-    expect(await f.driver.wait(name, pid, new AbortController().signal)).toEqual({ exitCode: 126 });
+    }).catch((err: unknown) => err);
+    expect(failed).toBeInstanceOf(DriverStepFailed);
+    expect(failed).toMatchObject({ step: 'start', message: expect.stringMatching(/\/dev\/null in the jail is not the null device/) });
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await readFile(join(f.dataDir, 'jails', name, 'exit-code'), 'utf8')).trim()).toBe('126');
     const out = await consoleOf(f, name);
     expect(out).toMatch(/jailinit: \/dev\/null in the jail is not the null device/);
     expect(out).not.toContain('command ran');

@@ -36,8 +36,13 @@ export interface LinuxDriverOptions {
   dataDir: string;
   /** The jail init binary (native/jailinit.c); default `<repo>/dist/native/jailinit`. */
   initPath?: string;
+  /** The batch mount helper (native/jailmount.c); default `<repo>/dist/native/jailmount`. */
+  mountPath?: string;
   logger?: Pick<Logger, 'debug' | 'info' | 'warn'>;
 }
+
+/** One jailmount operation: [bind|tmpfs|devpts|umount, source or options, target, flags]. */
+type MountOp = [op: 'bind' | 'tmpfs' | 'devpts' | 'umount', arg: string, target: string, flags: string];
 
 /** Host directories a thin root borrows, read-only (or as the same symlink, on merged-/usr hosts). */
 const BASE_DIRS = ['usr', 'bin', 'sbin', 'lib', 'lib64', 'lib32', 'libx32'];
@@ -51,9 +56,11 @@ const DEV_LINKS: Record<string, string> = {
   ptmx: 'pts/ptmx',
 };
 const TOOL_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
-/** The environment of the driver's own tools (mount, umount): fixed, so messages are predictable. */
+/** The environment of the driver's own tools (jailmount, nsenter): fixed, so messages are predictable. */
 const TOOL_ENV = { PATH: TOOL_DIRS.join(':'), LC_ALL: 'C' };
 const POLL_MS = 200;
+/** How long start() waits for jailinit's start report (setup, hardening and the exec). */
+const START_REPORT_MS = 10_000;
 /** How long destroy() lets a jail handle SIGTERM before SIGKILL, at most. */
 const DESTROY_GRACE_MS = 2_000;
 /** How long a SIGKILLed init may take to disappear before stop() gives up. */
@@ -109,15 +116,37 @@ function repoRoot(): string {
 function spawnDetached(argv: string[], env: Record<string, string>, consoleFd: number) {
   // execa's types only list small fd numbers; at runtime any open fd is handed to the child as is.
   const fd = consoleFd as 1;
+  // fd 3: jailinit's start report ("ok" or "failed: why"), read by start()
   return execa(argv[0], argv.slice(1), {
     detached: true,
     cleanup: false,
-    stdin: 'pipe',
-    stdout: fd,
-    stderr: fd,
+    stdio: ['pipe', fd, fd, 'pipe'],
     env,
     extendEnv: false,
     reject: false,
+    buffer: false,
+  });
+}
+
+/** The first line jailinit writes on its start report pipe; null when it closed it unsaid. */
+function readStartReport(stream: NodeJS.ReadableStream | null | undefined, timeoutMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    if (!stream) return resolve(null);
+    let text = '';
+    const done = (v: string | null) => {
+      clearTimeout(timer);
+      stream.removeAllListeners('data');
+      (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+      resolve(v);
+    };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    stream.on('data', (b: Buffer) => {
+      text += b.toString();
+      const nl = text.indexOf('\n');
+      if (nl >= 0) done(text.slice(0, nl));
+    });
+    stream.on('end', () => done(text || null));
+    stream.on('error', () => done(null));
   });
 }
 
@@ -240,6 +269,7 @@ export class LinuxDriver implements JailDriver {
   readonly kind = 'linux' as const;
   private readonly dataDirOption: string;
   private readonly initPath: string;
+  private readonly mountPath: string;
   private readonly log?: LinuxDriverOptions['logger'];
   private realDataDir: Promise<string> | null = null;
   private readonly tools = new Map<string, string>();
@@ -250,6 +280,7 @@ export class LinuxDriver implements JailDriver {
   constructor(options: LinuxDriverOptions) {
     this.dataDirOption = options.dataDir;
     this.initPath = options.initPath ?? join(repoRoot(), 'dist', 'native', 'jailinit');
+    this.mountPath = options.mountPath ?? join(repoRoot(), 'dist', 'native', 'jailmount');
     this.log = options.logger;
   }
 
@@ -265,13 +296,11 @@ export class LinuxDriver implements JailDriver {
 
       // The root becomes a mount of its own, unbindable (hence private): the mounts made
       // below it never propagate to the host's peer groups, nor into another bind of it.
-      let mounts = await readMounts();
-      if (!mounts.some((m) => m.mountPoint === p.root)) {
-        await this.tool('prepare', spec.name, 'mount', ['--bind', p.root, p.root]);
-        await this.tool('prepare', spec.name, 'mount', ['--make-unbindable', p.root]);
-        mounts = await readMounts();
-      }
-      for (const base of BASE_DIRS) await this.prepareBase(spec.name, p.root, base, mounts);
+      const mounts = await readMounts();
+      const ops: MountOp[] = [];
+      if (!mounts.some((m) => m.mountPoint === p.root)) ops.push(['bind', p.root, p.root, 'unbindable']);
+      for (const base of BASE_DIRS) await this.prepareBase(p.root, base, mounts, ops);
+      await this.mountOps('prepare', spec.name, ops);
 
       const etc = await ensureRealDir(p.root, 'etc');
       const files = generatedEtc(jailHostname(spec));
@@ -290,13 +319,24 @@ export class LinuxDriver implements JailDriver {
       const mounts = await readMounts();
       const isMounted = (path: string) => mounts.some((m) => m.mountPoint === path);
       if (!isMounted(p.root)) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} is not mounted)`);
-      await this.mountDev(spec.name, p.root, isMounted);
+      // two batches: the tmpfs of /dev and /tmp first, since the device nodes, /dev/pts and
+      // user targets under /tmp are made inside them; then every bind and the rest
+      const dev = await ensureRealDir(p.root, 'dev');
       const tmp = await ensureRealDir(p.root, 'tmp');
-      if (!isMounted(tmp)) await this.tool('mount', spec.name, 'mount', ['-t', 'tmpfs', '-o', 'mode=1777,nosuid,nodev', 'tmpfs', tmp]);
-
+      const first: MountOp[] = [];
+      if (!isMounted(dev)) first.push(['tmpfs', 'mode=755,size=1m', dev, 'nosuid,nodev,noexec,private']);
+      if (!isMounted(tmp)) first.push(['tmpfs', 'mode=1777', tmp, 'nosuid,nodev,private']);
+      await this.mountOps('mount', spec.name, first);
+      const then: MountOp[] = [];
+      await this.devOps(dev, isMounted, then);
       // Parents before children, so a mount at /a/b lands on top of the one at /a.
       const ordered = [...spec.mounts].sort((a, b) => a.target.split('/').length - b.target.split('/').length);
-      for (const m of ordered) await this.mountUser(spec.name, p.root, m, isMounted);
+      for (const m of ordered) {
+        // a target inside an earlier user mount is resolved (and made) only once that one is in place
+        if (ordered.some((o) => o !== m && m.target.startsWith(`${o.target}/`))) await this.mountOps('mount', spec.name, then.splice(0));
+        await this.userMountOp(spec.name, p.root, m, isMounted, then);
+      }
+      await this.mountOps('mount', spec.name, then);
       this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mounts made');
     });
   }
@@ -332,7 +372,7 @@ export class LinuxDriver implements JailDriver {
         await consoleFile.close();
       }
       child.unref();
-      child.stdin.on('error', () => undefined);
+      child.stdin!.on('error', () => undefined);
       let unshareDone = false;
       const exited = child.then(() => {
         unshareDone = true;
@@ -364,7 +404,13 @@ export class LinuxDriver implements JailDriver {
         }
         throw err;
       } finally {
-        child.stdin.end();
+        child.stdin!.end();
+      }
+      // the barrier is open: jailinit sets up, hardens and execs, then says how that went
+      const report = await readStartReport(child.stdio[3] as NodeJS.ReadableStream | undefined, START_REPORT_MS);
+      if (report !== null && report !== 'ok') {
+        const why = report.replace(/^failed: /, '');
+        throw new DriverStepFailed('start', `start of jail ${spec.name} failed: ${why}`, argv, why);
       }
       this.children.set(spec.name, { pid: record.pid, exited });
       this.log?.info({ jail: spec.name, pid: record.pid }, 'jail started');
@@ -567,18 +613,20 @@ export class LinuxDriver implements JailDriver {
   }
 
   /** Runs one of the driver's tools; a failure names the step, the jail, the argv and stderr. */
-  private async tool(step: Step, jail: string, name: string, args: string[]): Promise<void> {
-    const argv = [await this.toolPath(name), ...args];
+  /** Runs a batch of mount operations in one jailmount process, in order; stops at the first failure. */
+  private async mountOps(step: Step, jail: string, ops: MountOp[]): Promise<void> {
+    if (ops.length === 0) return;
+    const argv = [this.mountPath, ...ops.flat()];
     this.log?.debug({ jail, argv }, 'run');
-    const r = await execa(argv[0], args, { reject: false, stdin: 'ignore', env: TOOL_ENV, extendEnv: false });
+    const r = await execa(argv[0]!, argv.slice(1), { reject: false, stdin: 'ignore', env: TOOL_ENV, extendEnv: false });
     if (r.failed) {
-      const why = r.stderr.trim() || r.shortMessage;
-      throw new DriverStepFailed(step, `${step} of jail ${jail} failed: ${argv.join(' ')}: ${why}`, argv, r.stderr, { cause: r });
+      const why = r.code === 'ENOENT' ? `${this.mountPath} is missing (build it with: node scripts/setup.mjs)` : r.stderr.trim() || r.shortMessage;
+      throw new DriverStepFailed(step, `${step} of jail ${jail} failed: ${why}`, argv, r.stderr, { cause: r });
     }
   }
 
   /** One base directory of the thin root: a read-only bind, or the host's relative symlink. */
-  private async prepareBase(jail: string, root: string, base: string, mounts: MountEntry[]): Promise<void> {
+  private async prepareBase(root: string, base: string, mounts: MountEntry[], ops: MountOp[]): Promise<void> {
     const host = `/${base}`;
     const st = await ifExists(lstat(host));
     if (!st) return;
@@ -590,38 +638,32 @@ export class LinuxDriver implements JailDriver {
     if (!st.isDirectory()) return;
     await ensureRealDir(root, base);
     if (mounts.some((m) => m.mountPoint === target)) return;
-    await this.tool('prepare', jail, 'mount', ['--bind', host, target]);
-    await this.tool('prepare', jail, 'mount', ['--make-private', target]);
-    await this.tool('prepare', jail, 'mount', ['-o', 'remount,bind,ro', target]);
+    ops.push(['bind', host, target, 'ro,private']);
   }
 
   /** A tmpfs /dev with the host's harmless device nodes bound in, /dev/pts, /dev/shm, links. */
-  private async mountDev(jail: string, root: string, isMounted: (p: string) => boolean): Promise<void> {
-    const dev = await ensureRealDir(root, 'dev');
-    if (!isMounted(dev)) await this.tool('mount', jail, 'mount', ['-t', 'tmpfs', '-o', 'mode=755,nosuid,nodev,noexec,size=1m', 'tmpfs', dev]);
+  /** The nodes of a jail's /dev (bound from the host's), /dev/pts, /dev/shm and the usual links. */
+  private async devOps(dev: string, isMounted: (p: string) => boolean, ops: MountOp[]): Promise<void> {
     for (const node of DEV_NODES) {
       const target = join(dev, node);
       if (isMounted(target)) continue;
       if (!(await lstat(`/dev/${node}`)).isCharacterDevice()) throw new Error(`/dev/${node} of the host is not a character device`);
       await ensureEmptyFile(target);
-      await this.tool('mount', jail, 'mount', ['--bind', `/dev/${node}`, target]);
-      await this.tool('mount', jail, 'mount', ['--make-private', target]);
+      ops.push(['bind', `/dev/${node}`, target, 'private']);
     }
     const pts = await ensureRealDir(dev, 'pts');
-    if (!isMounted(pts)) {
-      await this.tool('mount', jail, 'mount', ['-t', 'devpts', '-o', 'newinstance,ptmxmode=0666,mode=0620,nosuid,noexec', 'devpts', pts]);
-    }
+    if (!isMounted(pts)) ops.push(['devpts', 'newinstance,ptmxmode=0666,mode=0620', pts, 'nosuid,noexec,private']);
     const shm = await ensureRealDir(dev, 'shm');
-    if (!isMounted(shm)) await this.tool('mount', jail, 'mount', ['-t', 'tmpfs', '-o', 'mode=1777,nosuid,nodev', 'tmpfs', shm]);
+    if (!isMounted(shm)) ops.push(['tmpfs', 'mode=1777', shm, 'nosuid,nodev,private']);
     for (const [link, target] of Object.entries(DEV_LINKS)) await ensureSymlink(join(dev, link), target);
   }
 
-  /** One of the spec's mounts: checked source, target resolved inside the root, bound. */
-  private async mountUser(
+  private async userMountOp(
     jail: string,
     root: string,
     m: JailSpec['mounts'][number],
     isMounted: (p: string) => boolean,
+    ops: MountOp[],
   ): Promise<void> {
     const refuse = (why: string): never => {
       throw new DriverStepFailed('mount', `mount ${m.source} -> ${m.target} of jail ${jail} refused: ${why}`);
@@ -632,9 +674,7 @@ export class LinuxDriver implements JailDriver {
     const sourceIsDir = (await stat(source)).isDirectory();
     const target = await this.resolveTarget(root, m.target, sourceIsDir, refuse);
     if (isMounted(target)) return;
-    await this.tool('mount', jail, 'mount', ['--bind', source, target]);
-    await this.tool('mount', jail, 'mount', ['--make-private', target]);
-    if (m.readOnly) await this.tool('mount', jail, 'mount', ['-o', 'remount,bind,ro', target]);
+    ops.push(['bind', source, target, m.readOnly ? 'ro,private' : 'private']);
   }
 
   /**
@@ -693,13 +733,8 @@ export class LinuxDriver implements JailDriver {
         .sort((a, b) => b.mountPoint.split('/').length - a.mountPoint.split('/').length || b.id - a.id);
     for (let left = await under(); left.length; ) {
       let failure: unknown = null;
-      for (const m of left) {
-        try {
-          await this.tool(step, jail, 'umount', [m.mountPoint]);
-        } catch {
-          await this.tool(step, jail, 'umount', ['--lazy', m.mountPoint]).catch((err: unknown) => (failure ??= err));
-        }
-      }
+      // deepest first, in one process; jailmount detaches a busy mount instead
+      await this.mountOps(step, jail, left.map((m): MountOp => ['umount', '-', m.mountPoint, '-'])).catch((err: unknown) => (failure = err));
       const before = left.length;
       left = await under();
       // A mount hidden under another one comes free once that one is gone: go round again,
