@@ -2,7 +2,7 @@
 // (jailfleet.status.<query>). Replies are `{ ok: true, ... }` or `{ ok: false, error }`.
 import { z } from 'zod';
 import { fleetSchema, nameSchema } from './jail-spec.js';
-import { WIRE_VERSION, jailErrorSchema, jailStateSchema, execResultSchema } from './messages.js';
+import { WIRE_VERSION, jailErrorSchema, jailStateSchema, execResultSchema, logsResultSchema } from './messages.js';
 
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
 
@@ -59,5 +59,6 @@ export const nameReplySchema = replySchema(nameReplyBody);
 export const psReplySchema = replySchema(psReplyBody);
 export const hostsReplySchema = replySchema(hostsReplyBody);
 export const execReplySchema = replySchema(execResultSchema);
+export const logsReplySchema = replySchema(logsResultSchema);
 
 export { jailStateSchema };

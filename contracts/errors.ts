@@ -5,7 +5,10 @@ import type { ErrorCode } from './api.js';
 
 /** Renders zod issues as `field.path: rule; other.field: rule`. */
 export function describeIssues(error: z.ZodError, prefix = ''): string {
-  return error.issues
+  // an unknown key first: it is usually a typo, and the "missing field" issue that comes with it
+  // (`comand` for `command`) reads better after it
+  const ordered = [...error.issues].sort((a, b) => Number(b.code === 'unrecognized_keys') - Number(a.code === 'unrecognized_keys'));
+  return ordered
     .slice(0, 5)
     .map((i) => {
       const path = [prefix, ...i.path.map(String)].filter((p) => p !== '').join('.');

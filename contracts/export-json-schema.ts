@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { envRecordSchema, envSchema, fleetSchema, jailSpecSchema } from './jail-spec.js';
-import { commandSchema, execRequestSchema, heartbeatSchema, stateEventSchema } from './messages.js';
+import { commandSchema, execRequestSchema, heartbeatSchema, logsRequestSchema, stateEventSchema } from './messages.js';
 import { applyRequestSchema, nameRequestSchema, psRequestSchema } from './api.js';
 
 export const jsonSchemas: Record<string, z.ZodTypeAny> = {
@@ -15,6 +15,7 @@ export const jsonSchemas: Record<string, z.ZodTypeAny> = {
   'state-event': stateEventSchema,
   heartbeat: heartbeatSchema,
   'exec-request': execRequestSchema,
+  'logs-request': logsRequestSchema,
   'apply-request': applyRequestSchema,
   'name-request': nameRequestSchema,
   'ps-request': psRequestSchema,

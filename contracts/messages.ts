@@ -94,3 +94,12 @@ export const execResultSchema = z.object({
   timedOut: z.boolean(),
 });
 export type ExecResult = z.infer<typeof execResultSchema>;
+
+/** The tail of a jail's console (stdout and stderr of its command), from the agent that holds it. */
+export const logsRequestSchema = z.object({
+  v,
+  jail: nameSchema,
+  lines: z.number().int().min(1).max(100_000).default(100),
+});
+export type LogsRequest = z.output<typeof logsRequestSchema>;
+export const logsResultSchema = z.object({ text: z.string(), truncated: z.boolean() });

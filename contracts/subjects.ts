@@ -31,6 +31,7 @@ export const subjects = {
   api: (verb: ApiVerb) => `jailfleet.api.${verb}`,
   status: (query: StatusQuery) => `jailfleet.status.${query}`,
   exec: (host: string) => `jailfleet.agent.${host}.exec`,
+  logs: (host: string) => `jailfleet.agent.${host}.logs`,
 } as const;
 
 /** Durable consumer name of a host's agent on the command stream. */

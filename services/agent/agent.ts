@@ -12,6 +12,7 @@ import {
   commandMsgId,
   commandSchema,
   execRequestSchema,
+  logsRequestSchema,
   subjects,
   type Command,
   type Heartbeat,
@@ -36,10 +37,36 @@ export interface AgentOptions {
   driver: JailDriver;
   logger: Logger;
   heartbeatMs?: number;
+  /** Driver steps run at once (default 4). */
+  maxParallelSteps?: number;
   backoff?: { baseMs: number; maxMs: number };
 }
 
 type JailActor = Actor<typeof jailLifecycleMachine>;
+
+/** Resolves true once `p` settles, false after `ms` (p keeps going). */
+const within = (ms: number, p: Promise<unknown> | undefined): Promise<boolean> =>
+  new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    void Promise.resolve(p).finally(() => (clearTimeout(t), resolve(true)));
+  });
+
+/** At most `n` tasks at once; the rest wait their turn in order. */
+class StepLimit {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly n: number) {}
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.n) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await task();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
 
 interface JailEntry {
   spec: JailSpec;
@@ -63,10 +90,13 @@ export class Agent {
   private readonly startedAt = new Date().toISOString();
   private readonly log: Logger;
   private stopping = false;
+  /** Driver steps at once: a burst of commands must not starve the heartbeat or the host. */
+  private readonly steps: StepLimit;
 
   constructor(private readonly opts: AgentOptions) {
     this.store = new JailStore(join(opts.dataDir, 'state'));
-    this.log = opts.logger.child({ host: opts.host });
+    this.log = opts.logger;
+    this.steps = new StepLimit(opts.maxParallelSteps ?? 4);
   }
 
   get host() {
@@ -100,6 +130,11 @@ export class Agent {
         if (!err) void this.onExec(msg);
       },
     });
+    nc.subscribe(subjects.logs(this.opts.host), {
+      callback: (err, msg) => {
+        if (!err) void this.onLogs(msg);
+      },
+    });
     const beat = () => this.heartbeat();
     beat();
     this.heartbeatTimer = setInterval(beat, this.opts.heartbeatMs ?? 1000);
@@ -113,20 +148,29 @@ export class Agent {
   async stop({ teardown = false } = {}): Promise<void> {
     this.stopping = true;
     clearInterval(this.heartbeatTimer);
-    await this.messages?.close().catch(() => undefined);
-    await this.consuming;
+    // the broker may be gone already (a whole local cluster stopping): never wait on it for long
+    await within(5000, this.messages?.close().catch(() => undefined));
+    await within(5000, this.consuming);
     if (teardown) {
+      const jails = [...this.jails.values()];
+      this.log.info({ jails: jails.length }, 'tearing down: destroying every jail');
       await Promise.all(
-        [...this.jails.values()].map(async (e) => {
+        jails.map(async (e) => {
           e.actor.send({ type: 'DESTROY' });
-          await waitFor(e.actor, (s) => s.status === 'done' || stableStateOf(s) === 'failed', { timeout: 60_000 }).catch(() => undefined);
+          await waitFor(e.actor, (s) => s.status === 'done' || (stableStateOf(s) === 'failed' && s.context.desired === 'destroyed'), {
+            timeout: 10 * 60_000,
+          }).catch(() => undefined);
         }),
       );
-      for (const name of await this.opts.driver.list()) await this.opts.driver.destroy(name).catch(() => undefined);
+      // whatever an actor could not remove, and driver state that no actor owned
+      for (const name of await this.opts.driver.list()) {
+        await this.opts.driver.destroy(name).catch((err) => this.log.error({ err, jail: name }, 'teardown: destroy failed'));
+      }
+      this.log.info('teardown done');
     }
     for (const e of this.jails.values()) e.actor.stop();
-    await this.publishChain;
-    await this.nc?.drain().catch(() => undefined);
+    if (!(await within(5000, this.publishChain))) this.log.warn('stopping with state events not yet published');
+    await within(5000, this.nc?.drain().catch(() => undefined));
   }
 
   /** Restores every persisted jail; removes driver state that no record owns (a crash mid-create). */
@@ -155,7 +199,7 @@ export class Agent {
     // a driver error says "<step> of jail <name> failed: <why>"; the event already names the step
     // and the jail, so it carries the why
     const step = <T>(name: string, spec: JailSpec, run: () => Promise<T>): Promise<T> =>
-      run().catch((err: Error) => {
+      this.steps.run(run).catch((err: Error) => {
         const prefix = `${name} of jail ${spec.name} failed: `;
         throw new Error(err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message, { cause: err });
       });
@@ -342,6 +386,18 @@ export class Agent {
         .map((e) => ({ name: e.spec.name, generation: e.generation, state: e.record!.state, pid: e.record!.pid })),
     };
     this.nc.publish(subjects.hb(this.opts.host), encodeJson(hb));
+  }
+
+  private async onLogs(msg: import('@nats-io/transport-node').Msg) {
+    const reply = (body: unknown) => msg.respond(encodeJson(body));
+    try {
+      const req = decodeWith(logsRequestSchema, msg.data);
+      if (!this.jails.has(req.jail)) return reply({ ok: false, error: { code: 'not_found', message: `no jail "${req.jail}" on host ${this.opts.host}` } });
+      reply({ ok: true, result: await this.opts.driver.consoleTail(req.jail, req.lines) });
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      reply({ ok: false, error: { code: e.code === 'invalid' ? 'invalid' : 'internal', message: e.message } });
+    }
   }
 
   private async onExec(msg: import('@nats-io/transport-node').Msg) {

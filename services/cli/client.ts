@@ -6,6 +6,7 @@ import {
   WIRE_VERSION,
   applyReplySchema,
   execReplySchema,
+  logsReplySchema,
   hostsReplySchema,
   nameReplySchema,
   psReplySchema,
@@ -64,7 +65,9 @@ export class Client {
   }
 
   apply(fleet: Fleet) {
-    return this.request(subjects.api('apply'), { v: WIRE_VERSION, fleet }, applyReplySchema, 'scheduler');
+    // a large fleet takes the scheduler a while to record: allow for it
+    const timeoutMs = 10_000 + fleet.jails.length * 5;
+    return this.request(subjects.api('apply'), { v: WIRE_VERSION, fleet }, applyReplySchema, 'scheduler', timeoutMs);
   }
 
   setDesired(verb: Exclude<ApiVerb, 'apply'>, name: string) {
@@ -77,6 +80,10 @@ export class Client {
 
   hosts() {
     return this.request(subjects.status('hosts'), { v: WIRE_VERSION }, hostsReplySchema, 'status');
+  }
+
+  logs(host: string, jail: string, lines: number) {
+    return this.request(subjects.logs(host), { v: WIRE_VERSION, jail, lines }, logsReplySchema, 'agent');
   }
 
   exec(host: string, req: Omit<ExecRequest, 'v'>) {

@@ -7,7 +7,16 @@ import { CliError } from './client.js';
 
 export const portSchema = z.coerce.number().int().min(1).max(65535);
 export const hostsCountSchema = z.coerce.number().int().min(1, { message: 'must be at least 1' }).max(64, { message: 'must be at most 64' });
-export const msSchema = z.coerce.number().int().min(1).max(3_600_000);
+export const linesSchema = z
+  .string()
+  .regex(/^\d{1,6}$/, { message: 'must be a whole number' })
+  .transform(Number)
+  .pipe(z.number().min(1, { message: 'must be at least 1' }).max(100_000, { message: 'must be at most 100000' }));
+export const msSchema = z
+  .string()
+  .regex(/^\d{1,8}$/, { message: 'must be a whole number of milliseconds' })
+  .transform(Number)
+  .pipe(z.number().min(1, { message: 'must be at least 1 ms' }).max(3_600_000, { message: 'must be at most 3600000 ms (an hour)' }));
 
 /** Parses one flag value or throws a CliError naming the flag. */
 export function flag<S extends z.ZodTypeAny>(name: string, schema: S, value: unknown): z.output<S> {
@@ -45,20 +54,42 @@ export function parseFleet(input: unknown, where: string): Fleet {
 }
 
 /** Reads a YAML or JSON fleet file `{ jails: [spec, ...] }`. */
+const READ_ERRORS: Record<string, string> = {
+  ENOENT: 'no such file',
+  EISDIR: 'is a directory, not a file',
+  EACCES: 'permission denied',
+  ENOTDIR: 'a part of the path is not a directory',
+};
+
+/**
+ * Reads a fleet file `{ jails: [spec, ...] }`: JSON when it is named *.json or starts with `{`
+ * (parsed strictly), YAML otherwise.
+ */
 export async function readFleetFile(path: string): Promise<Fleet> {
-  const { parse: parseYaml } = await import('yaml');
   let text: string;
   try {
     text = readFileSync(path === '-' ? 0 : path, 'utf8');
   } catch (err) {
-    throw new CliError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 2);
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    throw new CliError(`cannot read ${path}: ${READ_ERRORS[code] ?? (err as Error).message}`, 2);
   }
   if (text.length > 16 * 1024 * 1024) throw new CliError(`${path}: file is larger than 16 MiB`, 2);
+  if (text.trim() === '') throw new CliError(`${path}: file is empty (expected { jails: [spec, ...] })`, 2);
   let data: unknown;
-  try {
-    data = parseYaml(text, { maxAliasCount: 100 }); // YAML is a superset of JSON
-  } catch (err) {
-    throw new CliError(`${path}: not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`, 2);
+  if (path.endsWith('.json') || text.trimStart().startsWith('{')) {
+    try {
+      data = JSON.parse(text);
+    } catch (err) {
+      throw new CliError(`${path}: not valid JSON: ${(err as Error).message}`, 2);
+    }
+  } else {
+    const { parse: parseYaml } = await import('yaml');
+    try {
+      data = parseYaml(text, { maxAliasCount: 100 });
+    } catch (err) {
+      const first = (err as Error).message.split('\n')[0]!.replace(/:\s*$/, '');
+      throw new CliError(`${path}: not valid YAML: ${first}`, 2);
+    }
   }
   return parseFleet(data, path);
 }

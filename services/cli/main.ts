@@ -3,10 +3,10 @@
 // events) and the service runners (serve, up). Every failure prints one line starting with
 // `jailfleet: ` on stderr and exits non-zero.
 import { Command, CommanderError, Option } from 'commander';
-import { EVT_STREAM, NETWORK_MODES, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
+import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { CliError, Client } from './client.js';
-import { flag, hostsCountSchema, jailName, msSchema, parseEnvFlag, parseFleet, parseMountFlag, portSchema, readFleetFile } from './flags.js';
+import { flag, hostsCountSchema, linesSchema, jailName, msSchema, parseEnvFlag, parseFleet, parseMountFlag, portSchema, readFleetFile } from './flags.js';
 import { hostsTable, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import type { Fleet } from '../../contracts/index.js';
@@ -15,7 +15,6 @@ const program = new Command('jailfleet')
   .description('Run jails across many hosts: scheduler, agents and status over NATS.')
   .version('0.1.0')
   .addOption(new Option('--nats <urls>', 'NATS server URL(s), comma-separated').env('JAILFLEET_NATS_URL').default('nats://127.0.0.1:4222'))
-  .showHelpAfterError('(run jailfleet --help for usage)')
   .exitOverride()
   .configureOutput({ outputError: (str, write) => write(`jailfleet: ${str.replace(/^error: /, '')}`) });
 
@@ -112,10 +111,11 @@ program
   .command('ps')
   .description('list jails cluster-wide')
   .option('--host <host>', 'only this host')
-  .option('--state <state>', 'only this state')
+  .addOption(new Option('--state <state>', 'only this state').choices([...JAIL_STATES.filter((s) => s !== 'destroyed'), 'unplaced']))
   .option('--json', 'JSON array')
   .action(async (o) => {
-    const { jails } = await withClient((c) => c.ps({ host: o.host, state: o.state }));
+    const host = o.host === undefined ? undefined : flag('host', nameSchema, o.host);
+    const { jails } = await withClient((c) => c.ps({ host, state: o.state }));
     console.log(o.json ? JSON.stringify(psJson(jails), null, 2) : psTable(jails));
   });
 
@@ -160,6 +160,23 @@ program
       if (r.truncated) process.stderr.write('jailfleet: output truncated\n');
       if (r.timedOut) process.stderr.write(`jailfleet: command killed after ${timeoutMs} ms\n`);
       return r.exitCode;
+    });
+  });
+
+program
+  .command('logs')
+  .description("the end of a jail's console: its command's stdout and stderr")
+  .argument('<name>', 'jail name')
+  .option('-n, --lines <n>', 'how many lines', '100')
+  .action(async (name: string, o) => {
+    const jail = jailName(name);
+    const lines = flag('lines', linesSchema, o.lines);
+    await withClient(async (c) => {
+      const row = (await c.ps()).jails.find((j) => j.name === jail);
+      if (!row) throw new CliError(`no jail named "${jail}"`);
+      if (!row.host) throw new CliError(`jail "${jail}" is not placed on any host yet`);
+      const r = await c.logs(row.host, jail, lines);
+      process.stdout.write(r.text);
     });
   });
 

@@ -1,5 +1,6 @@
 // How the CLI prints: plain aligned tables (like kubectl), relative ages, JSON when asked.
 import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
 import type { HostRow, PsRow } from '../../contracts/index.js';
 
 const plain = {
@@ -28,6 +29,21 @@ export function age(iso: string, now = Date.now()): string {
   return `${Math.floor(s / 86400)}d`;
 }
 
+/** `exit 3`, or `exit 143 (SIGTERM)` for a command ended by a signal. */
+function exitText(code: number): string {
+  const sig = code > 128 ? Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0] : undefined;
+  return sig ? `exit ${code} (${sig})` : `exit ${code}`;
+}
+
+/** What `ps` says beside the state: the failed step and why, how it ended, how often it restarted. */
+function info(r: PsRow): string {
+  const parts: string[] = [];
+  if (r.error) parts.push(`${r.error.step}: ${r.error.message}`);
+  else if (r.state === 'stopped' && r.exitCode !== null) parts.push(exitText(r.exitCode));
+  if (r.restarts > 0) parts.push(`${r.restarts} restart${r.restarts === 1 ? '' : 's'}`);
+  return parts.join(', ');
+}
+
 export function psTable(rows: PsRow[]): string {
   return table(
     ['NAME', 'HOST', 'STATE', 'GEN', 'PID', 'AGE', 'INFO'],
@@ -38,7 +54,7 @@ export function psTable(rows: PsRow[]): string {
       r.generation,
       r.pid ?? '-',
       age(r.since),
-      r.error ? `${r.error.step}: ${r.error.message}` : r.state === 'stopped' && r.exitCode !== null ? `exit ${r.exitCode}` : '',
+      info(r),
     ]),
   );
 }

@@ -21,6 +21,9 @@ const mainJs = fileURLToPath(new URL('./main.js', import.meta.url));
 /** A service child process: its output goes to its log file, its failure is ours to report. */
 function spawnService(argv: string[], logFile: string) {
   return execa(process.execPath, argv, {
+    // its own process group: a Ctrl-C in the terminal reaches `up` alone, which then stops the
+    // agents first (they remove their jails), the services next and the broker last
+    detached: true,
     stdin: 'ignore',
     stdout: { file: logFile, append: true },
     stderr: { file: logFile, append: true },
@@ -62,7 +65,8 @@ export async function up(o: UpOptions): Promise<number> {
           .filter((c) => c.role === role && c.proc.exitCode === null)
           .map(async (c) => {
             c.proc.kill('SIGTERM');
-            const t = setTimeout(() => c.proc.kill('SIGKILL'), 90_000);
+            // an agent removes every jail before it exits; that takes a while with many
+            const t = setTimeout(() => c.proc.kill('SIGKILL'), role === 'agent' ? 15 * 60_000 : 30_000);
             await c.proc;
             clearTimeout(t);
           }),
@@ -77,7 +81,7 @@ export async function up(o: UpOptions): Promise<number> {
   };
 
   try {
-    nats = await startNatsServer({ dir: join(dataDir, 'nats'), port: o.natsPort });
+    nats = await startNatsServer({ dir: join(dataDir, 'nats'), port: o.natsPort, detached: true });
   } catch (err) {
     rmSync(lock, { force: true });
     throw new CliError((err as Error).message);
@@ -106,6 +110,12 @@ export async function up(o: UpOptions): Promise<number> {
   };
   process.on('SIGINT', () => void shutdown(0));
   process.on('SIGTERM', () => void shutdown(0));
+  process.on('SIGHUP', () => void shutdown(0));
+  // the children are in their own process groups: never leave them behind if `up` itself dies
+  process.on('exit', () => {
+    for (const c of children) if (c.proc.exitCode === null) c.proc.kill('SIGKILL');
+    nats?.process.kill('SIGKILL');
+  });
 
   const hostNames = Array.from({ length: o.hosts }, (_, i) => `host-${i + 1}`);
   spawnChild('scheduler', 'service', ['scheduler']);

@@ -42,7 +42,13 @@ export class NatsServerFailed extends Error {
 }
 
 /** Starts nats-server -js with its store under `dir`; resolves once it accepts connections. */
-export async function startNatsServer(opts: { dir: string; port?: number; binary?: string }): Promise<NatsServerHandle> {
+export async function startNatsServer(opts: {
+  dir: string;
+  port?: number;
+  binary?: string;
+  /** In its own process group, so a terminal's Ctrl-C does not stop it before its clients. */
+  detached?: boolean;
+}): Promise<NatsServerHandle> {
   const port = opts.port ?? (await freePort());
   const storeDir = join(opts.dir, 'jetstream');
   mkdirSync(storeDir, { recursive: true });
@@ -62,6 +68,7 @@ export async function startNatsServer(opts: { dir: string; port?: number; binary
     stdio: ['ignore', 'ignore', 'pipe'],
     reject: false,
     cleanup: true,
+    detached: opts.detached ?? false,
   });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));

@@ -266,19 +266,28 @@ export class Scheduler {
 
   private async apply(msg: Msg) {
     const req = decodeWith(applyRequestSchema, msg.data);
-    const out: { name: string; generation: number; changed: boolean }[] = [];
-    for (const spec of req.fleet.jails) {
-      out.push(await this.casDesired(spec.name, (cur) => {
-        if (cur && cur.desired !== 'removed' && sameSpec(cur.spec, spec)) {
-          return { record: { ...cur, desired: 'running' }, changed: false };
-        }
-        return {
-          record: { v: WIRE_VERSION, spec, desired: 'running', generation: (cur?.generation ?? 0) + 1, updatedAt: new Date().toISOString() },
-          changed: true,
-        };
-      }));
-    }
+    // one read-modify-write per jail, 32 in flight: a fleet of thousands is answered in seconds
+    const specs = req.fleet.jails;
+    const out: { name: string; generation: number; changed: boolean }[] = new Array(specs.length);
+    let next = 0;
+    const worker = async () => {
+      for (let i = next++; i < specs.length; i = next++) out[i] = await this.applyOne(specs[i]!);
+    };
+    await Promise.all(Array.from({ length: Math.min(32, specs.length) }, worker));
     return { jails: out };
+  }
+
+  /** The same spec keeps its generation (and is started if stopped); a new one goes up by one. */
+  private applyOne(spec: JailSpec) {
+    return this.casDesired(spec.name, (cur) => {
+      if (cur && cur.desired !== 'removed' && sameSpec(cur.spec, spec)) {
+        return { record: { ...cur, desired: 'running' }, changed: false };
+      }
+      return {
+        record: { v: WIRE_VERSION, spec, desired: 'running', generation: (cur?.generation ?? 0) + 1, updatedAt: new Date().toISOString() },
+        changed: true,
+      };
+    });
   }
 
   private async setDesired(verb: Exclude<ApiVerb, 'apply'>, msg: Msg) {

@@ -26,7 +26,7 @@ d('a cluster of two hosts runs jails for a user', () => {
   let c: TestCluster;
   const ps = () => c.json<PsRow[]>(['ps']);
   const running = async (n: number) => {
-    const rows = await ps();
+    const rows = (await ps()).filter((r) => r.name.startsWith('svc-'));
     return rows.filter((r) => r.state === 'running').length === n ? rows : undefined;
   };
 
@@ -86,6 +86,22 @@ d('a cluster of two hosts runs jails for a user', () => {
     expect(greeting).toBe('hello world');
     expect(hostname).toBe('web.example');
     expect(env).not.toMatch(/JAILFLEET_NATS_URL|HOME=\/root/);
+  });
+
+  it("shows a jail's console with logs", async () => {
+    const r = await c.cli(['run', 'talker', '--', '/bin/sh', '-c', 'for i in 1 2 3; do echo "line $i"; done; echo oops >&2; exec sleep 3600']);
+    expect(r.exitCode).toBe(0);
+    await c.until('output written', async () => (await c.cli(['logs', 'talker'])).stdout.includes('oops'));
+    // (the harness strips the last newline, as a shell's $(...) would)
+    expect((await c.cli(['logs', 'talker'])).stdout).toBe('line 1\nline 2\nline 3\noops');
+    expect((await c.cli(['logs', 'talker', '-n', '2'])).stdout).toBe('line 3\noops');
+    const bad = await c.cli(['logs', 'talker', '-n', 'lots']);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toBe('jailfleet: --lines: must be a whole number (got "lots")');
+    const none = await c.cli(['logs', 'nobody']);
+    expect(none.exitCode).toBe(1);
+    expect(none.stderr).toBe('jailfleet: no jail named "nobody"');
+    expect((await c.cli(['rm', 'talker'])).exitCode).toBe(0);
   });
 
   it('stops, starts and removes a jail', async () => {
@@ -149,9 +165,23 @@ d('a cluster of two hosts runs jails for a user', () => {
     const typo = join(dir, 'typo.json');
     writeFileSync(typo, JSON.stringify({ jails: [{ name: 'x', comand: ['/bin/true'] }] }));
     const t = await c.cli(['apply', '-f', typo]);
-    expect(t.exitCode).not.toBe(0);
-    expect(t.stderr).toMatch(/jails\.0\.command/);
-    expect(t.stderr).toMatch(/comand/);
+    expect(t.exitCode).toBe(2);
+    // the unknown key (the typo) is named first
+    expect(t.stderr).toMatch(/^jailfleet: .*invalid spec: jails\.0: Unrecognized key: "comand"; jails\.0\.command: /);
+    const comma = join(dir, 'comma.json');
+    writeFileSync(comma, '{"jails":[{"name":"x","command":["/bin/true"]},]}');
+    const cm = await c.cli(['apply', '-f', comma]);
+    expect(cm.exitCode).toBe(2);
+    expect(cm.stderr).toMatch(/^jailfleet: .*comma\.json: not valid JSON: /);
+    const empty = join(dir, 'empty.yaml');
+    writeFileSync(empty, '\n');
+    expect((await c.cli(['apply', '-f', empty])).stderr).toBe(`jailfleet: ${empty}: file is empty (expected { jails: [spec, ...] })`);
+    expect((await c.cli(['apply', '-f', join(dir, 'missing.yaml')])).stderr).toBe(`jailfleet: cannot read ${join(dir, 'missing.yaml')}: no such file`);
+    const st = await c.cli(['ps', '--state', 'runing']);
+    expect(st.exitCode).toBe(2);
+    expect(st.stderr).toMatch(/^jailfleet: option '--state <state>' argument 'runing' is invalid/);
+    const to = await c.cli(['run', 'x', '--stop-timeout', 'abc', '--', '/bin/true']);
+    expect(to.stderr).toBe('jailfleet: --stop-timeout: must be a whole number of milliseconds (got "abc")');
     const flagBad = await c.cli(['run', 'x', '--network', 'bridge', '--', '/bin/true']);
     expect(flagBad.exitCode).not.toBe(0);
     expect(flagBad.stderr).toMatch(/^jailfleet: .*--network/);

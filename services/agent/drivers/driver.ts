@@ -43,6 +43,8 @@ export interface JailDriver {
   inspect(name: string): Promise<JailInspection>;
   /** Names of every jail the driver has state for on this host. */
   list(): Promise<string[]>;
+  /** The last `lines` lines of the jail's console (its command's stdout and stderr). */
+  consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }>;
   /** Runs argv inside a running jail (its namespaces and root), non-interactive. */
   exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult>;
 }

@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
 import { DriverStepFailed, type ExecOptions, type JailDriver, type JailInspection } from './driver.js';
+import { readConsoleTail } from './console-log.js';
 
 type Step = DriverStepFailed['step'];
 
@@ -615,6 +616,10 @@ export class FreebsdDriver implements JailDriver {
       return realpath(this.dataDirOption);
     })();
     return this.realDataDir;
+  }
+
+  async consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }> {
+    return readConsoleTail((await this.paths(name)).console, lines);
   }
 
   private async paths(name: string) {

@@ -28,6 +28,7 @@ import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { jailHostname, NAME_RULE, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
 import { DriverStepFailed, type ExecOptions, type JailDriver, type JailInspection } from './driver.js';
+import { readConsoleTail } from './console-log.js';
 
 type Step = DriverStepFailed['step'];
 
@@ -585,6 +586,10 @@ export class LinuxDriver implements JailDriver {
       return realpath(this.dataDirOption);
     })();
     return this.realDataDir;
+  }
+
+  async consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }> {
+    return readConsoleTail((await this.paths(name)).console, lines);
   }
 
   private async paths(name: string) {
