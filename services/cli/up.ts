@@ -23,6 +23,9 @@ function spawnService(argv: string[], logFile: string) {
   return execa(process.execPath, argv, {
     // its own process group: a Ctrl-C in the terminal reaches `up` alone, which then stops the
     // agents first (they remove their jails), the services next and the broker last
+    // execa would SIGKILL 5 s after a SIGTERM: an agent removing many jails needs longer, and
+    // whoever stops it sets its own deadline
+    forceKillAfterDelay: false,
     detached: true,
     stdin: 'ignore',
     stdout: { file: logFile, append: true },

@@ -66,6 +66,9 @@ export async function startNatsServer(opts: {
   if (await portAccepts(port)) throw new NatsServerFailed(`port ${port} is already in use; pick another with --nats-port`);
   const child = execa(opts.binary ?? 'nats-server', ['-c', conf], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    // execa would SIGKILL 5 s after a SIGTERM: an agent removing many jails needs longer, and
+    // whoever stops it sets its own deadline
+    forceKillAfterDelay: false,
     reject: false,
     cleanup: true,
     detached: opts.detached ?? false,

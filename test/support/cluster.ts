@@ -56,6 +56,8 @@ export class TestCluster {
     const log = join(this.dir, `${logName}.log`);
     return execa(process.execPath, [cliPath, 'serve', ...args], {
       env: { JAILFLEET_NATS_URL: this.url, JAILFLEET_LOG_LEVEL: 'debug' },
+      // execa would SIGKILL 5 s after a SIGTERM: an agent removing many jails needs longer
+      forceKillAfterDelay: false,
       stdin: 'ignore',
       stdout: { file: log, append: true },
       stderr: { file: log, append: true },
