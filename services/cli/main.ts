@@ -192,7 +192,7 @@ program
       const last = (await jsm.streams.info(EVT_STREAM).catch(() => null))?.state.last_seq ?? 0;
       if (last === 0 && !o.follow) return;
       const consumer = await jetstream(c.nc).consumers.get(EVT_STREAM, { deliver_policy: DeliverPolicy.All });
-      const msgs = await consumer.consume();
+      const msgs = await consumer.consume({ max_messages: 1000 });
       process.once('SIGINT', () => void msgs.close());
       for await (const m of msgs) {
         try {
