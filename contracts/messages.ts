@@ -25,7 +25,8 @@ export type JailError = z.infer<typeof jailErrorSchema>;
  * `revision` is the desired-state revision it came from, so a repeated stop/start of one
  * generation is a new command while a redelivered one is not.
  */
-export const commandSchema = z.discriminatedUnion('op', [
+export const commandSchema = z
+  .discriminatedUnion('op', [
   z.object({
     v,
     op: z.literal('ensure'),
@@ -44,8 +45,15 @@ export const commandSchema = z.discriminatedUnion('op', [
     revision: z.number().int().min(0),
     issuedAt: isoTime,
   }),
-]);
+])
+  .refine((c) => c.op !== 'ensure' || c.spec.name === c.jail, { message: 'the spec names another jail than the command', path: ['spec', 'name'] });
 export type Command = z.infer<typeof commandSchema>;
+
+/** The host and jail a subject names (`jailfleet.evt.<host>.<jail>`, `jailfleet.hb.<host>`). */
+export function subjectTokens(subject: string): { host: string | undefined; jail: string | undefined } {
+  const t = subject.split('.');
+  return { host: t[2], jail: t[3] };
+}
 export const commandMsgId = (c: Command) => `${c.jail}/${c.generation}/${c.op}/${c.revision}`;
 
 /** A state event: published by an agent on every stable state of a jail. */

@@ -73,8 +73,12 @@ interface JailEntry {
   generation: number;
   desired: DesiredState;
   actor: JailActor;
+  /** Desired-state revision of the last command applied to this generation. */
+  revision: number;
   seq: number;
+  /** What the last event said, and what the store last holds: each written only on change. */
   lastKey: string;
+  savedKey: string;
   record: PersistedJail | null;
 }
 
@@ -184,7 +188,7 @@ export class Agent {
     for (const stored of jails) {
       const seen = await this.opts.driver.inspect(stored.name);
       this.log.info({ jail: stored.name, generation: stored.generation, state: stored.record.state, pid: seen.pid }, 're-adopting jail');
-      this.createJail(stored.spec, stored.generation, stored.desired, stored);
+      this.createJail(stored.spec, stored.generation, stored.desired, stored.revision, stored);
     }
     const known = new Set(jails.map((j) => j.name));
     for (const name of await this.opts.driver.list()) {
@@ -231,7 +235,7 @@ export class Agent {
     });
   }
 
-  private createJail(spec: JailSpec, generation: number, desired: DesiredState, stored?: StoredJail): JailEntry {
+  private createJail(spec: JailSpec, generation: number, desired: DesiredState, revision: number, stored?: StoredJail): JailEntry {
     // `always` transitions pass through stable states within one macrostep (pending → prepared
     // → mounting): the microsteps show each of them, so every stable state gets its event
     let self: JailEntry | undefined;
@@ -246,8 +250,10 @@ export class Agent {
       generation,
       desired,
       actor,
+      revision: stored?.revision ?? revision,
       seq: stored?.seq ?? 0,
       lastKey: stored ? this.keyOf(stored.record) : '',
+      savedKey: '',
       record: stored?.record ?? null,
     };
     self = entry;
@@ -265,29 +271,42 @@ export class Agent {
   }
 
   private onSnapshot(entry: JailEntry, snap: ReturnType<JailActor['getSnapshot']>) {
-    const state = stableStateOf(snap);
-    if (!state) return;
+    const name = entry.spec.name;
+    const mine = this.jails.get(name) === entry; // an old generation being destroyed is not
     const record = persistedJailOf(snap);
     entry.desired = snap.context.desired;
+    const state = stableStateOf(snap);
+    // the event: on a stable state whose visible fields changed
     const key = this.keyOf(record);
-    if (key === entry.lastKey) return;
-    entry.lastKey = key;
-    entry.record = record;
-    entry.seq += 1;
-    const name = entry.spec.name;
-    if (state === 'destroyed') {
-      this.store.remove(name);
-      if (this.jails.get(name) === entry) this.jails.delete(name);
-    } else {
-      this.store.save({ v: 1, name, spec: entry.spec, generation: entry.generation, desired: entry.desired, seq: entry.seq, record });
+    const publish = state !== null && key !== entry.lastKey;
+    if (publish) {
+      entry.lastKey = key;
+      entry.record = record;
+      entry.seq += 1;
     }
+    // the record: whenever anything a restarted agent needs changed, desired and restartAt
+    // included (a STOP during a restart backoff changes no state, but must survive a restart)
+    if (state === 'destroyed') {
+      if (mine) {
+        this.store.remove(name);
+        this.jails.delete(name);
+      }
+    } else if (mine) {
+      const saved = { v: 1 as const, name, spec: entry.spec, generation: entry.generation, desired: entry.desired, revision: entry.revision, seq: entry.seq, record };
+      const savedKey = JSON.stringify([saved.desired, saved.revision, saved.seq, record]);
+      if (savedKey !== entry.savedKey) {
+        this.store.save(saved);
+        entry.savedKey = savedKey;
+      }
+    }
+    if (!publish) return;
     const event: StateEvent = {
       v: WIRE_VERSION,
       host: this.opts.host,
       jail: name,
       generation: entry.generation,
       seq: entry.seq,
-      state,
+      state: state!,
       pid: record.pid,
       exitCode: record.exitCode,
       restarts: record.restarts,
@@ -328,49 +347,64 @@ export class Agent {
       m.term();
       return;
     }
+    // a long wait (an old generation stopping) must not make the broker redeliver meanwhile
+    const working = setInterval(() => m.working(), 20_000);
     const prev = this.queues.get(cmd.jail) ?? Promise.resolve();
     const next = prev
       .then(() => this.apply(cmd))
-      .catch((err) => this.log.error({ err, jail: cmd.jail, id: commandMsgId(cmd) }, 'command failed'))
-      .finally(() => m.ack());
+      .then(
+        (outcome) => (outcome === 'retry' ? m.nak(2000) : m.ack()),
+        (err) => {
+          this.log.error({ err, jail: cmd.jail, id: commandMsgId(cmd) }, 'command failed');
+          m.nak(5000);
+        },
+      )
+      .finally(() => clearInterval(working));
     this.queues.set(cmd.jail, next);
     void next.then(() => this.queues.get(cmd.jail) === next && this.queues.delete(cmd.jail));
   }
 
-  private async apply(cmd: Command) {
-    if (this.stopping) return;
+  /**
+   * Carries out one command. 'retry' leaves it unacknowledged for later: the agent is stopping,
+   * or an older generation of the jail could not be removed yet.
+   */
+  private async apply(cmd: Command): Promise<'done' | 'retry'> {
+    if (this.stopping) return 'retry';
     const log = this.log.child({ jail: cmd.jail, generation: cmd.generation });
     let entry = this.jails.get(cmd.jail);
-    if (entry && entry.generation > cmd.generation) {
-      log.info({ held: entry.generation, op: cmd.op }, 'stale command ignored');
-      return;
+    if (entry && (entry.generation > cmd.generation || (entry.generation === cmd.generation && entry.revision >= cmd.revision))) {
+      log.debug({ held: entry.generation, revision: entry.revision, op: cmd.op, cmdRevision: cmd.revision }, 'replayed or stale command ignored');
+      return 'done';
     }
     if (cmd.op === 'destroy') {
-      if (!entry) return;
+      if (!entry) return 'done';
+      entry.revision = cmd.revision;
       entry.actor.send({ type: 'DESTROY' });
-      await this.settled(entry);
-      return;
+      return (await this.settled(entry)) ? 'done' : 'retry';
     }
     if (entry && entry.generation < cmd.generation) {
       log.info({ old: entry.generation }, 'replacing an older generation');
       entry.actor.send({ type: 'DESTROY' });
-      await this.settled(entry);
+      // the new copy starts only once the old one is gone: both must never hold the name
+      if (!(await this.settled(entry))) return 'retry';
       entry = undefined;
     }
     if (entry && entry.actor.getSnapshot().status === 'done') entry = undefined;
     if (!entry) {
-      this.createJail(cmd.spec, cmd.generation, cmd.desired);
-      return;
+      this.createJail(cmd.spec, cmd.generation, cmd.desired, cmd.revision);
+      return 'done';
     }
+    entry.revision = cmd.revision;
     entry.actor.send({ type: cmd.desired === 'running' ? 'START' : 'STOP' });
+    return 'done';
   }
 
-  /** Waits until a jail being destroyed is gone (or failed to be). */
-  private async settled(entry: JailEntry) {
-    await waitFor(entry.actor, (s) => s.status === 'done' || (stableStateOf(s) === 'failed' && s.context.desired === 'destroyed'), {
+  /** Waits until a jail being destroyed is gone: true, or its destroy failed (it retries): false. */
+  private async settled(entry: JailEntry): Promise<boolean> {
+    const s = await waitFor(entry.actor, (x) => x.status === 'done' || (stableStateOf(x) === 'failed' && x.context.desired === 'destroyed'), {
       timeout: 10 * 60_000,
-    }).catch(() => undefined);
-    if (this.jails.get(entry.spec.name) === entry) this.jails.delete(entry.spec.name);
+    }).catch(() => null);
+    return s?.status === 'done';
   }
 
   private heartbeat() {

@@ -12,6 +12,8 @@ export const storedJailSchema = z.object({
   generation: z.number().int().min(1),
   desired: z.enum(['running', 'stopped', 'destroyed']),
   seq: z.number().int().min(0),
+  /** Desired-state revision of the last command applied: an older or equal one is a replay. */
+  revision: z.number().int().min(0).default(0),
   record: z.object({
     state: jailStateSchema,
     pid: z.number().int().positive().nullable(),
@@ -21,7 +23,7 @@ export const storedJailSchema = z.object({
     restartAt: z.number().nullable(),
   }),
 });
-export type StoredJail = z.infer<typeof storedJailSchema>;
+export type StoredJail = z.output<typeof storedJailSchema>;
 
 export class JailStore {
   constructor(private readonly dir: string) {

@@ -60,7 +60,7 @@ export class Client {
       throw new CliError(`request to the ${who} failed: ${msg}`);
     }
     const r = decodeWith(schema, reply.data);
-    if (!r.ok) throw new CliError(r.error.message);
+    if (!r.ok) throw new CliError(r.error.message, r.error.code === 'invalid' ? 2 : 1);
     return r.result;
   }
 

@@ -36,6 +36,7 @@ async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report
   return withClient(async (c) => {
     const waiter = wait ? startWaiter(c, fleet.jails.map((j) => j.name)) : undefined;
     try {
+      const before = wait ? await c.ps().then((r) => r.jails, () => undefined) : undefined;
       const applied = await c.apply(fleet);
       if (!waiter) {
         for (const j of applied.jails) console.log(`${j.name}: generation ${j.generation}${j.changed ? '' : ' (unchanged)'}`);
@@ -50,7 +51,7 @@ async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report
         const what = o.state === 'running' ? `running on ${o.host}` : `${o.state}${o.message ? `: ${o.message}` : ''}`;
         console.log(`[${n}/${total}] ${o.name} ${what}`);
       };
-      const outcomes = await waiter.wait(targets, { timeoutMs, onUpdate: line });
+      const outcomes = await waiter.wait(targets, { timeoutMs, before, onUpdate: line });
       const bad = outcomes.filter((o) => o.state !== 'running');
       if (report === 'run') {
         const o = outcomes[0]!;
@@ -111,7 +112,7 @@ program
   .command('ps')
   .description('list jails cluster-wide')
   .option('--host <host>', 'only this host')
-  .addOption(new Option('--state <state>', 'only this state').choices([...JAIL_STATES.filter((s) => s !== 'destroyed'), 'unplaced']))
+  .addOption(new Option('--state <state>', 'only this state').choices([...JAIL_STATES.filter((s) => s !== 'destroyed'), 'unplaced', 'removing']))
   .option('--json', 'JSON array')
   .action(async (o) => {
     const host = o.host === undefined ? undefined : flag('host', nameSchema, o.host);

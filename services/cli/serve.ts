@@ -19,7 +19,8 @@ async function runUntilSignal(service: Stoppable, log: ReturnType<typeof createL
       if (stopping) return;
       stopping = true;
       log.info({ signal: sig }, 'stopping');
-      const force = setTimeout(() => process.exit(1), 120_000);
+      // an agent tearing down removes every jail first: that may take minutes with many
+      const force = setTimeout(() => process.exit(1), 20 * 60_000);
       service.stop().then(
         () => (clearTimeout(force), resolve()),
         (err) => (log.error({ err }, 'stop failed'), process.exit(1)),

@@ -12,14 +12,23 @@ export interface JailOutcome {
 }
 
 export interface Waiter {
-  /** Call with each applied jail's generation; resolves once all are running or failed. */
-  wait(targets: Map<string, number>, opts: { timeoutMs: number; onUpdate?: (o: JailOutcome) => void }): Promise<JailOutcome[]>;
+  /**
+   * Call with each applied jail's generation; resolves once all are running or failed. `before`
+   * is `ps` from before the apply: a failed or unplaced row that has not changed since is the
+   * old state (an unchanged spec keeps its generation), not the answer.
+   */
+  wait(
+    targets: Map<string, number>,
+    opts: { timeoutMs: number; before?: PsRow[]; onUpdate?: (o: JailOutcome) => void },
+  ): Promise<JailOutcome[]>;
   close(): void;
 }
 
 export function startWaiter(client: Client, names: string[]): Waiter {
   const wanted = new Set(names);
   const seen = new Map<string, { generation: number; host: string; state: string; message: string | null }>();
+  /** Jails seen running (per generation), even if they stopped again before we looked. */
+  const ran = new Map<string, { generation: number; host: string }>();
   let notify = () => {};
   const sub = client.nc.subscribe(names.length === 1 ? subjects.evtOfJail(names[0]!) : subjects.evtAll, {
     callback: (err, msg) => {
@@ -30,6 +39,7 @@ export function startWaiter(client: Client, names: string[]): Waiter {
         const prev = seen.get(e.jail);
         if (prev && prev.generation > e.generation) return;
         seen.set(e.jail, { generation: e.generation, host: e.host, state: e.state, message: e.error ? `${e.error.step}: ${e.error.message}` : null });
+        if (e.state === 'running') ran.set(e.jail, { generation: e.generation, host: e.host });
         notify();
       } catch {
         /* not ours to judge: the status service logs malformed events */
@@ -37,7 +47,12 @@ export function startWaiter(client: Client, names: string[]): Waiter {
     },
   });
   return {
-    async wait(targets, { timeoutMs, onUpdate }) {
+    async wait(targets, { timeoutMs, before, onUpdate }) {
+      const old = new Map((before ?? []).map((r) => [r.name, r]));
+      const stale = (r: PsRow) => {
+        const o = old.get(r.name);
+        return o !== undefined && r.state !== 'running' && o.generation === r.generation && o.since === r.since && o.state === r.state;
+      };
       const done = new Map<string, JailOutcome>();
       const deadline = Date.now() + timeoutMs;
       const settle = (o: JailOutcome) => {
@@ -47,12 +62,16 @@ export function startWaiter(client: Client, names: string[]): Waiter {
       };
       const fromRow = (r: PsRow) => {
         const gen = targets.get(r.name);
-        if (gen === undefined || r.generation < gen) return;
+        if (gen === undefined || r.generation < gen || stale(r)) return;
         if (r.state === 'running') settle({ name: r.name, host: r.host, state: 'running', message: null });
         else if (r.state === 'failed') settle({ name: r.name, host: r.host, state: 'failed', message: r.error ? `${r.error.step}: ${r.error.message}` : 'failed' });
         else if (r.state === 'unplaced') settle({ name: r.name, host: null, state: 'unplaced', message: r.error?.message ?? 'not placed' });
       };
       const check = () => {
+        for (const [name, r] of ran) {
+          const gen = targets.get(name);
+          if (gen !== undefined && r.generation >= gen) settle({ name, host: r.host, state: 'running', message: null });
+        }
         for (const [name, s] of seen) {
           const gen = targets.get(name);
           if (gen === undefined || s.generation < gen) continue;

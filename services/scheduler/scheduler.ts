@@ -12,6 +12,7 @@ import {
   heartbeatSchema,
   nameRequestSchema,
   placementRecordSchema,
+  subjectTokens,
   subjects,
   type ApiVerb,
   type Command,
@@ -71,6 +72,7 @@ export class Scheduler {
         if (err) return;
         try {
           const hb = decodeWith(heartbeatSchema, msg.data);
+          if (hb.host !== subjectTokens(msg.subject).host) throw new Error(`heartbeat of ${hb.host} on ${msg.subject}`);
           if (this.liveness.seen(hb.host, Date.now())) {
             this.log.info({ host: hb.host }, 'host up');
             this.resyncSoon();
@@ -198,7 +200,8 @@ export class Scheduler {
         const views = this.hostViews().map((h) => ({ ...h, jails: counts.get(h.name) ?? 0 }));
         placed = placeJail(desired.spec, views);
         const record: PlacementRecord = { v: WIRE_VERSION, host: placed.host, generation: desired.generation, reason: placed.reason };
-        if (!(await this.writePlacement(name, record, pEntry))) return this.dirty.add(name);
+        const unchanged = !placed.host && placement && placement.reason === placed.reason && placement.generation === desired.generation;
+        if (!unchanged && !(await this.writePlacement(name, record, pEntry))) return this.dirty.add(name);
       } finally {
         release();
       }

@@ -13,6 +13,9 @@ export class ClusterView {
   private readonly placements = new Map<string, PlacementRecord>();
   private readonly hostsSeen = new Map<string, { lastSeen: number; jails: number }>();
 
+  /** Set once the placement bucket has been read whole: from then on a missing placement means removed. */
+  placementsSynced = false;
+
   constructor(private readonly hostTtlMs: number) {}
 
   /** Newest generation wins; within one generation the highest seq. */
@@ -55,6 +58,8 @@ export class ClusterView {
       const p = this.placements.get(r.name);
       // a newer generation placed but not reported yet shows as pending there
       if (p && p.generation > r.generation) out.push(this.pendingRow(r.name, p));
+      // removed (rm) but its host has not reported it destroyed yet, or is down
+      else if (!p && this.placementsSynced) out.push({ ...strip(r), state: 'removing' });
       else out.push(strip(r));
     }
     for (const [name, p] of this.placements) {

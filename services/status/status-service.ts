@@ -11,6 +11,7 @@ import {
   placementRecordSchema,
   psRequestSchema,
   stateEventSchema,
+  subjectTokens,
   subjects,
 } from '../../contracts/index.js';
 import { connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection } from '../common/index.js';
@@ -42,7 +43,10 @@ export class StatusService {
       callback: (err, msg) => {
         if (err) return;
         try {
-          this.view.applyHeartbeat(decodeWith(heartbeatSchema, msg.data), Date.now());
+          const hb = decodeWith(heartbeatSchema, msg.data);
+          // a host speaks only for itself: its credentials confine it to its own subjects
+          if (hb.host !== subjectTokens(msg.subject).host) throw new Error(`heartbeat of ${hb.host} on ${msg.subject}`);
+          this.view.applyHeartbeat(hb, Date.now());
         } catch (e) {
           this.log.warn({ subject: msg.subject, reason: (e as Error).message }, 'malformed heartbeat dropped');
         }
@@ -50,10 +54,12 @@ export class StatusService {
     });
     const watch = await topo.placement.watch();
     this.stopWatch = () => watch.stop();
+    if ((await topo.placement.status()).values === 0) this.view.placementsSynced = true;
     void (async () => {
       for await (const e of watch) {
         const p = e.operation === 'PUT' ? placementRecordSchema.safeParse(e.json()).data ?? null : null;
         this.view.applyPlacement(e.key, p);
+        if (e.delta === 0) this.view.placementsSynced = true;
       }
     })();
     const consumer = await jetstream(nc).consumers.get(EVT_STREAM, { deliver_policy: DeliverPolicy.All });
@@ -61,7 +67,10 @@ export class StatusService {
     void (async () => {
       for await (const m of this.events!) {
         try {
-          this.view.applyEvent(decodeWith(stateEventSchema, m.data));
+          const e = decodeWith(stateEventSchema, m.data);
+          const from = subjectTokens(m.subject);
+          if (e.host !== from.host || e.jail !== from.jail) throw new Error(`event of ${e.host}/${e.jail} on ${m.subject}`);
+          this.view.applyEvent(e);
         } catch (e) {
           this.log.warn({ subject: m.subject, reason: (e as Error).message }, 'malformed event ignored');
         }

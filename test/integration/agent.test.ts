@@ -25,7 +25,8 @@ d('agent with a real nats-server and the linux driver', () => {
   const events: StateEvent[] = [];
   let revision = 0;
   const log = pino({ level: 'silent' });
-  const newAgent = () => new Agent({ host: HOST, dataDir: join(dir, 'agent'), servers: [nats.url], driver: new LinuxDriver({ dataDir: join(dir, 'agent') }), logger: log, heartbeatMs: 200, backoff: { baseMs: 100, maxMs: 1000 } });
+  const newAgent = (backoff = { baseMs: 100, maxMs: 1000 }) =>
+    new Agent({ host: HOST, dataDir: join(dir, 'agent'), servers: [nats.url], driver: new LinuxDriver({ dataDir: join(dir, 'agent') }), logger: log, heartbeatMs: 200, backoff });
   const spec = (name: string, over: Partial<JailSpec> = {}): JailSpec => ({ name, command: ['/bin/sleep', '3600'], env: {}, mounts: [], network: 'inherit', restart: 'never', stopTimeoutMs: 2000, placement: {}, ...over });
   type Draft =
     | { op: 'ensure'; jail: string; generation: number; desired: 'running' | 'stopped'; spec: JailSpec; revision?: number }
@@ -144,6 +145,39 @@ d('agent with a real nats-server and the linux driver', () => {
     await until('flaky destroyed', () => latest('flaky')?.state === 'destroyed');
     expect(mountsUnder(join(dir, 'agent', 'jails', 'flaky'))).toEqual([]);
   });
+
+  it('does not run a finished job again when its command is replayed', async () => {
+    const job = spec('job', { command: ['/bin/true'], restart: 'never' });
+    await send({ op: 'ensure', jail: 'job', generation: 1, desired: 'running', spec: job });
+    const rev = revision;
+    await until('job stopped', () => latest('job')?.state === 'stopped');
+    const count = events.filter((e) => e.jail === 'job').length;
+    // a restarted scheduler republishes what it knows, past the broker's duplicate window
+    await send({ op: 'ensure', jail: 'job', generation: 1, desired: 'running', spec: job, revision: rev });
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(events.filter((e) => e.jail === 'job')).toHaveLength(count);
+    await send({ op: 'destroy', jail: 'job', generation: 1 });
+    await until('job destroyed', () => latest('job')?.state === 'destroyed');
+  });
+
+  it('remembers a stop given during a restart backoff across an agent restart', async () => {
+    // a slow backoff, so the jail sits in `stopped` with a restart pending
+    await agent.stop();
+    agent = newAgent({ baseMs: 3000, maxMs: 3000 });
+    await agent.start();
+    const looping = spec('looping', { command: ['/bin/sh', '-c', 'exit 1'], restart: 'always' });
+    await send({ op: 'ensure', jail: 'looping', generation: 1, desired: 'running', spec: looping });
+    await until('looping stopped', () => latest('looping')?.state === 'stopped');
+    await send({ op: 'ensure', jail: 'looping', generation: 1, desired: 'stopped', spec: looping });
+    await new Promise((r) => setTimeout(r, 300));
+    await agent.stop();
+    agent = newAgent({ baseMs: 100, maxMs: 100 });
+    await agent.start();
+    await new Promise((r) => setTimeout(r, 4000));
+    expect(events.filter((e) => e.jail === 'looping' && e.state === 'running')).toHaveLength(1);
+    await send({ op: 'destroy', jail: 'looping', generation: 1 });
+    await until('looping destroyed', () => latest('looping')?.state === 'destroyed');
+  }, 30_000);
 
   it('reports a failing step with the step and the reason', async () => {
     await send({ op: 'ensure', jail: 'badmount', generation: 1, desired: 'running', spec: spec('badmount', { mounts: [{ source: '/nonexistent-jailfleet-src', target: '/x', readOnly: true }] }) });
