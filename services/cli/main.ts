@@ -52,6 +52,13 @@ async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report
         console.log(`[${n}/${total}] ${o.name} ${what}`);
       };
       const outcomes = await waiter.wait(targets, { timeoutMs, before, onUpdate: line });
+      // the answer came from the agents' events; let the status service catch up (a few ms) so
+      // that a `ps` right after this shows what we just reported
+      const ok = outcomes.filter((o) => o.state === 'running').map((o) => o.name);
+      for (const until = Date.now() + 3000; ok.length && Date.now() < until; await new Promise((r) => setTimeout(r, 50))) {
+        const rows = new Map((await c.ps().catch(() => ({ jails: [] }))).jails.map((j) => [j.name, j]));
+        if (ok.every((n) => rows.get(n)?.state === 'running' && rows.get(n)!.generation >= targets.get(n)!)) break;
+      }
       const bad = outcomes.filter((o) => o.state !== 'running');
       if (report === 'run') {
         const o = outcomes[0]!;

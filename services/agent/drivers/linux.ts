@@ -13,7 +13,6 @@ import {
   readdir,
   readlink,
   realpath,
-  rename,
   rm,
   rmdir,
   stat,
@@ -28,6 +27,7 @@ import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { jailHostname, NAME_RULE, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
 import { DriverStepFailed, type ExecOptions, type JailDriver, type JailInspection } from './driver.js';
+import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
 import { readConsoleTail } from './console-log.js';
 
 type Step = DriverStepFailed['step'];
@@ -151,21 +151,7 @@ function readStartReport(stream: NodeJS.ReadableStream | null | undefined, timeo
   });
 }
 
-const isWithin = (dir: string, p: string) => p.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
-const errCode = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code;
-/** null when the file (or, for /proc/<pid>/..., the process) does not exist. */
-const ifExists = <T>(p: Promise<T>): Promise<T | null> =>
-  p.catch((err) => {
-    if (errCode(err) === 'ENOENT' || errCode(err) === 'ESRCH') return null;
-    throw err;
-  });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function abortError(signal: AbortSignal): Error {
-  const err = new Error('waiting for the jail was aborted', { cause: signal.reason });
-  err.name = 'AbortError';
-  return err;
-}
 
 /** `promise`, or an AbortError as soon as `signal` aborts (also when it already has). */
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
@@ -205,33 +191,7 @@ async function isAlive(pid: number, startTime: string | null): Promise<boolean> 
   return startTime === null || st.startTime === startTime;
 }
 
-/** Writes a file by rename, so an existing symlink at `path` is replaced, never followed. */
-async function writeFileAtomic(path: string, content: string, mode = 0o644): Promise<void> {
-  const tmp = join(dirname(path), `.${path.slice(dirname(path).length + 1)}.jailfleet-tmp`);
-  await ifExists(unlink(tmp));
-  await writeFile(tmp, content, { flag: 'wx', mode });
-  await rename(tmp, path);
-}
 
-/**
- * Makes (or checks) `root/rel` as a real directory, refusing any component that is a symlink
- * or a file: the jail can write inside its root, and must not lead the driver out of it.
- */
-async function ensureRealDir(root: string, rel: string, mode = 0o755): Promise<string> {
-  let cur = root;
-  for (const seg of rel.split('/').filter(Boolean)) {
-    cur = join(cur, seg);
-    let st = await ifExists(lstat(cur));
-    if (!st) {
-      await mkdir(cur, { mode }).catch((err) => {
-        if (errCode(err) !== 'EEXIST') throw err;
-      });
-      st = await lstat(cur);
-    }
-    if (!st.isDirectory()) throw new Error(`${cur} is not a directory (a symlink or a file): refusing to use it`);
-  }
-  return cur;
-}
 
 /** Makes `path` an empty regular file unless it is one (a bind-mount target for a file). */
 async function ensureEmptyFile(path: string): Promise<void> {
@@ -677,58 +637,15 @@ export class LinuxDriver implements JailDriver {
     if (source === null) return refuse('the source does not exist');
     await this.checkSourceAgainstDataDir(source, refuse);
     const sourceIsDir = (await stat(source)).isDirectory();
-    const target = await this.resolveTarget(root, m.target, sourceIsDir, refuse);
+    const target = await resolveMountTarget(root, m.target, sourceIsDir, refuse);
     if (isMounted(target)) return;
     ops.push(['bind', source, target, m.readOnly ? 'ro,private' : 'private']);
   }
 
-  /**
-   * The driver's data directory must never be visible in a jail: refuse a source that is it,
-   * lies under it, or contains it, also when reached through another bind mount of it.
-   */
   private async checkSourceAgainstDataDir(source: string, refuse: (why: string) => never): Promise<void> {
-    const data = await this.dataDir();
-    if (source === data || isWithin(data, source)) refuse(`the source is the jail driver's data directory ${data} or under it`);
-    if (isWithin(source, data)) refuse(`the source contains the jail driver's data directory ${data}`);
-    const dataSt = await stat(data);
-    for (let dir = source; ; dir = dirname(dir)) {
-      const st = await stat(dir);
-      if (st.dev === dataSt.dev && st.ino === dataSt.ino) refuse(`the source is under the jail driver's data directory (${dir} is ${data})`);
-      if (dir === '/') break;
-    }
-    const srcSt = await stat(source);
-    for (let dir = data; ; dir = dirname(dir)) {
-      const st = await stat(dir);
-      if (st.dev === srcSt.dev && st.ino === srcSt.ino) refuse(`the source contains the jail driver's data directory ${data}`);
-      if (dir === '/') break;
-    }
+    await checkMountSource(source, await this.dataDir(), refuse);
   }
 
-  /**
-   * `root + target`, created as a directory (or an empty file for a file source) one component
-   * at a time; every existing component is resolved and must stay inside the root, so a symlink
-   * planted by a jail cannot send the mount (or the mkdir) to the host.
-   */
-  private async resolveTarget(root: string, target: string, dir: boolean, refuse: (why: string) => never): Promise<string> {
-    const realRoot = await realpath(root);
-    const segs = target.split('/').filter(Boolean);
-    let cur = realRoot;
-    for (const [i, seg] of segs.entries()) {
-      const next = join(cur, seg);
-      if (!(await ifExists(lstat(next)))) {
-        if (i === segs.length - 1 && !dir) await writeFile(next, '', { flag: 'wx', mode: 0o644 });
-        else await mkdir(next, { mode: 0o755 });
-      }
-      const real = await ifExists(realpath(next));
-      if (real === null) return refuse(`${next} is a dangling symlink`);
-      if (!isWithin(realRoot, real)) return refuse(`the target escapes the jail root (${next} resolves to ${real})`);
-      cur = real;
-    }
-    const st = await stat(cur);
-    if (dir && !st.isDirectory()) refuse(`the source is a directory but the target ${cur} is not`);
-    if (!dir && st.isDirectory()) refuse(`the source is a file but the target ${cur} is a directory`);
-    return cur;
-  }
 
   /** Unmounts everything at or under `dir`, deepest first; lazily when a mount is busy. */
   private async unmountUnder(step: Step, jail: string, dir: string): Promise<void> {
