@@ -16,10 +16,10 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
 import { DriverStepFailed, type ExecOptions, type JailDriver, type JailInspection } from './driver.js';
-import { abortError, checkMountSource, ensureRealDir, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
+import { JailDirs, abortError, checkMountSource, ensureRealDir, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
+import { JailSteps, checkJailName, type Step } from './jail-steps.js';
 import { readConsoleTail } from './console-log.js';
 
-type Step = DriverStepFailed['step'];
 
 /** Runs one program (argv[0], looked up in a fixed PATH) with arguments; never through a shell. */
 export type CommandRunner = (
@@ -324,17 +324,16 @@ function generatedEtc(hostname: string): Record<string, { content: string; mode:
 /** Runs jails with jail(8), jexec(8), nullfs, devfs and (optionally) zfs clones on a FreeBSD host, as root. */
 export class FreebsdDriver implements JailDriver {
   readonly kind = 'freebsd' as const;
-  private readonly dataDirOption: string;
   private readonly base: string;
   private readonly devfsRuleset: number;
   private readonly zfsDataset: string | undefined;
   private readonly runner: CommandRunner;
   private readonly log?: FreebsdDriverOptions['logger'];
-  private realDataDir: Promise<string> | null = null;
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly dirs: JailDirs;
+  private readonly steps = new JailSteps();
 
   constructor(options: FreebsdDriverOptions) {
-    this.dataDirOption = options.dataDir;
+    this.dirs = new JailDirs(options.dataDir);
     this.base = options.base ?? '/';
     this.devfsRuleset = options.devfsRuleset ?? 4;
     if (!Number.isInteger(this.devfsRuleset) || this.devfsRuleset < 1) {
@@ -544,58 +543,24 @@ export class FreebsdDriver implements JailDriver {
 
   // ---- internals ----
 
-  /** One mutating step per jail at a time (in this process), failures as DriverStepFailed. */
   private step<T>(step: Step, name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(name) ?? Promise.resolve();
-    const run = prev
-      .catch(() => undefined)
-      .then(async () => {
-        this.checkName(step, name);
-        try {
-          return await fn();
-        } catch (err) {
-          if (err instanceof DriverStepFailed) throw err;
-          const message = err instanceof Error ? err.message : String(err);
-          throw new DriverStepFailed(step, `${step} of jail ${name} failed: ${message}`, [], '', { cause: err });
-        }
-      });
-    this.locks.set(name, run);
-    void run
-      .finally(() => {
-        if (this.locks.get(name) === run) this.locks.delete(name);
-      })
-      .catch(() => undefined);
-    return run;
+    return this.steps.run(step, name, fn);
   }
 
   private checkName(step: Step | 'inspect', name: string): void {
-    if (nameSchema.safeParse(name).success) return;
-    const message = `invalid jail name ${JSON.stringify(name)}: must be lowercase letters, digits and "-"`;
-    if (step === 'inspect') throw new Error(message);
-    throw new DriverStepFailed(step, message);
+    checkJailName(step, name);
   }
 
   private dataDir(): Promise<string> {
-    this.realDataDir ??= (async () => {
-      await mkdir(join(this.dataDirOption, 'jails'), { recursive: true, mode: 0o700 });
-      return realpath(this.dataDirOption);
-    })();
-    return this.realDataDir;
+    return this.dirs.resolved();
   }
 
   async consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }> {
     return readConsoleTail((await this.paths(name)).console, lines);
   }
 
-  private async paths(name: string) {
-    const dir = join(await this.dataDir(), 'jails', name);
-    return {
-      dir,
-      root: join(dir, 'root'),
-      spec: join(dir, 'spec.json'),
-      pid: join(dir, 'pid'),
-      console: join(dir, 'console.log'),
-    };
+  private paths(name: string) {
+    return this.dirs.of(name);
   }
 
   /** Runs a tool; a non-zero exit is a DriverStepFailed naming the step, the jail, the argv and stderr. */

@@ -94,3 +94,30 @@ export async function resolveMountTarget(root: string, target: string, dir: bool
   if (!dir && st.isDirectory()) refuse(`the source is a file but the target ${cur} is a directory`);
   return cur;
 }
+
+/** Where a driver keeps each jail: `<dataDir>/jails/<name>/`, its root and its bookkeeping files. */
+export class JailDirs {
+  private real: Promise<string> | null = null;
+  constructor(private readonly dataDir: string) {}
+
+  /** The data directory, made on first use and resolved (so prefix checks compare real paths). */
+  resolved(): Promise<string> {
+    this.real ??= (async () => {
+      await mkdir(join(this.dataDir, 'jails'), { recursive: true, mode: 0o700 });
+      return realpath(this.dataDir);
+    })();
+    return this.real;
+  }
+
+  async of(name: string) {
+    const dir = join(await this.resolved(), 'jails', name);
+    return {
+      dir,
+      root: join(dir, 'root'),
+      spec: join(dir, 'spec.json'),
+      pid: join(dir, 'pid'),
+      exitCode: join(dir, 'exit-code'),
+      console: join(dir, 'console.log'),
+    };
+  }
+}

@@ -25,12 +25,12 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { Logger } from 'pino';
-import { jailHostname, NAME_RULE, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
+import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
 import { DriverStepFailed, type ExecOptions, type JailDriver, type JailInspection } from './driver.js';
-import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
+import { JailDirs, abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
+import { JailSteps, checkJailName, type Step } from './jail-steps.js';
 import { readConsoleTail } from './console-log.js';
 
-type Step = DriverStepFailed['step'];
 
 export interface LinuxDriverOptions {
   /** Where the driver keeps its state: `${dataDir}/jails/<name>/`. Never visible inside a jail. */
@@ -228,18 +228,17 @@ function generatedEtc(hostname: string): Record<string, string> {
 /** Runs jails with unshare, chroot and bind mounts on a Linux host (as root). */
 export class LinuxDriver implements JailDriver {
   readonly kind = 'linux' as const;
-  private readonly dataDirOption: string;
   private readonly initPath: string;
   private readonly mountPath: string;
   private readonly log?: LinuxDriverOptions['logger'];
-  private realDataDir: Promise<string> | null = null;
+  private readonly dirs: JailDirs;
   private readonly tools = new Map<string, string>();
   /** Jails started by this very process: their exit comes from the child, not from polling. */
   private readonly children = new Map<string, OwnChild>();
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly steps = new JailSteps();
 
   constructor(options: LinuxDriverOptions) {
-    this.dataDirOption = options.dataDir;
+    this.dirs = new JailDirs(options.dataDir);
     this.initPath = options.initPath ?? join(repoRoot(), 'dist', 'native', 'jailinit');
     this.mountPath = options.mountPath ?? join(repoRoot(), 'dist', 'native', 'jailmount');
     this.log = options.logger;
@@ -511,57 +510,24 @@ export class LinuxDriver implements JailDriver {
 
   // ---- internals ----
 
-  /** One mutating step per jail at a time (in this process), failures as DriverStepFailed. */
   private step<T>(step: Step, name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(name) ?? Promise.resolve();
-    const run = prev
-      .catch(() => undefined)
-      .then(async () => {
-        this.checkName(step, name);
-        try {
-          return await fn();
-        } catch (err) {
-          if (err instanceof DriverStepFailed) throw err;
-          const message = err instanceof Error ? err.message : String(err);
-          throw new DriverStepFailed(step, `${step} of jail ${name} failed: ${message}`, [], '', { cause: err });
-        }
-      });
-    this.locks.set(name, run);
-    void run.finally(() => {
-      if (this.locks.get(name) === run) this.locks.delete(name);
-    }).catch(() => undefined);
-    return run;
+    return this.steps.run(step, name, fn);
   }
 
   private checkName(step: Step | 'inspect', name: string): void {
-    if (nameSchema.safeParse(name).success) return;
-    const message = `invalid jail name ${JSON.stringify(name)}: must be ${NAME_RULE}`;
-    if (step === 'inspect') throw new Error(message);
-    throw new DriverStepFailed(step, message);
+    checkJailName(step, name);
   }
 
   private dataDir(): Promise<string> {
-    this.realDataDir ??= (async () => {
-      await mkdir(join(this.dataDirOption, 'jails'), { recursive: true, mode: 0o700 });
-      return realpath(this.dataDirOption);
-    })();
-    return this.realDataDir;
+    return this.dirs.resolved();
   }
 
   async consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }> {
     return readConsoleTail((await this.paths(name)).console, lines);
   }
 
-  private async paths(name: string) {
-    const dir = join(await this.dataDir(), 'jails', name);
-    return {
-      dir,
-      root: join(dir, 'root'),
-      spec: join(dir, 'spec.json'),
-      pid: join(dir, 'pid'),
-      exitCode: join(dir, 'exit-code'),
-      console: join(dir, 'console.log'),
-    };
+  private paths(name: string) {
+    return this.dirs.of(name);
   }
 
   private async toolPath(name: string): Promise<string> {
