@@ -79,7 +79,15 @@ for (const name of ['jailinit', 'jailmount']) {
 const tools = [['unshare', 'util-linux'], ['nsenter', 'util-linux'], ['mount', 'mount']];
 const missingTools = [...new Set(tools.filter(([c]) => !onPath(c)).map(([, p]) => p))];
 if (missingTools.length) aptInstall(missingTools, 'util-linux (unshare, nsenter, mount)');
-if (!onPath('nats-server')) aptInstall(['nats-server'], 'nats-server');
+if (!onPath('nats-server')) {
+  aptInstall(['nats-server'], 'nats-server');
+  // Debian's package starts its own broker on 127.0.0.1:4222 (without JetStream) where systemd
+  // runs; jailfleet starts the one it needs, so the packaged service would only hold the port
+  if (existsSync('/run/systemd/system')) {
+    say('disabling the packaged nats-server service (jailfleet up runs its own broker)');
+    spawnSync('systemctl', ['disable', '--now', 'nats-server'], { stdio: 'ignore' });
+  }
+}
 
 // 5. `npx jailfleet` inside the project: link the built CLI into node_modules/.bin
 const bin = join(root, 'node_modules', '.bin', 'jailfleet');
