@@ -74,8 +74,8 @@ export class Client {
     return this.request(subjects.api(verb), { v: WIRE_VERSION, name }, nameReplySchema, 'scheduler');
   }
 
-  ps(filter: Omit<PsRequest, 'v'> = {}) {
-    return this.request(subjects.status('ps'), { v: WIRE_VERSION, ...filter }, psReplySchema, 'status');
+  ps(filter: Omit<PsRequest, 'v'> = {}, timeoutMs = 10_000) {
+    return this.request(subjects.status('ps'), { v: WIRE_VERSION, ...filter }, psReplySchema, 'status', timeoutMs);
   }
 
   hosts() {

@@ -87,7 +87,8 @@ export function startWaiter(client: Client, names: string[]): Waiter {
         if (Date.now() - lastPoll > 1000) {
           lastPoll = Date.now();
           try {
-            (await client.ps()).jails.forEach(fromRow);
+            // never past the caller's deadline
+            (await client.ps({}, Math.max(250, Math.min(2000, deadline - Date.now())))).jails.forEach(fromRow);
           } catch {
             /* the status service may be starting; events still count */
           }
