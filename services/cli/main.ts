@@ -282,11 +282,10 @@ try {
 } catch (err) {
   if (err instanceof CommanderError) {
     process.exitCode = err.exitCode === 0 ? 0 : 2;
-  } else if (err instanceof CliError) {
-    process.stderr.write(`jailfleet: ${err.message}\n`);
-    process.exitCode = err.exitCode;
   } else {
-    process.stderr.write(`jailfleet: ${(err as Error).message ?? String(err)}\n`);
-    process.exitCode = 1;
+    // one line, always: a message may quote input that has line breaks in it
+    const message = ((err as Error).message ?? String(err)).replace(/\s*\n\s*/g, ' ').trim();
+    process.stderr.write(`jailfleet: ${message}\n`);
+    process.exitCode = err instanceof CliError ? err.exitCode : 1;
   }
 }

@@ -22,7 +22,7 @@ describe('readFleetFile', () => {
   });
 
   it('parses *.json strictly: a trailing comma is an error, not YAML', async () => {
-    expect(await refusal(file('comma.json', '{"jails":[{"name":"x","command":["/bin/true"]},]}'))).toMatch(/comma\.json: not valid JSON: /);
+    expect(await refusal(file('comma.json', '{"jails":[{"name":"x","command":["/bin/true"]},]}\n'))).toMatch(/comma\.json: not valid JSON: /);
   });
 
   it('refuses duplicate YAML keys, which would silently override each other', async () => {
