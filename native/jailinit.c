@@ -13,7 +13,7 @@
  *   2. opens the exit-code file (before chroot: the file lives outside the root);
  *   3. sets the hostname, mounts a fresh proc at <root>/proc, brings "lo" up when the jail
  *      has its own (empty) network namespace;
- *   4. chroots into <root>;
+ *   4. pivots into <root> and detaches the host's mount tree (see main);
  *   5. hardens the jail, like Docker's default profile (see harden_proc and drop_privileges):
  *      the kernel knobs of its proc are made read-only and its kernel-information files masked
  *      with /dev/null, then the capability bounding set is cut to KEPT_CAPS (Docker's default
@@ -408,8 +408,21 @@ int main(int argc, char **argv)
     if (strcmp(network, "none") == 0)
         loopback_up();
 
-    if (chroot(root) < 0)
-        die("cannot chroot to %s", root);
+    /*
+     * pivot_root rather than a bare chroot: the new mount namespace began as a copy of the
+     * host's whole mount table (every other jail's mounts included); pivoting into the root and
+     * detaching the old one drops all of that, so the jail holds only its own mounts and the
+     * host's table is out of reach for good. The usual pivot_root(".", ".") idiom: the old root
+     * ends up stacked on "/", and detaching "." removes it.
+     */
+    if (chdir(root) < 0)
+        die("cannot enter %s", root);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        die("cannot pivot_root into %s", root);
+    if (umount2(".", MNT_DETACH) < 0)
+        die("cannot detach the host's root");
+    if (chroot(".") < 0)
+        die("cannot chroot to the new root");
     if (chdir("/") < 0)
         die("cannot chdir to / in the jail");
     harden_proc();

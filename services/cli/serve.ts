@@ -21,9 +21,19 @@ async function runUntilSignal(service: Stoppable, log: ReturnType<typeof createL
       log.info({ signal: sig }, 'stopping');
       // an agent tearing down removes every jail first: that may take minutes with many
       const force = setTimeout(() => process.exit(1), 20 * 60_000);
+      // once stopped, exit: a client library's timer (a KV watch re-subscribing to a closed
+      // connection) must not keep a stopped service alive
       service.stop().then(
-        () => (clearTimeout(force), resolve()),
-        (err) => (log.error({ err }, 'stop failed'), process.exit(1)),
+        () => {
+          clearTimeout(force);
+          log.info('stopped');
+          log.flush(() => process.exit(0));
+          resolve();
+        },
+        (err) => {
+          log.error({ err }, 'stop failed');
+          log.flush(() => process.exit(1));
+        },
       );
     };
     process.on('SIGINT', onSignal);

@@ -30,6 +30,14 @@ export function mountsUnder(dir: string): string[] {
     .filter((m) => m === dir || m.startsWith(`${dir}/`));
 }
 
+/** Signals a process and waits for it; SIGKILL after `ms`, so a hung service cannot hang the tests. */
+async function stopWithin(p: ResultPromise, signal: NodeJS.Signals, ms: number): Promise<void> {
+  p.kill(signal);
+  const t = setTimeout(() => p.kill('SIGKILL'), ms);
+  await p;
+  clearTimeout(t);
+}
+
 export class TestCluster {
   readonly agents = new Map<string, ResultPromise>();
   private readonly services: ResultPromise[] = [];
@@ -117,8 +125,7 @@ export class TestCluster {
   async stopAgent(host: string, signal: NodeJS.Signals = 'SIGTERM') {
     const p = this.agents.get(host);
     if (!p) return;
-    p.kill(signal);
-    await p;
+    await stopWithin(p, signal, 5 * 60_000);
     this.agents.delete(host);
   }
 
@@ -137,8 +144,7 @@ export class TestCluster {
       await this.until(`agent ${h} to start`, async () => starts() > before || p.exitCode !== null, 30_000).catch(() => undefined);
       await this.stopAgent(h, 'SIGTERM');
     }
-    for (const s of this.services) s.kill('SIGTERM');
-    await Promise.all(this.services);
+    await Promise.all(this.services.map((s) => stopWithin(s, 'SIGTERM', 30_000)));
     await this.nats.stop();
     const left = mountsUnder(this.dir);
     if (left.length === 0) rmSync(this.dir, { recursive: true, force: true });
