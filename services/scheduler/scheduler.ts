@@ -49,6 +49,8 @@ export class Scheduler {
   private kv?: Topology;
   private readonly liveness: HostLiveness;
   private readonly placements = new Map<string, PlacementRecord>();
+  /** Desired revision (and tombstone) of every jail, from the watch. */
+  private readonly desiredSeen = new Map<string, { revision: number; removed: boolean }>();
   private readonly busy = new Set<string>();
   private readonly dirty = new Set<string>();
   private readonly running = new Set<Promise<void>>();
@@ -101,10 +103,19 @@ export class Scheduler {
       }
     })();
     if ((await this.kv.placement.status()).values > 0) await Promise.race([initial, new Promise((r) => setTimeout(r, 5000))]);
-    const watch = await this.kv.desired.watch({ include: 'updates' as never });
+    // the desired state: every value first, then every change; each one is reconciled
+    const watch = await this.kv.desired.watch();
     this.watchStop = () => (watch.stop(), pwatch.stop());
     void (async () => {
-      for await (const e of watch) if (e.operation === 'PUT') this.reconcileSoon(e.key);
+      for await (const e of watch) {
+        if (e.operation !== 'PUT') {
+          this.desiredSeen.delete(e.key);
+          continue;
+        }
+        const removed = desiredRecordSchema.safeParse(e.json()).data?.desired === 'removed';
+        this.desiredSeen.set(e.key, { revision: e.revision, removed });
+        this.reconcileSoon(e.key);
+      }
     })();
     this.timer = setInterval(() => this.resyncSoon(), this.opts.resyncMs ?? 2000);
     this.resyncSoon();
@@ -118,19 +129,16 @@ export class Scheduler {
     await this.nc?.drain().catch(() => undefined);
   }
 
-  private resyncPending = false;
+  /**
+   * The periodic pass: reconciles only what is not settled (unplaced, not yet commanded at its
+   * current revision, removed but still placed), from the caches, without asking the KV.
+   */
   private resyncSoon() {
-    if (this.resyncPending || !this.kv) return;
-    this.resyncPending = true;
-    void (async () => {
-      try {
-        for await (const key of await this.kv!.desired.keys()) this.reconcileSoon(key);
-      } catch (err) {
-        this.log.warn({ err }, 'resync failed');
-      } finally {
-        this.resyncPending = false;
-      }
-    })();
+    for (const [name, d] of this.desiredSeen) {
+      const p = this.placements.get(name);
+      const settled = d.removed ? p === undefined : Boolean(p?.host) && this.published.get(name) === `${p!.generation}/${d.revision}@${p!.host}`;
+      if (!settled) this.reconcileSoon(name);
+    }
   }
 
   /** Reconciles one jail; calls for one name run one after another, repeats coalesce. */
