@@ -279,14 +279,16 @@ export const jailLifecycleMachine = setup({
     },
     stopped: {
       entry: { type: 'markStable', params: { state: 'stopped' } },
+      // Leaving stopped goes through preparing: stopping released the root's base mounts with
+      // the rest (and a host reboot releases them too), and prepare remakes them, idempotently.
       always: [
         { guard: 'wantsDestroyed', target: 'destroying' },
-        { guard: 'startsNow', target: 'mounting' },
+        { guard: 'startsNow', target: 'preparing' },
       ],
       // A pending restart waits here. After an agent restart this timer starts over from the full
       // backoff; the agent resends START itself once the saved `restartAt` has passed.
       after: {
-        restartDelay: { guard: 'restartDue', target: 'mounting', actions: assign({ restartAt: null }) },
+        restartDelay: { guard: 'restartDue', target: 'preparing', actions: assign({ restartAt: null }) },
       },
       on: {
         // START cancels the backoff and starts at once (through `startsNow`).

@@ -211,14 +211,7 @@ export class Agent {
     return jailLifecycleMachine.provide({
       actors: {
         prepare: fromPromise(({ input }: In) => step('prepare', input.spec, () => d.prepare(input.spec))),
-        // a stopped jail's base mounts were released with the rest; prepare is idempotent and
-        // re-makes them, so `mounted` always means the whole root is in place
-        mount: fromPromise(({ input }: In) =>
-          step('mount', input.spec, async () => {
-            await d.prepare(input.spec);
-            await d.mount(input.spec);
-          }),
-        ),
+        mount: fromPromise(({ input }: In) => step('mount', input.spec, () => d.mount(input.spec))),
         start: fromPromise(({ input }: In) => step('start', input.spec, () => d.start(input.spec))),
         stop: fromPromise(({ input }: In) => step('stop', input.spec, () => d.stop(input.spec))),
         unmount: fromPromise(({ input }: In) => step('unmount', input.spec, () => d.unmount(input.spec))),

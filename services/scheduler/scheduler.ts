@@ -58,6 +58,12 @@ export class Scheduler {
   private readonly published = new Map<string, string>();
   private timer?: NodeJS.Timeout;
   private watchStop?: () => void;
+  /**
+   * A scheduler that has just started has not heard every live host yet: placing then would
+   * pile every jail on the first host to speak. Until one TTL has passed it places nothing new.
+   */
+  private warmUntil = Number.POSITIVE_INFINITY;
+  private warmTimer?: NodeJS.Timeout;
   private readonly log: Logger;
 
   constructor(private readonly opts: SchedulerOptions) {
@@ -84,11 +90,15 @@ export class Scheduler {
         }
       },
     });
+    this.warmUntil = Date.now() + (this.opts.hostTtlMs ?? 3000);
     const verbs: ApiVerb[] = ['apply', 'stop', 'start', 'rm'];
     for (const verb of verbs) {
-      nc.subscribe(subjects.api(verb), { queue: SCHEDULER_QUEUE, callback: (err, msg) => {
-        if (!err) void this.onApi(verb, msg);
-      } });
+      nc.subscribe(subjects.api(verb), {
+        queue: SCHEDULER_QUEUE,
+        callback: (err, msg) => {
+          if (!err) void this.onApi(verb, msg);
+        },
+      });
     }
     // the placement cache: the whole bucket first, then every change (also other schedulers')
     const pwatch = await this.kv.placement.watch();
@@ -118,12 +128,14 @@ export class Scheduler {
       }
     })();
     this.timer = setInterval(() => this.resyncSoon(), this.opts.resyncMs ?? 2000);
+    this.warmTimer = setTimeout(() => this.resyncSoon(), this.warmUntil - Date.now());
     this.resyncSoon();
     this.log.info('scheduler started');
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    clearTimeout(this.warmTimer);
     this.watchStop?.();
     await Promise.all(this.running);
     await this.nc?.drain().catch(() => undefined);
@@ -157,11 +169,6 @@ export class Scheduler {
     })();
     this.running.add(run);
     void run.then(() => this.running.delete(run));
-  }
-
-  private hostViews() {
-    const now = Date.now();
-    return this.liveness.hosts(now).map((h) => ({ name: h.name, up: h.up, jails: 0 }));
   }
 
   /** Jails placed per host, from the placement cache (kept by the watch and our own writes). */
@@ -199,13 +206,14 @@ export class Scheduler {
       await this.publish(host, { v: WIRE_VERSION, op: 'destroy', jail: name, generation: desired.generation, revision: d.revision, issuedAt: new Date().toISOString() });
       host = null;
     }
+    if (!host && Date.now() < this.warmUntil) return; // placed once the hosts are known
     if (!host) {
       // one placement decision at a time, so concurrent reconciles see each other's choices
       const release = await this.placementLock();
       let placed;
       try {
         const counts = this.placedCounts();
-        const views = this.hostViews().map((h) => ({ ...h, jails: counts.get(h.name) ?? 0 }));
+        const views = this.liveness.hosts(Date.now()).map((h) => ({ name: h.name, up: h.up, jails: counts.get(h.name) ?? 0 }));
         placed = placeJail(desired.spec, views);
         const record: PlacementRecord = { v: WIRE_VERSION, host: placed.host, generation: desired.generation, reason: placed.reason };
         const unchanged = !placed.host && placement && placement.reason === placed.reason && placement.generation === desired.generation;

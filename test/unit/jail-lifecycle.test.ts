@@ -218,7 +218,7 @@ describe('when the jail exits, the restart policy decides', () => {
       await settled();
       expect(snap().value).toBe('running');
       expect(snap().context).toMatchObject({ pid: 101, restarts: 1, restartAt: null, exitCode: null });
-      expect(driver.calls).toEqual(['prepare', 'mount', 'start', 'unmount', 'mount', 'start']);
+      expect(driver.calls).toEqual(['prepare', 'mount', 'start', 'unmount', 'prepare', 'mount', 'start']);
     } else {
       expect(snap().context).toMatchObject({ restarts: 0, restartAt: null, desired: 'stopped' });
       clock.increment(600_000);
@@ -283,14 +283,14 @@ describe('stop and start', () => {
     expect(snap().value).toBe('stopped');
   });
 
-  test('START on a stopped jail mounts and starts it again without counting a restart', async () => {
+  test('START on a stopped jail prepares, mounts and starts it again without counting a restart', async () => {
     const { actor, snap, driver } = await runningJail();
     actor.send({ type: 'STOP' });
     await settled();
     actor.send({ type: 'START' });
     await settled();
     expect(snap().value).toBe('running');
-    expect(driver.calls.slice(5)).toEqual(['mount', 'start']);
+    expect(driver.calls.slice(5)).toEqual(['prepare', 'mount', 'start']);
     expect(snap().context).toMatchObject({ pid: 101, restarts: 0, exitCode: null });
   });
 
@@ -565,7 +565,7 @@ describe('desired changes during a transitional state are acted on at the next s
     driver.settle('stop', { output: { exitCode: 0 } });
     await settled();
     expect(snap().value).toBe('running');
-    expect(driver.calls.slice(3)).toEqual(['stop', 'unmount', 'mount', 'start']);
+    expect(driver.calls.slice(3)).toEqual(['stop', 'unmount', 'prepare', 'mount', 'start']);
     expect(snap().context).toMatchObject({ pid: 101, restarts: 0 });
   });
 
@@ -618,7 +618,7 @@ describe('restore from a saved record', () => {
     ['mounted, should run', record({ state: 'mounted' }), 'running', 'running', ['start']],
     ['mounted, should stop', record({ state: 'mounted' }), 'stopped', 'stopped', ['unmount']],
     ['stopped, should stop', record({ state: 'stopped', exitCode: 0, restartAt: 5 }), 'stopped', 'stopped', []],
-    ['stopped, should run', record({ state: 'stopped', exitCode: 0 }), 'running', 'running', ['mount', 'start']],
+    ['stopped, should run', record({ state: 'stopped', exitCode: 0 }), 'running', 'running', ['prepare', 'mount', 'start']],
     ['failed, should stop', record({ state: 'failed', error: { step: 'start', message: 'boom' } }), 'stopped', 'failed', []],
     ['destroyed', record({ state: 'destroyed' }), 'running', 'destroyed', []],
   ];
@@ -762,7 +762,7 @@ function settleModel(m: ModelState): ModelState {
           return m.desired === 'running' ? null : 'stopping';
         case 'stopped':
           if (m.desired === 'destroyed') return 'destroying';
-          return m.desired === 'running' && !m.restartPending ? 'mounting' : null;
+          return m.desired === 'running' && !m.restartPending ? 'preparing' : null;
         case 'failed':
           return m.desired === 'destroyed' && m.errorStep !== 'destroy' ? 'destroying' : null;
         default:
@@ -814,7 +814,7 @@ function modelStep(from: ModelState, event: AnyEvent, policy: RestartPolicy): Mo
   } else if (event.type.startsWith('xstate.after.') && m.value === 'stopped') {
     if (m.desired === 'running' && m.restartPending) {
       m.restartPending = false;
-      leave('mounting');
+      leave('preparing');
     }
   } else if (event.type.startsWith('xstate.after.') && m.value === 'failed') {
     if (m.desired === 'running' && policy !== 'never') leave('recovering');
