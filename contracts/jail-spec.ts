@@ -62,6 +62,28 @@ export const envSchema = z
       ctx.addIssue({ code: 'custom', message: '"__proto__" is not allowed as a variable name', path: ['__proto__'] });
   })
   .pipe(envRecordSchema);
+/** Host labels (`zone=eu`), as agents carry them and `placement.labels` asks for them. */
+export const LABEL_RULE = 'letters, digits, ".", "_", "/" and "-", 1 to 63 characters, starting with a letter or digit';
+const labelToken = z
+  .string()
+  .min(1, { message: `must be ${LABEL_RULE}` })
+  .max(63, { message: `must be at most 63 characters (${LABEL_RULE})` })
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, { message: `must be ${LABEL_RULE}` });
+export const labelsSchema = z
+  .record(labelToken, labelToken)
+  .refine((l) => Object.keys(l).length <= 64, { message: 'at most 64 labels' });
+export type Labels = z.infer<typeof labelsSchema>;
+
+/** What one jail may use; the scheduler packs by it, the driver enforces it. */
+export const DEFAULT_RESOURCES = { cpu: 0.1, memoryMB: 64, maxProcs: 128 } as const;
+export const resourcesSchema = z.strictObject({
+  /** Cores, fractional allowed (0.25 = a quarter of one core). */
+  cpu: z.number().min(0.01, { message: 'must be at least 0.01 cores' }).max(1024, { message: 'must be at most 1024 cores' }).default(DEFAULT_RESOURCES.cpu),
+  memoryMB: z.number().int().min(4, { message: 'must be at least 4 MB' }).max(4 * 1024 * 1024, { message: 'must be at most 4194304 MB (4 TB)' }).default(DEFAULT_RESOURCES.memoryMB),
+  maxProcs: z.number().int().min(1).max(1_000_000, { message: 'must be at most 1000000' }).default(DEFAULT_RESOURCES.maxProcs),
+});
+export type Resources = z.output<typeof resourcesSchema>;
+
 export const NETWORK_MODES = ['inherit', 'none'] as const;
 export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
 export type RestartPolicy = (typeof RESTART_POLICIES)[number];
@@ -79,7 +101,27 @@ export const jailSpecSchema = z.strictObject({
   network: z.enum(NETWORK_MODES).default('inherit'),
   restart: z.enum(RESTART_POLICIES).default('always'),
   stopTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
-  placement: z.strictObject({ host: nameSchema.optional() }).default({}),
+  resources: resourcesSchema.default({ ...DEFAULT_RESOURCES }),
+  placement: z
+    .strictObject({
+      /** Only this host. */
+      host: nameSchema.optional(),
+      /** Labels the host must carry, all of them. */
+      labels: labelsSchema.default({}),
+      /** Jails of one group go to different hosts while hosts allow it. */
+      spreadGroup: nameSchema.optional(),
+      /** At most this many jails of the spread group on one host (a hard limit). */
+      maxPerHost: z.number().int().min(1).max(100_000).optional(),
+    })
+    .default({ labels: {} }),
+  failover: z
+    .strictObject({
+      /** Place the jail on another host when its host goes down (default); false: state `lost` until it returns. */
+      reschedule: z.boolean().default(true),
+      /** Stop the jail when its agent has been cut from NATS this long (singletons). Default: keep running. */
+      stopWhenDisconnectedMs: z.number().int().min(100, { message: 'must be at least 100 ms' }).max(86_400_000, { message: 'must be at most 86400000 ms (a day)' }).optional(),
+    })
+    .default({ reschedule: true }),
 })
   .refine((s) => new Set(s.mounts.map((m) => m.target)).size === s.mounts.length, {
     message: 'two mounts have the same target',

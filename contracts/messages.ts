@@ -1,7 +1,7 @@
 // Messages between services: commands (scheduler → agent), state events (agent → status),
 // heartbeats (agent → scheduler, status) and exec (CLI → agent). Every message carries `v`.
 import { z } from 'zod';
-import { jailSpecSchema, nameSchema } from './jail-spec.js';
+import { jailSpecSchema, labelsSchema, nameSchema } from './jail-spec.js';
 
 export const WIRE_VERSION = 1 as const;
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
@@ -73,12 +73,23 @@ export const stateEventSchema = z.object({
 });
 export type StateEvent = z.infer<typeof stateEventSchema>;
 
+/** Cores and memory: what a host offers (capacity) or what its jails reserve (allocated). */
+export const hostResourcesSchema = z.object({
+  cpu: z.number().min(0).max(1_000_000),
+  memoryMB: z.number().int().min(0).max(1_000_000_000),
+});
+export type HostResources = z.infer<typeof hostResourcesSchema>;
+
 export const heartbeatSchema = z.object({
   v,
   host: nameSchema,
   at: isoTime,
   startedAt: isoTime,
   driver: z.enum(['linux', 'freebsd']),
+  capacity: hostResourcesSchema,
+  labels: labelsSchema.default({}),
+  /** The sum of the resources of the jails the agent holds. */
+  allocated: hostResourcesSchema,
   jails: z
     .array(z.object({ name: nameSchema, generation, state: jailStateSchema, pid: z.number().int().positive().nullable() }))
     .max(100_000),

@@ -1,7 +1,7 @@
 // The per-host agent: consumes its host's durable command stream, drives one lifecycle actor per
 // jail through the host's driver, publishes an event on every stable state, heartbeats, and
 // answers exec requests. It never decides placement. A malformed message is dropped, never fatal.
-import { hostname as osHostname } from 'node:os';
+import os, { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { createActor, fromCallback, fromPromise, waitFor, type Actor } from 'xstate';
 import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
@@ -16,6 +16,8 @@ import {
   subjects,
   type Command,
   type Heartbeat,
+  type HostResources,
+  type Labels,
   type JailSpec,
   type StateEvent,
 } from '../../contracts/index.js';
@@ -37,10 +39,22 @@ export interface AgentOptions {
   driver: JailDriver;
   logger: Logger;
   heartbeatMs?: number;
+  /** What this host offers to jails (default: the machine's cores and memory). */
+  capacity?: HostResources;
+  labels?: Labels;
   /** Driver steps run at once (default 4). */
   maxParallelSteps?: number;
   backoff?: { baseMs: number; maxMs: number };
 }
+
+/** The whole machine: every core, and the memory less a 5 % reserve for the host itself. */
+export const machineCapacity = (): HostResources => ({ cpu: os.cpus().length, memoryMB: Math.floor((os.totalmem() / 1024 / 1024) * 0.95) });
+
+/** The resources that `specs` reserve together (cpu rounded to 1/1000 core, against float drift). */
+export const allocatedOf = (specs: readonly JailSpec[]): HostResources => ({
+  cpu: Math.round(specs.reduce((a, s) => a + s.resources.cpu, 0) * 1000) / 1000,
+  memoryMB: specs.reduce((a, s) => a + s.resources.memoryMB, 0),
+});
 
 type JailActor = Actor<typeof jailLifecycleMachine>;
 
@@ -408,6 +422,9 @@ export class Agent {
       at: new Date().toISOString(),
       startedAt: this.startedAt,
       driver: this.opts.driver.kind,
+      capacity: this.opts.capacity ?? machineCapacity(),
+      labels: this.opts.labels ?? {},
+      allocated: allocatedOf([...this.jails.values()].filter((e) => e.record && e.record.state !== 'destroyed').map((e) => e.spec)),
       jails: [...this.jails.values()]
         .filter((e) => e.record)
         .map((e) => ({ name: e.spec.name, generation: e.generation, state: e.record!.state, pid: e.record!.pid })),

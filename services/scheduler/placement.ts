@@ -12,7 +12,7 @@ export interface HostView {
 export type Placement = { host: string; reason: null } | { host: null; reason: string };
 
 /** The pinned host if it is up, else the live host with the fewest jails (ties by name). */
-export function placeJail(spec: Pick<JailSpec, 'placement'>, hosts: readonly HostView[]): Placement {
+export function placeJail(spec: { placement: { host?: string } }, hosts: readonly HostView[]): Placement {
   const pinned = spec.placement.host;
   if (pinned) {
     const h = hosts.find((x) => x.name === pinned);

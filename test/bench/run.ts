@@ -36,7 +36,7 @@ async function startLatency(n: number) {
     const s = nc.subscribe(subjects.hb('bench-1'), { callback: () => (s.unsubscribe(), r()) });
   });
   const spec = (name: string): JailSpec => ({
-    name, command: ['/bin/sleep', '3600'], env: {}, mounts: [], network: 'inherit', restart: 'never', stopTimeoutMs: 2000, placement: {},
+    name, command: ['/bin/sleep', '3600'], env: {}, mounts: [], network: 'inherit', restart: 'never', stopTimeoutMs: 2000, placement: { labels: {} }, resources: { cpu: 0.1, memoryMB: 64, maxProcs: 128 }, failover: { reschedule: true },
   });
   const jf: number[] = [];
   for (let i = 0; i < n; i++) {

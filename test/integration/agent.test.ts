@@ -27,7 +27,7 @@ d('agent with a real nats-server and the linux driver', () => {
   const log = pino({ level: 'silent' });
   const newAgent = (backoff = { baseMs: 100, maxMs: 1000 }) =>
     new Agent({ host: HOST, dataDir: join(dir, 'agent'), servers: [nats.url], driver: new LinuxDriver({ dataDir: join(dir, 'agent') }), logger: log, heartbeatMs: 200, backoff });
-  const spec = (name: string, over: Partial<JailSpec> = {}): JailSpec => ({ name, command: ['/bin/sleep', '3600'], env: {}, mounts: [], network: 'inherit', restart: 'never', stopTimeoutMs: 2000, placement: {}, ...over });
+  const spec = (name: string, over: Partial<JailSpec> = {}): JailSpec => ({ name, command: ['/bin/sleep', '3600'], env: {}, mounts: [], network: 'inherit', restart: 'never', stopTimeoutMs: 2000, placement: { labels: {} }, resources: { cpu: 0.1, memoryMB: 64, maxProcs: 128 }, failover: { reschedule: true }, ...over });
   type Draft =
     | { op: 'ensure'; jail: string; generation: number; desired: 'running' | 'stopped'; spec: JailSpec; revision?: number }
     | { op: 'destroy'; jail: string; generation: number; revision?: number };

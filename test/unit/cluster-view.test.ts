@@ -30,6 +30,9 @@ const hb = (host: string, jails = 0): Heartbeat => ({
   host,
   at: t(0),
   startedAt: t(0),
+  capacity: { cpu: 2, memoryMB: 4096 },
+  labels: {},
+  allocated: { cpu: 0, memoryMB: 0 },
   driver: 'linux',
   jails: Array.from({ length: jails }, (_, i) => ({ name: `j${i}`, generation: 1, state: 'running' as const, pid: i + 1 })),
 });

@@ -60,7 +60,9 @@ describe('a valid jail spec', () => {
       network: 'inherit',
       restart: 'always',
       stopTimeoutMs: 10_000,
-      placement: {},
+      resources: { cpu: 0.1, memoryMB: 64, maxProcs: 128 },
+      placement: { labels: {} },
+      failover: { reschedule: true },
     });
   });
 
@@ -89,7 +91,9 @@ describe('a valid jail spec', () => {
       network: 'none',
       restart: 'on-failure',
       stopTimeoutMs: 600_000,
-      placement: { host: 'host-2' },
+      resources: { cpu: 0.25, memoryMB: 512, maxProcs: 64 },
+      placement: { host: 'host-2', labels: { zone: 'eu-1', 'disk/ssd': 'true' }, spreadGroup: 'db', maxPerHost: 1 },
+      failover: { reschedule: false, stopWhenDisconnectedMs: 5000 },
     };
     expect(jailSpecSchema.parse(full)).toEqual(full);
   });
@@ -518,7 +522,7 @@ describe('state events and heartbeats', () => {
     error: null,
     at: AT,
   };
-  const hb = { v: 1, host: 'h1', at: AT, startedAt: AT, driver: 'linux', jails: [{ name: 'web', generation: 1, state: 'running', pid: 42 }] };
+  const hb = { v: 1, host: 'h1', at: AT, startedAt: AT, driver: 'linux', capacity: { cpu: 2, memoryMB: 4096 }, labels: { zone: 'a' }, allocated: { cpu: 0.1, memoryMB: 64 }, jails: [{ name: 'web', generation: 1, state: 'running', pid: 42 }] };
 
   test('good ones parse unchanged', () => {
     expect(stateEventSchema.parse(event)).toEqual(event);
