@@ -13,12 +13,14 @@ import {
   commandSchema,
   execRequestSchema,
   logsRequestSchema,
+  placementRecordSchema,
   subjects,
   type Command,
   type Heartbeat,
   type HostResources,
   type Labels,
   type JailSpec,
+  type PlacementRecord,
   type StateEvent,
 } from '../../contracts/index.js';
 import {
@@ -28,7 +30,7 @@ import {
   type DesiredState,
   type PersistedJail,
 } from '../../machines/index.js';
-import { connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type NatsConnection } from '../common/index.js';
+import { connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type NatsConnection, type Topology } from '../common/index.js';
 import type { JailDriver } from './drivers/driver.js';
 import { JailStore, type StoredJail } from './jail-store.js';
 
@@ -108,6 +110,15 @@ export class Agent {
   private readonly startedAt = new Date().toISOString();
   private readonly log: Logger;
   private stopping = false;
+  private stopFencing?: () => void;
+  /** When the broker last answered a ping, and since when the connection has been known down. */
+  private lastContact = Date.now();
+  private disconnectedSince: number | null = null;
+  private probeSentAt = 0;
+  private probeTimer?: NodeJS.Timeout;
+  /** Jails this agent stopped by itself (failover.stopWhenDisconnectedMs), by generation. */
+  private readonly selfFenced = new Map<string, number>();
+  private topo?: Topology;
   /** Driver steps at once: a burst of commands must not starve the heartbeat or the host. */
   private readonly steps: StepLimit;
 
@@ -124,8 +135,12 @@ export class Agent {
   async start(): Promise<void> {
     const nc = await connectNats(this.opts.servers, `jailfleet-agent-${this.opts.host}@${osHostname()}`, { waitOnFirstConnect: true });
     this.nc = nc;
-    await ensureTopology(nc);
+    this.topo = await ensureTopology(nc);
     await this.readopt();
+    // fencing first: copies that another host now holds (or that were removed) are destroyed
+    // before any command is taken
+    await this.startFencing(this.topo);
+    this.watchConnection(nc);
     const jsm = await jetstreamManager(nc);
     const durable = agentConsumerName(this.opts.host);
     await jsm.consumers.info(CMD_STREAM, durable).catch(() =>
@@ -166,6 +181,8 @@ export class Agent {
   async stop({ teardown = false } = {}): Promise<void> {
     this.stopping = true;
     clearInterval(this.heartbeatTimer);
+    clearInterval(this.probeTimer);
+    this.stopFencing?.();
     // the broker may be gone already (a whole local cluster stopping): never wait on it for long
     await within(5000, this.messages?.close().catch(() => undefined));
     await within(5000, this.consuming);
@@ -209,6 +226,120 @@ export class Agent {
       if (known.has(name)) continue;
       this.log.warn({ jail: name }, 'driver state without a record: destroying it');
       await this.opts.driver.destroy(name).catch((err) => this.log.error({ err, jail: name }, 'destroy failed'));
+    }
+  }
+
+  /**
+   * Follows the placement bucket: a local jail whose placement names another host or a newer
+   * generation, or whose placement was deleted (rm), is a stale copy and is destroyed. Resolves
+   * once the bucket's current content has been seen (so a returning agent fences first).
+   */
+  private async startFencing(topo: Topology) {
+    const watch = await topo.placement.watch();
+    this.stopFencing = () => watch.stop();
+    let synced!: () => void;
+    const initial = new Promise<void>((r) => (synced = r));
+    if ((await topo.placement.status()).values === 0) synced();
+    void (async () => {
+      for await (const e of watch) {
+        const p = e.operation === 'PUT' ? placementRecordSchema.safeParse(e.json()).data : null;
+        if (p !== undefined) this.fence(e.key, p);
+        if (e.delta === 0) synced();
+      }
+    })().catch((err) => this.log.error({ err }, 'placement watch ended'));
+    await within(10_000, initial);
+  }
+
+  private fence(name: string, p: PlacementRecord | null) {
+    const entry = this.jails.get(name);
+    if (!entry) return;
+    const why =
+      p === null
+        ? 'its placement was removed'
+        : p.generation > entry.generation
+          ? `generation ${p.generation} is placed${p.host ? ` on ${p.host}` : ''}`
+          : p.host !== this.opts.host && p.generation === entry.generation
+            ? `it is placed on ${p.host ?? 'no host'}`
+            : null;
+    if (!why) return;
+    this.enqueue(name, async () => {
+      if (this.jails.get(name) !== entry || entry.actor.getSnapshot().status === 'done') return 'done';
+      this.log.warn({ jail: name, generation: entry.generation, why }, 'fencing: destroying a stale copy');
+      entry.actor.send({ type: 'DESTROY' });
+      return (await this.settled(entry)) ? 'done' : 'retry';
+    });
+  }
+
+  /** Runs `task` after everything queued for the jail (commands and fencing are serialised per jail). */
+  private enqueue(name: string, task: () => Promise<'done' | 'retry'>): Promise<'done' | 'retry'> {
+    const prev = this.queues.get(name) ?? Promise.resolve();
+    const next = prev.then(task);
+    const tail = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.queues.set(name, tail);
+    void tail.then(() => this.queues.get(name) === tail && this.queues.delete(name));
+    return next;
+  }
+
+  /**
+   * Knows how long the agent has been cut from the broker: pings it every PROBE_MS, and takes the
+   * client's disconnect as immediate. Jails with failover.stopWhenDisconnectedMs stop by
+   * themselves once cut that long, and start again if, back in touch, they are still placed here.
+   */
+  private watchConnection(nc: NatsConnection) {
+    const PROBE_MS = 250;
+    void (async () => {
+      for await (const st of nc.status()) {
+        if (st.type === 'disconnect' || st.type === 'staleConnection') this.disconnectedSince ??= Date.now();
+        if (st.type === 'reconnect') this.log.info('reconnected to NATS');
+      }
+    })().catch(() => undefined);
+    this.probeTimer = setInterval(() => {
+      const now = Date.now();
+      if (this.probeSentAt === 0 || now - this.probeSentAt > 5000) {
+        const sent = (this.probeSentAt = now);
+        nc.rtt().then(
+          () => {
+            if (this.probeSentAt !== sent) return;
+            this.probeSentAt = 0;
+            this.lastContact = Date.now();
+            this.disconnectedSince = null;
+            if (this.selfFenced.size) void this.unfence();
+          },
+          () => {
+            if (this.probeSentAt === sent) this.probeSentAt = 0;
+          },
+        );
+      }
+      const cutFor = this.disconnectedSince !== null ? now - this.disconnectedSince : Math.max(0, now - this.lastContact - PROBE_MS);
+      if (cutFor > 0) this.selfFence(cutFor);
+    }, PROBE_MS / 2);
+  }
+
+  private selfFence(cutFor: number) {
+    for (const [name, e] of this.jails) {
+      const limit = e.spec.failover.stopWhenDisconnectedMs;
+      if (limit === undefined || cutFor < limit || this.selfFenced.has(name) || e.desired !== 'running') continue;
+      this.log.warn({ jail: name, cutForMs: cutFor, limitMs: limit }, 'cut from NATS: stopping the jail by itself (failover.stopWhenDisconnectedMs)');
+      this.selfFenced.set(name, e.generation);
+      e.actor.send({ type: 'STOP' });
+    }
+  }
+
+  /** Back in touch: a self-fenced jail still placed here at its generation starts again. */
+  private async unfence() {
+    for (const [name, generation] of [...this.selfFenced]) {
+      this.selfFenced.delete(name);
+      const entry = this.jails.get(name);
+      if (!entry || entry.generation !== generation) continue;
+      const pe = await this.topo!.placement.get(name).catch(() => null);
+      const p = pe?.operation === 'PUT' ? placementRecordSchema.safeParse(pe.json()).data : undefined;
+      if (p && p.host === this.opts.host && p.generation === generation && entry.desired === 'stopped' && this.jails.get(name) === entry) {
+        this.log.info({ jail: name, generation }, 'back in touch and still placed here: starting the jail again');
+        entry.actor.send({ type: 'START' });
+      } else if (p) this.fence(name, p);
     }
   }
 
@@ -356,9 +487,7 @@ export class Agent {
     }
     // a long wait (an old generation stopping) must not make the broker redeliver meanwhile
     const working = setInterval(() => m.working(), 20_000);
-    const prev = this.queues.get(cmd.jail) ?? Promise.resolve();
-    const next = prev
-      .then(() => this.apply(cmd))
+    void this.enqueue(cmd.jail, () => this.apply(cmd))
       .then(
         (outcome) => (outcome === 'retry' ? m.nak(2000) : m.ack()),
         (err) => {
@@ -367,8 +496,6 @@ export class Agent {
         },
       )
       .finally(() => clearInterval(working));
-    this.queues.set(cmd.jail, next);
-    void next.then(() => this.queues.get(cmd.jail) === next && this.queues.delete(cmd.jail));
   }
 
   /**

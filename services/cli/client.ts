@@ -37,7 +37,7 @@ export class Client {
 
   static async connect(servers: string[]): Promise<Client> {
     try {
-      const nc = await connect({ servers, name: 'jailfleet-cli', timeout: 3000, maxReconnectAttempts: 3, reconnectTimeWait: 200 });
+      const nc = await connect({ servers, name: 'jailfleet-cli', timeout: 3000, maxReconnectAttempts: 20, reconnectTimeWait: 250 });
       return new Client(nc, servers);
     } catch {
       throw new CliError(`cannot reach NATS at ${servers.join(',')}: is a cluster running? (start one with: jailfleet up)`);
@@ -48,16 +48,34 @@ export class Client {
     await this.nc.close().catch(() => undefined);
   }
 
+  /**
+   * One request, retried while nobody answers or the answer is late: every request here is
+   * idempotent (apply of the same spec keeps its generation), and a scheduler or a broker that
+   * died mid-request is replaced by a standby within seconds.
+   */
   private async request<T>(subject: string, body: unknown, schema: z.ZodType<{ ok: true; result: T } | { ok: false; error: { code: string; message: string } }>, who: string, timeoutMs = 10_000): Promise<T> {
+    const data = encodeJson(body);
+    const started = Date.now();
+    // a standby scheduler takes over within its lease (3 s); a late answer is worth one more wait
+    const retryUntil = started + Math.max(15_000, timeoutMs);
     let reply;
-    try {
-      reply = await this.nc.request(subject, encodeJson(body), { timeout: timeoutMs });
-    } catch (err) {
-      const msg = (err as Error).message ?? '';
-      if (/no responders|503/i.test(msg) || (err as { code?: string }).code === '503')
-        throw new CliError(`no ${who} is answering on ${this.servers.join(',')} (start one with: jailfleet up, or jailfleet serve ${who === 'agent' ? 'agent' : who})`);
-      if (/timeout/i.test(msg)) throw new CliError(`the ${who} did not answer within ${timeoutMs / 1000} s`);
-      throw new CliError(`request to the ${who} failed: ${msg}`);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        reply = await this.nc.request(subject, data, { timeout: timeoutMs });
+        break;
+      } catch (err) {
+        const msg = (err as Error).message ?? '';
+        const noResponders = /no responders|503/i.test(msg) || (err as { code?: string }).code === '503';
+        const retriable = who !== 'agent' && (noResponders ? Date.now() - started < 6000 : /timeout|disconnect|reconnect/i.test(msg) && Date.now() < retryUntil);
+        if (retriable && !this.nc.isClosed()) {
+          await new Promise((r) => setTimeout(r, Math.min(1000, 100 * 2 ** attempt)));
+          continue;
+        }
+        if (noResponders)
+          throw new CliError(`no ${who} is answering on ${this.servers.join(',')} (start one with: jailfleet up, or jailfleet serve ${who === 'agent' ? 'agent' : who})`);
+        if (/timeout/i.test(msg)) throw new CliError(`the ${who} did not answer within ${timeoutMs / 1000} s`);
+        throw new CliError(`request to the ${who} failed: ${msg}`);
+      }
     }
     const r = decodeWith(schema, reply.data);
     if (!r.ok) throw new CliError(r.error.message, r.error.code === 'invalid' ? 2 : 1);

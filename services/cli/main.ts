@@ -6,7 +6,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { CliError, Client } from './client.js';
-import { flag, hostsCountSchema, linesSchema, jailName, msSchema, parseEnvFlag, parseFleet, parseMountFlag, portSchema, readFleetFile } from './flags.js';
+import { flag, hostsCountSchema, linesSchema, jailName, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseMountFlag, portSchema, readFleetFile } from './flags.js';
 import { hostsTable, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import type { Fleet } from '../../contracts/index.js';
@@ -227,13 +227,17 @@ program
   .description('start a local cluster: nats-server, scheduler, status and N agents')
   .option('--hosts <n>', 'number of agents (host-1 … host-N)', '2')
   .option('--data-dir <dir>', 'where jails, logs and the broker store live', '/var/lib/jailfleet')
-  .option('--nats-port <port>', 'nats-server port', '4222')
+  .option('--nats-port <port>', 'nats-server port (the first of three with --nats-cluster 3)', '4222')
+  .option('--nats-cluster <n>', 'nats-servers: 1, or 3 for a cluster with replicated streams (R3)', '1')
+  .option('--schedulers <n>', 'scheduler processes: one leads, the others stand by', '1')
   .action(async (o) => {
     const { up } = await import('./up.js');
     process.exitCode = await up({
       hosts: flag('hosts', hostsCountSchema, o.hosts),
       dataDir: o.dataDir,
       natsPort: flag('nats-port', portSchema, o.natsPort),
+      natsCluster: flag('nats-cluster', natsClusterSchema, o.natsCluster),
+      schedulers: flag('schedulers', schedulersSchema, o.schedulers),
     });
   });
 
@@ -261,9 +265,10 @@ serve
   .command('scheduler')
   .description('the scheduler (API and reconciler)')
   .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', '3000')
+  .option('--lease-ms <ms>', 'leader lease: a standby takes over within this long (fixed when the bucket is first made)', '3000')
   .action(async (o) => {
     const { serveScheduler } = await import('./serve.js');
-    await serveScheduler({ servers: servers(), hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs) });
+    await serveScheduler({ servers: servers(), hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs), leaseMs: flag('lease-ms', msSchema, o.leaseMs) });
   });
 serve
   .command('status')

@@ -59,9 +59,9 @@ export async function serveAgent(o: { host: string; dataDir: string; servers: st
   await runUntilSignal({ stop: () => agent.stop({ teardown: o.teardownOnExit }) }, log);
 }
 
-export async function serveScheduler(o: { servers: string[]; hostTtlMs: number }) {
+export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; leaseMs: number }) {
   const log = createLogger('scheduler');
-  const s = new Scheduler({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs });
+  const s = new Scheduler({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs, leaseMs: o.leaseMs });
   await s.start();
   await runUntilSignal(s, log);
 }

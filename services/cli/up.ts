@@ -6,13 +6,17 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { heartbeatSchema, subjects } from '../../contracts/index.js';
-import { connectNats, decodeWith, startNatsServer, type NatsServerHandle } from '../common/index.js';
+import { connectNats, decodeWith, startNatsCluster, startNatsServer } from '../common/index.js';
 import { CliError } from './client.js';
 
 export interface UpOptions {
   hosts: number;
   dataDir: string;
   natsPort: number;
+  /** nats-servers: 1, or a cluster of 3 (client ports natsPort … natsPort+2), with R3 streams. */
+  natsCluster?: number;
+  /** Scheduler processes: one leads, the others stand by. */
+  schedulers?: number;
   readyTimeoutMs?: number;
 }
 
@@ -57,7 +61,7 @@ export async function up(o: UpOptions): Promise<number> {
   writeFileSync(lock, String(process.pid));
 
   const children: { name: string; proc: ReturnType<typeof spawnService>; role: 'agent' | 'service' }[] = [];
-  let nats: NatsServerHandle | undefined;
+  let nats: { urls: string[]; stop(): Promise<void>; kill(): void } | undefined;
   let shuttingDown = false;
 
   const teardown = async () => {
@@ -84,12 +88,19 @@ export async function up(o: UpOptions): Promise<number> {
   };
 
   try {
-    nats = await startNatsServer({ dir: join(dataDir, 'nats'), port: o.natsPort, detached: true });
+    const size = o.natsCluster ?? 1;
+    if (size > 1) {
+      const c = await startNatsCluster({ dir: join(dataDir, 'nats'), size, ports: Array.from({ length: size }, (_, i) => o.natsPort + i), detached: true });
+      nats = { urls: c.urls, stop: () => c.stop(), kill: () => c.servers.forEach((s) => s.process.kill('SIGKILL')) };
+    } else {
+      const s = await startNatsServer({ dir: join(dataDir, 'nats'), port: o.natsPort, detached: true });
+      nats = { urls: [s.url], stop: () => s.stop(), kill: () => s.process.kill('SIGKILL') };
+    }
   } catch (err) {
     rmSync(lock, { force: true });
     throw new CliError((err as Error).message);
   }
-  const url = nats.url;
+  const url = nats.urls.join(',');
   const spawnChild = (name: string, role: 'agent' | 'service', args: string[]) => {
     const argv = [mainJs, 'serve', ...args, '--nats', url];
     const proc = spawnService(argv, join(dataDir, 'logs', `${name}.log`));
@@ -117,18 +128,19 @@ export async function up(o: UpOptions): Promise<number> {
   // the children are in their own process groups: never leave them behind if `up` itself dies
   process.on('exit', () => {
     for (const c of children) if (c.proc.exitCode === null) c.proc.kill('SIGKILL');
-    nats?.process.kill('SIGKILL');
+    nats?.kill();
   });
 
   const hostNames = Array.from({ length: o.hosts }, (_, i) => `host-${i + 1}`);
-  spawnChild('scheduler', 'service', ['scheduler']);
+  const schedulers = o.schedulers ?? 1;
+  for (let i = 1; i <= schedulers; i++) spawnChild(schedulers > 1 ? `scheduler-${i}` : 'scheduler', 'service', ['scheduler']);
   spawnChild('status', 'service', ['status']);
   for (const h of hostNames) {
     spawnChild(h, 'agent', ['agent', '--host', h, '--data-dir', join(dataDir, 'hosts', h), '--teardown-on-exit']);
   }
 
   // ready once every host has sent a heartbeat
-  const nc = await connectNats([url], 'jailfleet-up', { waitOnFirstConnect: true });
+  const nc = await connectNats(nats.urls, 'jailfleet-up', { waitOnFirstConnect: true });
   const pending = new Set(hostNames);
   await new Promise<void>((resolveReady) => {
     const timer = setTimeout(() => {

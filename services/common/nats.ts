@@ -23,9 +23,20 @@ export async function connectNats(servers: string[], name: string, opts: { waitO
     reconnectTimeWait: 250,
     waitOnFirstConnect: opts.waitOnFirstConnect ?? false,
     timeout: opts.timeoutMs ?? 5000,
-    pingInterval: 5000,
+    // a cut link (no RST) is noticed after two missed pings: keep that within seconds
+    pingInterval: 2000,
+    maxPingOut: 2,
   });
 }
+
+/** R3 when the server we reached is in a cluster of three or more (it lists their client URLs), else R1. */
+export function replicasFor(nc: NatsConnection): 1 | 3 {
+  const info = nc.info;
+  return info?.cluster && (info.connect_urls?.length ?? 0) >= 3 ? 3 : 1;
+}
+
+/** Default lease of the leading scheduler: a standby takes over within this long. */
+export const DEFAULT_LEASE_MS = 3000;
 
 export interface Topology {
   desired: KV;
@@ -33,8 +44,23 @@ export interface Topology {
   leader: KV;
 }
 
-/** Creates (or finds) the streams and buckets. `replicas` is 1 on one server, 3 in a cluster. */
-export async function ensureTopology(nc: NatsConnection, replicas = 1, leaderTtlMs = 5000): Promise<Topology> {
+/**
+ * Creates (or finds) the streams and buckets, R3 in a cluster and R1 on one server. A cluster
+ * that is still electing its JetStream leader refuses for a moment: this retries for up to 60 s.
+ */
+export async function ensureTopology(nc: NatsConnection, opts: { replicas?: number; leaseMs?: number } = {}): Promise<Topology> {
+  const deadline = Date.now() + 60_000;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await createTopology(nc, opts.replicas ?? replicasFor(nc), opts.leaseMs ?? DEFAULT_LEASE_MS);
+    } catch (err) {
+      if (Date.now() > deadline || nc.isClosed()) throw err;
+      await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+    }
+  }
+}
+
+async function createTopology(nc: NatsConnection, replicas: number, leaderTtlMs: number): Promise<Topology> {
   const jsm = await jetstreamManager(nc);
   const streams = [
     {
@@ -69,10 +95,15 @@ export async function ensureTopology(nc: NatsConnection, replicas = 1, leaderTtl
     }
   }
   const kvm = new Kvm(nc);
+  // a bucket that exists is used as it is (its replicas and TTL were fixed when it was made)
+  const bucket = (name: string, o: { ttl?: number } = {}) => kvm.open(name).then(async (kv) => {
+    await kv.status();
+    return kv;
+  }).catch(() => kvm.create(name, { history: 1, replicas, ...o }));
   const [desired, placement, leader] = await Promise.all([
-    kvm.create(BUCKET_DESIRED, { history: 1, replicas }),
-    kvm.create(BUCKET_PLACEMENT, { history: 1, replicas }),
-    kvm.create(BUCKET_LEADER, { history: 1, replicas, ttl: leaderTtlMs }),
+    bucket(BUCKET_DESIRED),
+    bucket(BUCKET_PLACEMENT),
+    bucket(BUCKET_LEADER, { ttl: leaderTtlMs }),
   ]);
   return { desired, placement, leader };
 }

@@ -20,8 +20,9 @@ import {
   type JailSpec,
   type PlacementRecord,
 } from '../../contracts/index.js';
-import { connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection, type Topology } from '../common/index.js';
+import { DEFAULT_LEASE_MS, connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection, type Topology } from '../common/index.js';
 import { HostLiveness } from './host-liveness.js';
+import { LeaderLease } from './leader-lease.js';
 import { placeJail } from './placement.js';
 
 export interface SchedulerOptions {
@@ -30,6 +31,8 @@ export interface SchedulerOptions {
   hostTtlMs?: number;
   /** Full reconcile pass interval (new hosts, unplaced jails). */
   resyncMs?: number;
+  /** The leader lease: a standby scheduler takes over within this long after the leader dies. */
+  leaseMs?: number;
 }
 
 class ApiError extends Error {
@@ -49,14 +52,17 @@ export class Scheduler {
   private kv?: Topology;
   private readonly liveness: HostLiveness;
   private readonly placements = new Map<string, PlacementRecord>();
-  /** Desired revision (and tombstone) of every jail, from the watch. */
-  private readonly desiredSeen = new Map<string, { revision: number; removed: boolean }>();
+  /** Desired revision (and tombstone, and whether it may move when its host dies) of every jail, from the watch. */
+  private readonly desiredSeen = new Map<string, { revision: number; removed: boolean; movable: boolean }>();
   private readonly busy = new Set<string>();
   private readonly dirty = new Set<string>();
   private readonly running = new Set<Promise<void>>();
   /** name → `${generation}/${revision}@host` of the last command published. */
   private readonly published = new Map<string, string>();
   private timer?: NodeJS.Timeout;
+  private livenessTimer?: NodeJS.Timeout;
+  private downHosts = new Set<string>();
+  private lease?: LeaderLease;
   private watchStop?: () => void;
   /**
    * A scheduler that has just started has not heard every live host yet: placing then would
@@ -71,10 +77,24 @@ export class Scheduler {
     this.log = opts.logger;
   }
 
+  private get hostTtlMs() {
+    return this.opts.hostTtlMs ?? 3000;
+  }
+
+  /** True while this scheduler holds the lease: only the leader places and publishes. */
+  get isLeader() {
+    return this.lease?.isLeader ?? false;
+  }
+
+  /** A host is down once it has been silent for a TTL (or was never heard in the TTL after we started). */
+  private hostDown(host: string, now = Date.now()): boolean {
+    return now >= this.warmUntil && !this.liveness.isUp(host, now);
+  }
+
   async start(): Promise<void> {
     const nc = await connectNats(this.opts.servers, `jailfleet-scheduler@${osHostname()}`, { waitOnFirstConnect: true });
     this.nc = nc;
-    this.kv = await ensureTopology(nc);
+    this.kv = await ensureTopology(nc, { leaseMs: this.opts.leaseMs });
     nc.subscribe(subjects.hbAll, {
       callback: (err, msg) => {
         if (err) return;
@@ -90,7 +110,7 @@ export class Scheduler {
         }
       },
     });
-    this.warmUntil = Date.now() + (this.opts.hostTtlMs ?? 3000);
+    this.warmUntil = Date.now() + this.hostTtlMs;
     const verbs: ApiVerb[] = ['apply', 'stop', 'start', 'rm'];
     for (const verb of verbs) {
       nc.subscribe(subjects.api(verb), {
@@ -122,22 +142,50 @@ export class Scheduler {
           this.desiredSeen.delete(e.key);
           continue;
         }
-        const removed = desiredRecordSchema.safeParse(e.json()).data?.desired === 'removed';
-        this.desiredSeen.set(e.key, { revision: e.revision, removed });
+        const d = desiredRecordSchema.safeParse(e.json()).data;
+        const movable = Boolean(d && d.spec.failover.reschedule && !d.spec.placement.host);
+        this.desiredSeen.set(e.key, { revision: e.revision, removed: d?.desired === 'removed', movable });
         this.reconcileSoon(e.key);
       }
     })();
     this.timer = setInterval(() => this.resyncSoon(), this.opts.resyncMs ?? 2000);
     this.warmTimer = setTimeout(() => this.resyncSoon(), this.warmUntil - Date.now());
-    this.resyncSoon();
+    // a host going down is noticed within a quarter of the TTL of its last heartbeat
+    this.livenessTimer = setInterval(() => this.checkHosts(), Math.max(50, Math.min(250, this.hostTtlMs / 4)));
+    this.lease = new LeaderLease(this.kv.leader, `${osHostname()}/${process.pid}/${Math.random().toString(36).slice(2, 8)}`, this.opts.leaseMs ?? DEFAULT_LEASE_MS, {
+      onGained: () => {
+        this.log.info('leading: this scheduler places and commands');
+        // what another leader published is unknown here: republish whatever is unsettled
+        // (agents ignore a command whose revision they already applied)
+        this.published.clear();
+        this.resyncSoon();
+      },
+      onLost: () => this.log.warn('lease lost: standing by'),
+    });
+    this.lease.start();
     this.log.info('scheduler started');
+  }
+
+  /** Hosts that went down since the last check: their jails are reconciled (moved, or left `lost`). */
+  private checkHosts() {
+    const now = Date.now();
+    const down = new Set(this.liveness.hosts(now).filter((h) => this.hostDown(h.name, now)).map((h) => h.name));
+    for (const h of down) {
+      if (this.downHosts.has(h)) continue;
+      const jails = [...this.placements].filter(([, p]) => p.host === h).map(([name]) => name);
+      this.log.warn({ host: h, jails: jails.length }, 'host down');
+      if (this.isLeader) for (const name of jails) this.reconcileSoon(name);
+    }
+    this.downHosts = down;
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.livenessTimer);
     clearTimeout(this.warmTimer);
     this.watchStop?.();
     await Promise.all(this.running);
+    await this.lease?.stop();
     await this.nc?.drain().catch(() => undefined);
   }
 
@@ -146,15 +194,20 @@ export class Scheduler {
    * current revision, removed but still placed), from the caches, without asking the KV.
    */
   private resyncSoon() {
+    if (!this.isLeader) return;
+    const now = Date.now();
     for (const [name, d] of this.desiredSeen) {
       const p = this.placements.get(name);
-      const settled = d.removed ? p === undefined : Boolean(p?.host) && this.published.get(name) === `${p!.generation}/${d.revision}@${p!.host}`;
+      const settled = d.removed
+        ? p === undefined
+        : Boolean(p?.host) && this.published.get(name) === `${p!.generation}/${d.revision}@${p!.host}` && !(d.movable && this.hostDown(p!.host!, now));
       if (!settled) this.reconcileSoon(name);
     }
   }
 
   /** Reconciles one jail; calls for one name run one after another, repeats coalesce. */
   private reconcileSoon(name: string) {
+    if (!this.isLeader) return;
     if (this.busy.has(name)) {
       this.dirty.add(name);
       return;
@@ -179,6 +232,7 @@ export class Scheduler {
   }
 
   private async reconcile(name: string) {
+    if (!this.isLeader) return;
     const kv = this.kv!;
     const d = await kv.desired.get(name);
     if (!d || d.operation !== 'PUT') return;
@@ -204,6 +258,23 @@ export class Scheduler {
     if (host && pin && pin !== host) {
       // the pin moved: the old copy goes, the jail is placed anew
       await this.publish(host, { v: WIRE_VERSION, op: 'destroy', jail: name, generation: desired.generation, revision: d.revision, issuedAt: new Date().toISOString() });
+      host = null;
+    }
+    if (host && placement && !pin && desired.spec.failover.reschedule && this.hostDown(host)) {
+      if (placement.generation === desired.generation) {
+        // failover: the next generation, so the copy on the dead host is fenced when it returns;
+        // the desired-state watch brings the jail back here to be placed
+        const next: DesiredRecord = { ...desired, generation: desired.generation + 1, updatedAt: new Date().toISOString() };
+        try {
+          await kv.desired.update(name, encodeJson(next), d.revision);
+          this.log.warn({ jail: name, host, generation: next.generation }, 'host down: rescheduling jail');
+        } catch {
+          this.dirty.add(name);
+        }
+        return;
+      }
+      // the next generation goes elsewhere; the old copy is told to go (its agent reads it on return)
+      await this.publish(host, { v: WIRE_VERSION, op: 'destroy', jail: name, generation: placement.generation, revision: d.revision, issuedAt: new Date().toISOString() });
       host = null;
     }
     if (!host && Date.now() < this.warmUntil) return; // placed once the hosts are known
@@ -268,6 +339,7 @@ export class Scheduler {
   }
 
   private async publish(host: string, cmd: Command) {
+    if (!this.isLeader) throw new Error('not the leader: command not published');
     await jetstream(this.nc!).publish(subjects.cmd(host), encodeJson(cmd), { msgID: commandMsgId(cmd) });
   }
 

@@ -16,7 +16,17 @@ export class ClusterView {
   /** Set once the placement bucket has been read whole: from then on a missing placement means removed. */
   placementsSynced = false;
 
-  constructor(private readonly hostTtlMs: number) {}
+  /** `startedAt`: when this view began listening; a host not heard within a TTL of it is down. */
+  constructor(
+    private readonly hostTtlMs: number,
+    private readonly startedAt = 0,
+  ) {}
+
+  /** Down: silent for longer than the TTL, or never heard in the TTL since the view started. */
+  hostDown(host: string, now: number): boolean {
+    const seen = this.hostsSeen.get(host);
+    return now - (seen?.lastSeen ?? this.startedAt) > this.hostTtlMs;
+  }
 
   /** Newest generation wins; within one generation the highest seq. */
   applyEvent(e: StateEvent): void {
@@ -51,8 +61,11 @@ export class ClusterView {
     this.hostsSeen.set(hb.host, { lastSeen: now, jails: hb.jails.length });
   }
 
-  /** Every jail: its newest event, or `pending`/`unplaced` from its placement before any event. */
-  ps(filter: { host?: string; state?: string } = {}): PsRow[] {
+  /**
+   * Every jail: its newest event, or `pending`/`unplaced` from its placement before any event.
+   * Given the clock, a jail whose host is down shows `lost` (until it is moved or its host returns).
+   */
+  ps(filter: { host?: string; state?: string } = {}, now?: number): PsRow[] {
     const out: PsRow[] = [];
     for (const r of this.rows.values()) {
       const p = this.placements.get(r.name);
@@ -65,6 +78,12 @@ export class ClusterView {
     for (const [name, p] of this.placements) {
       if (!this.rows.has(name) && (this.gone.get(name) ?? 0) < p.generation) out.push(this.pendingRow(name, p));
     }
+    if (now !== undefined) {
+      for (let i = 0; i < out.length; i++) {
+        const r = out[i]!;
+        if (r.host && r.state !== 'removing' && this.hostDown(r.host, now)) out[i] = { ...r, state: 'lost' };
+      }
+    }
     return out
       .filter((r) => (!filter.host || r.host === filter.host) && (!filter.state || r.state === filter.state))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -75,7 +94,7 @@ export class ClusterView {
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([host, h]) => ({
         host,
-        status: now - h.lastSeen <= this.hostTtlMs ? ('up' as const) : ('down' as const),
+        status: this.hostDown(host, now) ? ('down' as const) : ('up' as const),
         jails: h.jails,
         lastSeen: new Date(h.lastSeen).toISOString(),
       }));

@@ -31,7 +31,7 @@ export class StatusService {
   private readonly log: Logger;
 
   constructor(private readonly opts: StatusOptions) {
-    this.view = new ClusterView(opts.hostTtlMs ?? 3000);
+    this.view = new ClusterView(opts.hostTtlMs ?? 3000, Date.now());
     this.log = opts.logger;
   }
 
@@ -86,7 +86,7 @@ export class StatusService {
     try {
       const result =
         query === 'ps'
-          ? { jails: this.view.ps(decodeWith(psRequestSchema, msg.data)) }
+          ? { jails: this.view.ps(decodeWith(psRequestSchema, msg.data), Date.now()) }
           : (decodeWith(hostsRequestSchema, msg.data), { hosts: this.view.hosts(Date.now()) });
       msg.respond(encodeJson({ ok: true, result }));
     } catch (e) {
