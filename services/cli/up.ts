@@ -60,13 +60,14 @@ export async function up(o: UpOptions): Promise<number> {
   }
   writeFileSync(lock, String(process.pid));
 
-  const children: { name: string; proc: ReturnType<typeof spawnService>; role: 'agent' | 'service' }[] = [];
+  const children: { name: string; proc: ReturnType<typeof spawnService>; role: 'scheduler' | 'agent' | 'service' }[] = [];
   let nats: { urls: string[]; stop(): Promise<void>; kill(): void } | undefined;
   let shuttingDown = false;
 
   const teardown = async () => {
-    // agents first: each destroys its jails (stop, unmount, remove) before it exits
-    const stopAll = async (role: 'agent' | 'service') => {
+    // schedulers first (nothing moves while hosts go away), then the agents: each destroys its
+    // jails (stop, unmount, remove) before it exits; the status service and the broker last
+    const stopAll = async (role: 'scheduler' | 'agent' | 'service') => {
       await Promise.all(
         children
           .filter((c) => c.role === role && c.proc.exitCode === null)
@@ -79,6 +80,7 @@ export async function up(o: UpOptions): Promise<number> {
           }),
       );
     };
+    await stopAll('scheduler');
     await stopAll('agent');
     await stopAll('service');
     await nats?.stop();
@@ -101,7 +103,7 @@ export async function up(o: UpOptions): Promise<number> {
     throw new CliError((err as Error).message);
   }
   const url = nats.urls.join(',');
-  const spawnChild = (name: string, role: 'agent' | 'service', args: string[]) => {
+  const spawnChild = (name: string, role: 'scheduler' | 'agent' | 'service', args: string[]) => {
     const argv = [mainJs, 'serve', ...args, '--nats', url];
     const proc = spawnService(argv, join(dataDir, 'logs', `${name}.log`));
     children.push({ name, proc, role });
@@ -133,7 +135,7 @@ export async function up(o: UpOptions): Promise<number> {
 
   const hostNames = Array.from({ length: o.hosts }, (_, i) => `host-${i + 1}`);
   const schedulers = o.schedulers ?? 1;
-  for (let i = 1; i <= schedulers; i++) spawnChild(schedulers > 1 ? `scheduler-${i}` : 'scheduler', 'service', ['scheduler']);
+  for (let i = 1; i <= schedulers; i++) spawnChild(schedulers > 1 ? `scheduler-${i}` : 'scheduler', 'scheduler', ['scheduler']);
   spawnChild('status', 'service', ['status']);
   for (const h of hostNames) {
     spawnChild(h, 'agent', ['agent', '--host', h, '--data-dir', join(dataDir, 'hosts', h), '--teardown-on-exit']);

@@ -1,12 +1,12 @@
 // A real cluster for end-to-end tests: a nats-server on a free port with its own store, and the
 // built `jailfleet serve` processes (scheduler, status, agents). `stop()` tears everything down,
 // jails included, and checks that nothing stays mounted under the cluster's directory.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
-import { startNatsServer, type NatsServerHandle } from '../../services/common/nats-server.js';
+import { startNatsCluster, startNatsServer, type NatsServerHandle } from '../../services/common/nats-server.js';
 
 /** The checkout's root (the folder with package.json), from the sources or from dist/. */
 export const repoRoot = (() => {
@@ -38,31 +38,107 @@ async function stopWithin(p: ResultPromise, signal: NodeJS.Signals, ms: number):
   clearTimeout(t);
 }
 
+/**
+ * The jails running on this machine under `dir`, from the kernel: every `unshare` that holds a
+ * jail's init (jailinit hides its own argv), by the jail root in its argv
+ * (`<dir>/hosts/<host>/jails/<jail>/root`). `{ jail: [host, ...] }`.
+ */
+export function runningCopies(dir: string): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const p of jailProcesses(dir)) (out[p.jail] ??= []).push(p.host);
+  for (const hosts of Object.values(out)) hosts.sort();
+  return out;
+}
+
+/** The `unshare` process of every jail under `dir` (its process group holds the jail's init). */
+export function jailProcesses(dir: string): { pid: number; host: string; jail: string }[] {
+  const out: { pid: number; host: string; jail: string }[] = [];
+  const prefix = `${dir}/hosts/`;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (!argv[0]?.endsWith('unshare')) continue;
+    const init = argv.findIndex((a) => a.endsWith('/jailinit'));
+    const root = init > 0 ? argv[init + 2] : undefined;
+    if (!root?.startsWith(prefix)) continue;
+    const [host, jails, jail, last] = root.slice(prefix.length).split('/');
+    if (host && jails === 'jails' && jail && last === 'root') out.push({ pid: Number(pid), host, jail });
+  }
+  return out;
+}
+
+export interface ClusterOptions {
+  hosts?: string[];
+  scheduler?: boolean;
+  /** Scheduler processes (scheduler-1 … when more than one). */
+  schedulers?: number;
+  status?: boolean;
+  /** 3: a cluster of three nats-servers (R3 streams); clients get every URL. */
+  natsCluster?: number;
+  /** The address the (single) nats-server listens on, default 127.0.0.1. */
+  natsHost?: string;
+  /** Extra argv for every `serve scheduler` / `serve status` / `serve agent`. */
+  schedulerArgs?: string[];
+  statusArgs?: string[];
+  agentArgs?: string[];
+}
+
 export class TestCluster {
   readonly agents = new Map<string, ResultPromise>();
-  private readonly services: ResultPromise[] = [];
+  /** scheduler(s) and status, by name. */
+  readonly services = new Map<string, ResultPromise>();
   private constructor(
     readonly dir: string,
-    readonly nats: NatsServerHandle,
+    readonly natsServers: NatsServerHandle[],
+    private readonly opts: ClusterOptions,
   ) {}
 
+  /** Every server's URL, comma-separated, as JAILFLEET_NATS_URL takes it. */
   get url() {
-    return this.nats.url;
+    return this.natsServers.map((s) => s.url).join(',');
   }
 
-  static async start(opts: { hosts?: string[]; scheduler?: boolean; status?: boolean } = {}): Promise<TestCluster> {
+  get nats() {
+    return this.natsServers[0]!;
+  }
+
+  static async start(opts: ClusterOptions = {}): Promise<TestCluster> {
     const dir = mkdtempSync(join(tmpdir(), 'jailfleet-e2e-'));
-    const nats = await startNatsServer({ dir: join(dir, 'nats') });
-    const c = new TestCluster(dir, nats);
-    if (opts.scheduler !== false) c.services.push(c.serve(['scheduler'], 'scheduler'));
-    if (opts.status !== false) c.services.push(c.serve(['status'], 'status'));
+    const servers = (opts.natsCluster ?? 1) > 1 ? (await startNatsCluster({ dir: join(dir, 'nats'), size: opts.natsCluster! })).servers : [await startNatsServer({ dir: join(dir, 'nats'), host: opts.natsHost })];
+    const c = new TestCluster(dir, servers, opts);
+    const n = opts.scheduler === false ? 0 : (opts.schedulers ?? 1);
+    for (let i = 1; i <= n; i++) c.startService(n > 1 ? `scheduler-${i}` : 'scheduler');
+    if (opts.status !== false) c.startService('status');
     for (const h of opts.hosts ?? ['host-1', 'host-2']) c.startAgent(h);
     return c;
   }
 
-  private serve(args: string[], logName: string): ResultPromise {
+  /** Starts (or restarts) `scheduler`, `scheduler-N` or `status`. */
+  startService(name: string): ResultPromise {
+    const status = name === 'status';
+    const p = this.serve([status ? 'status' : 'scheduler', ...((status ? this.opts.statusArgs : this.opts.schedulerArgs) ?? [])], name);
+    this.services.set(name, p);
+    return p;
+  }
+
+  /** SIGKILLs a service (as a crash would) and waits for it to be gone. */
+  async killService(name: string) {
+    const p = this.services.get(name);
+    if (!p) throw new Error(`no service ${name}`);
+    p.kill('SIGKILL');
+    await p;
+    this.services.delete(name);
+  }
+
+  /** `wrap`: argv that runs the service, e.g. `nsenter --net=… --` for an agent in a network namespace. */
+  private serve(args: string[], logName: string, wrap: string[] = []): ResultPromise {
     const log = join(this.dir, `${logName}.log`);
-    return execa(process.execPath, [cliPath, 'serve', ...args], {
+    const argv = [...wrap, process.execPath, cliPath, 'serve', ...args];
+    return execa(argv[0]!, argv.slice(1), {
       env: { JAILFLEET_NATS_URL: this.url, JAILFLEET_LOG_LEVEL: 'debug' },
       // execa would SIGKILL 5 s after a SIGTERM: an agent removing many jails needs longer
       forceKillAfterDelay: false,
@@ -74,8 +150,12 @@ export class TestCluster {
     });
   }
 
-  startAgent(host: string, extra: string[] = []): ResultPromise {
-    const p = this.serve(['agent', '--host', host, '--data-dir', join(this.dir, 'hosts', host), '--backoff-base-ms', '200', ...extra], host);
+  /** Every host that ever had an agent: stop() tears down each, killed ones included. */
+  private readonly hostsEver = new Set<string>();
+
+  startAgent(host: string, extra: string[] = [], wrap: string[] = []): ResultPromise {
+    this.hostsEver.add(host);
+    const p = this.serve(['agent', '--host', host, '--data-dir', join(this.dir, 'hosts', host), '--backoff-base-ms', '200', ...(this.opts.agentArgs ?? []), ...extra], host, wrap);
     this.agents.set(host, p);
     return p;
   }
@@ -134,8 +214,10 @@ export class TestCluster {
    * services and the broker stop. Throws if anything is left mounted.
    */
   async stop(): Promise<void> {
-    const hosts = [...this.agents.keys()];
-    for (const h of hosts) await this.stopAgent(h, 'SIGKILL');
+    // schedulers first: nothing may be placed or moved while the hosts are torn down one by one
+    for (const [name, p] of this.services) if (name !== 'status') await stopWithin(p, 'SIGTERM', 30_000);
+    const hosts = [...this.hostsEver];
+    for (const h of [...this.agents.keys()]) await this.stopAgent(h, 'SIGKILL');
     // a fresh agent per host re-adopts its jails and destroys them on the way out
     for (const h of hosts) {
       const starts = () => (this.log(h).match(/agent started/g) ?? []).length;
@@ -144,8 +226,18 @@ export class TestCluster {
       await this.until(`agent ${h} to start`, async () => starts() > before || p.exitCode !== null, 30_000).catch(() => undefined);
       await this.stopAgent(h, 'SIGTERM');
     }
-    await Promise.all(this.services.map((s) => stopWithin(s, 'SIGTERM', 30_000)));
-    await this.nats.stop();
+    await Promise.all([...this.services.values()].map((s) => stopWithin(s, 'SIGTERM', 30_000)));
+    await Promise.all(this.natsServers.map((s) => s.stop()));
+    // a jail the agents failed to remove is killed here, and the test run is told
+    const strays = jailProcesses(this.dir);
+    for (const p of strays) {
+      try {
+        process.kill(-p.pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    if (strays.length) throw new Error(`jails left running under ${this.dir} (killed now): ${strays.map((p) => `${p.host}/${p.jail}`).join(', ')}`);
     const left = mountsUnder(this.dir);
     if (left.length === 0) rmSync(this.dir, { recursive: true, force: true });
     if (left.length) throw new Error(`mounts left under ${this.dir}: ${left.join(', ')}`);
