@@ -13,8 +13,11 @@ export const JAIL_STATES = ['pending', 'prepared', 'mounted', 'running', 'stoppe
 export type JailState = (typeof JAIL_STATES)[number];
 export const jailStateSchema = z.enum(JAIL_STATES);
 
-/** The steps a driver performs; a failure names one. */
-export const DRIVER_STEPS = ['prepare', 'mount', 'start', 'stop', 'unmount', 'destroy', 'place'] as const;
+/**
+ * The steps a driver performs; a failure names one. `run`: the jail failed while running (its
+ * memory limit killed it); `place`: the scheduler found no host.
+ */
+export const DRIVER_STEPS = ['prepare', 'mount', 'start', 'stop', 'unmount', 'destroy', 'place', 'run'] as const;
 export type DriverStep = (typeof DRIVER_STEPS)[number];
 export const jailErrorSchema = z.object({ step: z.enum(DRIVER_STEPS), message: z.string().max(4096) });
 export type JailError = z.infer<typeof jailErrorSchema>;

@@ -2,6 +2,7 @@
 // persist and restore it. Everything else in this folder is internal.
 export {
   jailLifecycleMachine,
+  outOfMemoryError,
   persistedJailOf,
   restartDelayMs,
   stableStateOf,

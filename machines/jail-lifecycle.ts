@@ -45,8 +45,11 @@ export type JailLifecycleEvent =
   | { type: 'START' }
   | { type: 'STOP' }
   | { type: 'DESTROY' }
-  /** The jail's init exited; sent by the `watch` actor. `at` is epoch ms. */
-  | { type: 'EXITED'; exitCode: number | null; at: number };
+  /**
+   * The jail's init exited; sent by the `watch` actor. `at` is epoch ms. `outOfMemory`: the
+   * kernel killed it at its memory limit, which makes the exit a failure of the running jail.
+   */
+  | { type: 'EXITED'; exitCode: number | null; at: number; outOfMemory?: boolean };
 
 interface StepInput {
   spec: JailSpec;
@@ -71,6 +74,11 @@ export function restartDelayMs(restarts: number, backoff: { baseMs: number; maxM
 function describeFailure(step: DriverStep, error: unknown): JailError {
   const text = error instanceof Error ? error.message : String(error);
   return { step, message: text.slice(0, ERROR_MESSAGE_MAX) };
+}
+
+/** The failure of a jail that its memory limit killed, as events and `jailfleet ps` show it. */
+export function outOfMemoryError(spec: JailSpec): JailError {
+  return { step: 'run', message: `out of memory: killed at the ${spec.resources.memoryMB} MB limit` };
 }
 
 /** Whether the restart policy asks for a restart after the jail's init exited with `exitCode`. */
@@ -232,6 +240,13 @@ export const jailLifecycleMachine = setup({
       always: [{ guard: ({ context }) => context.desired !== 'running', target: 'stopping' }],
       on: {
         EXITED: [
+          {
+            // a failure like a failed step: `failed` retries it per the restart policy (on-failure
+            // and always do, never does not) and keeps the mounts until then
+            guard: ({ event }) => event.outOfMemory === true,
+            target: 'failed',
+            actions: assign(({ context, event }) => ({ exitCode: event.exitCode, pid: null, restartAt: null, error: outOfMemoryError(context.spec) })),
+          },
           {
             guard: 'restartsAfterExit',
             target: 'unmounting',

@@ -364,7 +364,7 @@ export class Agent {
         watch: fromCallback(({ sendBack, input }: { sendBack: (e: any) => void; input: { spec: JailSpec; pid: number } }) => {
           const ac = new AbortController();
           d.wait(input.spec.name, input.pid, ac.signal).then(
-            (r) => sendBack({ type: 'EXITED', exitCode: r.exitCode, at: Date.now() }),
+            (r) => sendBack({ type: 'EXITED', exitCode: r.exitCode, outOfMemory: r.outOfMemory, at: Date.now() }),
             () => ac.signal.aborted || sendBack({ type: 'EXITED', exitCode: null, at: Date.now() }),
           );
           return () => ac.abort();

@@ -2,7 +2,7 @@
 // message naming the flag or field and the rule, before anything is sent.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { describeIssues, fleetSchema, nameSchema, type Fleet, type JailSpecInput } from '../../contracts/index.js';
+import { describeIssues, fleetSchema, labelsSchema, nameSchema, type Fleet, type JailSpecInput, type Labels } from '../../contracts/index.js';
 import { CliError } from './client.js';
 
 export const portSchema = z.coerce.number().int().min(1).max(65535);
@@ -19,6 +19,19 @@ export const msSchema = z
   .regex(/^\d{1,8}$/, { message: 'must be a whole number of milliseconds' })
   .transform(Number)
   .pipe(z.number().min(1, { message: 'must be at least 1 ms' }).max(3_600_000, { message: 'must be at most 3600000 ms (an hour)' }));
+
+/** An agent's cores (`--cpu`): what it offers to jails, fractional allowed. */
+export const cpuCoresSchema = z
+  .string()
+  .regex(/^\d{1,7}(\.\d{1,3})?$/, { message: 'must be a number of cores, like 8 or 0.5' })
+  .transform(Number)
+  .pipe(z.number().min(0.01, { message: 'must be at least 0.01 cores' }).max(1_000_000, { message: 'must be at most 1000000 cores' }));
+/** An agent's memory (`--memory-mb`), in MB. */
+export const memoryMBSchema = z
+  .string()
+  .regex(/^\d{1,10}$/, { message: 'must be a whole number of MB' })
+  .transform(Number)
+  .pipe(z.number().min(4, { message: 'must be at least 4 MB' }).max(1_000_000_000, { message: 'must be at most 1000000000 MB' }));
 
 /** Parses one flag value or throws a CliError naming the flag. */
 export function flag<S extends z.ZodTypeAny>(name: string, schema: S, value: unknown): z.output<S> {
@@ -38,6 +51,21 @@ export function parseEnvFlag(s: string): [string, string] {
   const i = s.indexOf('=');
   if (i <= 0) throw new CliError(`--env: expected KEY=VALUE (got ${JSON.stringify(s)})`, 2);
   return [s.slice(0, i), s.slice(i + 1)];
+}
+
+/** Repeated `--label KEY=VALUE` → the host's labels; a key given twice is refused. */
+export function parseLabelFlags(values: readonly string[]): Labels {
+  const labels: Record<string, string> = {};
+  for (const s of values) {
+    const i = s.indexOf('=');
+    if (i <= 0) throw new CliError(`--label: expected KEY=VALUE (got ${JSON.stringify(s)})`, 2);
+    const key = s.slice(0, i);
+    if (Object.prototype.hasOwnProperty.call(labels, key)) throw new CliError(`--label: ${JSON.stringify(key)} is given twice`, 2);
+    labels[key] = s.slice(i + 1);
+  }
+  const r = labelsSchema.safeParse(labels);
+  if (!r.success) throw new CliError(`--label: ${describeIssues(r.error)}`, 2);
+  return r.data;
 }
 
 /** `SRC:DST[:ro|rw]` → a mount (paths are checked by the spec contract). */

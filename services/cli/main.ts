@@ -6,7 +6,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { CliError, Client } from './client.js';
-import { flag, hostsCountSchema, linesSchema, jailName, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseMountFlag, portSchema, readFleetFile } from './flags.js';
+import { cpuCoresSchema, flag, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, portSchema, readFleetFile } from './flags.js';
 import { hostsTable, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import type { Fleet } from '../../contracts/index.js';
@@ -230,10 +230,14 @@ program
   .option('--nats-port <port>', 'nats-server port (the first of three with --nats-cluster 3)', '4222')
   .option('--nats-cluster <n>', 'nats-servers: 1, or 3 for a cluster with replicated streams (R3)', '1')
   .option('--schedulers <n>', 'scheduler processes: one leads, the others stand by', '1')
+  .option('--agent-cpu <cores>', "cores each agent offers to jails (default: the machine's)")
+  .option('--agent-memory-mb <mb>', "memory each agent offers to jails, in MB (default: the machine's)")
   .action(async (o) => {
     const { up } = await import('./up.js');
     process.exitCode = await up({
       hosts: flag('hosts', hostsCountSchema, o.hosts),
+      agentCpu: o.agentCpu === undefined ? undefined : flag('agent-cpu', cpuCoresSchema, o.agentCpu),
+      agentMemoryMB: o.agentMemoryMb === undefined ? undefined : flag('agent-memory-mb', memoryMBSchema, o.agentMemoryMb),
       dataDir: o.dataDir,
       natsPort: flag('nats-port', portSchema, o.natsPort),
       natsCluster: flag('nats-cluster', natsClusterSchema, o.natsCluster),
@@ -250,9 +254,15 @@ serve
   .option('--heartbeat-ms <ms>', 'heartbeat interval', '1000')
   .option('--teardown-on-exit', 'destroy every jail when stopped (jailfleet up)')
   .option('--backoff-base-ms <ms>', 'first restart delay')
+  .option('--cpu <cores>', "cores this host offers to jails (default: the machine's)")
+  .option('--memory-mb <mb>', "memory this host offers to jails, in MB (default: the machine's, less 5 %)")
+  .option('--label <KEY=VALUE>', 'a label of this host, for placement (repeatable)', collect, [])
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
+      cpu: o.cpu === undefined ? undefined : flag('cpu', cpuCoresSchema, o.cpu),
+      memoryMB: o.memoryMb === undefined ? undefined : flag('memory-mb', memoryMBSchema, o.memoryMb),
+      labels: parseLabelFlags(o.label as string[]),
       host: jailName(o.host),
       dataDir: o.dataDir,
       servers: servers(),

@@ -1,6 +1,7 @@
 // `jailfleet serve agent|scheduler|status`: one service in the foreground, as a deploy unit runs
 // it. SIGINT/SIGTERM stop it cleanly; an agent leaves its jails running unless told to tear down.
-import { Agent } from '../agent/index.js';
+import { Agent, machineCapacity } from '../agent/index.js';
+import type { Labels } from '../../contracts/index.js';
 import { LinuxDriver } from '../agent/drivers/linux.js';
 import { createLogger } from '../common/index.js';
 import { Scheduler } from '../scheduler/index.js';
@@ -41,7 +42,18 @@ async function runUntilSignal(service: Stoppable, log: ReturnType<typeof createL
   });
 }
 
-export async function serveAgent(o: { host: string; dataDir: string; servers: string[]; heartbeatMs: number; teardownOnExit: boolean; backoffBaseMs?: number }) {
+export async function serveAgent(o: {
+  host: string;
+  dataDir: string;
+  servers: string[];
+  heartbeatMs: number;
+  teardownOnExit: boolean;
+  backoffBaseMs?: number;
+  /** What the host offers to jails; each one not given is the machine's. */
+  cpu?: number;
+  memoryMB?: number;
+  labels: Labels;
+}) {
   if (process.platform !== 'linux') throw new CliError(`the ${process.platform} driver cannot run here yet: serve agent needs Linux`);
   if (process.getuid?.() !== 0) throw new CliError('serve agent must run as root (it makes mounts and namespaces)');
   const log = createLogger('agent', { host: o.host });
@@ -53,6 +65,8 @@ export async function serveAgent(o: { host: string; dataDir: string; servers: st
     driver,
     logger: log,
     heartbeatMs: o.heartbeatMs,
+    capacity: { ...machineCapacity(), ...(o.cpu !== undefined && { cpu: o.cpu }), ...(o.memoryMB !== undefined && { memoryMB: o.memoryMB }) },
+    labels: o.labels,
     backoff: o.backoffBaseMs ? { baseMs: o.backoffBaseMs, maxMs: 30_000 } : undefined,
   });
   await agent.start();

@@ -17,6 +17,9 @@ export interface UpOptions {
   natsCluster?: number;
   /** Scheduler processes: one leads, the others stand by. */
   schedulers?: number;
+  /** Passed to every agent as --cpu and --memory-mb; the machine's when not given. */
+  agentCpu?: number;
+  agentMemoryMB?: number;
   readyTimeoutMs?: number;
 }
 
@@ -138,7 +141,8 @@ export async function up(o: UpOptions): Promise<number> {
   for (let i = 1; i <= schedulers; i++) spawnChild(schedulers > 1 ? `scheduler-${i}` : 'scheduler', 'scheduler', ['scheduler']);
   spawnChild('status', 'service', ['status']);
   for (const h of hostNames) {
-    spawnChild(h, 'agent', ['agent', '--host', h, '--data-dir', join(dataDir, 'hosts', h), '--teardown-on-exit']);
+    const capacity = [...(o.agentCpu !== undefined ? ['--cpu', String(o.agentCpu)] : []), ...(o.agentMemoryMB !== undefined ? ['--memory-mb', String(o.agentMemoryMB)] : [])];
+    spawnChild(h, 'agent', ['agent', '--host', h, '--data-dir', join(dataDir, 'hosts', h), '--teardown-on-exit', ...capacity]);
   }
 
   // ready once every host has sent a heartbeat

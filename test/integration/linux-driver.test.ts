@@ -12,6 +12,7 @@ import { execa } from 'execa';
 import { jailSpecSchema, type JailSpec, type JailSpecInput } from '../../contracts/index.js';
 import { DriverStepFailed } from '../../services/agent/drivers/driver.js';
 import { LinuxDriver } from '../../services/agent/drivers/linux.js';
+import { detectCgroupLayout, type CgroupController } from '../../services/agent/drivers/cgroup-limits.js';
 import { forceUnmountUnder, mountPointsUnder } from '../support/mount-table.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -127,6 +128,43 @@ async function consoleUntil(f: Fixture, name: string, marker: string): Promise<s
   }
 }
 
+/** The cgroup layout, read here from the mount table (the same pure parser the driver uses). */
+const cgroupLayout = async () => detectCgroupLayout(await readFile('/proc/self/mountinfo', 'utf8'));
+type CgroupPaths = Record<CgroupController, string>;
+/** Every pid in the jail's cgroup (of each hierarchy: on v1 they must agree). */
+async function cgroupPids(paths: CgroupPaths): Promise<number[]> {
+  const sets = await Promise.all([...new Set(Object.values(paths))].map(async (d) => lines(await readFile(join(d, 'cgroup.procs'), 'utf8')).map(Number).sort()));
+  for (const other of sets.slice(1)) expect(other).toEqual(sets[0]);
+  return sets[0] ?? [];
+}
+/** A file of the jail's cgroup by its v1 or v2 name, trimmed. */
+async function cgroupFile(paths: CgroupPaths, controller: CgroupController, v1: string, v2: string): Promise<string> {
+  const { version } = await cgroupLayout();
+  return (await readFile(join(paths[controller], version === 1 ? v1 : v2), 'utf8')).trim();
+}
+/** This driver's cgroup directories (`jailfleet/<scope>` in each hierarchy) that still exist. */
+async function cgroupScopesLeft(driver: LinuxDriver): Promise<string[]> {
+  const paths = await driver.cgroupPaths('probe');
+  return [...new Set(Object.values(paths).map((p) => dirname(p)))].filter((d) => existsSync(d));
+}
+/** Last resort after a failed test: SIGKILL what is left in a scope's cgroups and remove them. */
+async function forceRemoveCgroups(scope: string): Promise<void> {
+  for (const entry of await readdir(scope, { withFileTypes: true })) {
+    if (!entry.isDirectory()) continue;
+    const dir = join(scope, entry.name);
+    for (const pid of lines(await readFile(join(dir, 'cgroup.procs'), 'utf8'))) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    for (let tries = 0; tries < 100 && existsSync(dir); tries++) await rmdir(dir).catch(() => new Promise((r) => setTimeout(r, 50)));
+  }
+  await rmdir(scope).catch(() => undefined);
+  await rmdir(dirname(scope)).catch(() => undefined);
+}
+
 beforeAll(async () => {
   if (!isRoot) return;
   // scripts/setup.mjs builds the jail init; build it here too when it is missing or stale, so
@@ -146,6 +184,11 @@ afterEach(async () => {
     const driver = new LinuxDriver({ dataDir: f.dataDir });
     for (const name of await driver.list()) {
       await driver.destroy(name).catch((err: Error) => problems.push(`destroy ${name}: ${err.message}`));
+    }
+    const cgroups = await cgroupScopesLeft(driver);
+    if (cgroups.length) {
+      problems.push(`cgroups left after destroy: ${cgroups.join(', ')}`);
+      for (const scope of cgroups) await forceRemoveCgroups(scope);
     }
     const left = await mountPointsUnder(f.dataDir);
     if (left.length) {
@@ -391,7 +434,7 @@ suite('linux driver (real kernel, as root)', () => {
     expect(await f.driver.stop(stubborn.spec)).toEqual({ exitCode: 128 + 9 });
     expect(Date.now() - t).toBeGreaterThanOrEqual(700);
     expect(Date.now() - t).toBeLessThan(5_000);
-    expect(await exited).toEqual({ exitCode: 128 + 9 });
+    expect(await exited).toEqual({ exitCode: 128 + 9, outOfMemory: false }); // SIGKILLed, but not for memory
     expect(existsSync(`/proc/${stubborn.pid}`)).toBe(false);
     expect(await f.driver.stop(stubborn.spec)).toEqual({ exitCode: 128 + 9 });
     await expect(f.driver.exec(stubborn.spec, ['true'], EXEC)).rejects.toMatchObject({ step: 'exec', message: expect.stringMatching(/is not running/) });
@@ -429,6 +472,8 @@ suite('linux driver (real kernel, as root)', () => {
     const adopter = f.driver; // never started anything: it only has the data directory
     expect(await adopter.list()).toEqual([spec.name]);
     expect(await adopter.inspect(spec.name)).toEqual({ name: spec.name, prepared: true, mounted: true, pid });
+    // the same data directory: the same cgroup, with the jail's init in it
+    expect(await cgroupPids(await adopter.cgroupPaths(spec.name))).toContain(pid);
     expect((await adopter.exec(spec, ['uname', '-n'], EXEC)).stdout).toBe('adopted\n');
 
     const aborted = new AbortController();
@@ -439,7 +484,7 @@ suite('linux driver (real kernel, as root)', () => {
     const exited = adopter.wait(spec.name, pid, new AbortController().signal);
     expect(await adopter.start(spec)).toEqual({ pid }); // already running: not started twice
     expect(await adopter.stop(spec)).toEqual({ exitCode: 128 + 15 });
-    expect(await exited).toEqual({ exitCode: 128 + 15 });
+    expect(await exited).toEqual({ exitCode: 128 + 15, outOfMemory: false });
   });
 
   test('every step can be repeated: prepare, mount, start, stop, unmount, destroy', async () => {
@@ -615,5 +660,95 @@ suite('linux driver (real kernel, as root)', () => {
       mounts: [{ source: fake, target: '/usr/bin/setpriv' }],
     });
     await expect(execIn(f, spec, ['id', '-u'])).rejects.toMatchObject({ step: 'exec', message: expect.stringMatching(/not the host's setpriv/) });
+  });
+
+  test('limits: a jail runs in a cgroup of its own with its memory, cpu and process limits; destroy removes it', async () => {
+    const f = await fixture();
+    const { spec, pid } = await runningJail(f, {
+      name: jailName('limited'),
+      command: ['sleep', '1000'],
+      env: PATH_ENV,
+      resources: { cpu: 0.5, memoryMB: 48, maxProcs: 20 },
+    });
+    const paths = await f.driver.cgroupPaths(spec.name);
+    const { version } = await cgroupLayout();
+    for (const dir of Object.values(paths)) expect(dir).toMatch(new RegExp(`/jailfleet/data-[0-9a-f]{12}/${spec.name}$`));
+    expect(await cgroupFile(paths, 'memory', 'memory.limit_in_bytes', 'memory.max')).toBe(String(48 * 1024 * 1024));
+    if (existsSync(join(paths.memory, version === 1 ? 'memory.memsw.limit_in_bytes' : 'memory.swap.max'))) {
+      expect(await cgroupFile(paths, 'memory', 'memory.memsw.limit_in_bytes', 'memory.swap.max')).toBe(version === 1 ? String(48 * 1024 * 1024) : '0');
+    }
+    if (version === 1) {
+      expect(await cgroupFile(paths, 'cpu', 'cpu.cfs_quota_us', '')).toBe('50000');
+      expect(await cgroupFile(paths, 'cpu', 'cpu.cfs_period_us', '')).toBe('100000');
+    } else {
+      expect(await cgroupFile(paths, 'cpu', '', 'cpu.max')).toBe('50000 100000');
+    }
+    expect(await cgroupFile(paths, 'pids', 'pids.max', 'pids.max')).toBe('20');
+
+    // the init and the command (forked after the start barrier) are in it, and nothing else
+    const command = Number((await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim());
+    expect(await cgroupPids(paths)).toEqual([pid, command].sort());
+
+    // a restart gets a fresh cgroup with the same limits; destroy removes it, and the scope with it
+    await f.driver.stop(spec);
+    const again = await f.driver.start(spec);
+    expect(await cgroupPids(paths)).toContain(again.pid);
+    await f.driver.destroy(spec.name);
+    for (const dir of Object.values(paths)) expect(existsSync(dir)).toBe(false);
+    expect(await cgroupScopesLeft(f.driver)).toEqual([]);
+  });
+
+  test('a memory hog in a 64 MB jail is killed by the kernel and reported as out of memory; its neighbour runs on', async () => {
+    const f = await fixture();
+    const neighbour = await runningJail(f, { name: jailName('neighbour'), command: ['sleep', '1000'], env: PATH_ENV, resources: { memoryMB: 64 } });
+    const hog = await runningJail(f, {
+      name: jailName('hog'),
+      // 200 MB in one string (its size an argument: perl would fold a constant one at compile
+      // time, before the first print), then a pause that the kernel's kill cuts short
+      command: ['/usr/bin/perl', '-e', '$| = 1; print "allocating\n"; $x = "x" x ($ARGV[0] * 1024 * 1024); print "survived\n"; sleep 30', '200'],
+      env: PATH_ENV,
+      // a whole core: at the default 0.1 the kernel's reclaim before the kill takes seconds
+      resources: { memoryMB: 64, cpu: 1 },
+    });
+    const t = Date.now();
+    const exit = await f.driver.wait(hog.spec.name, hog.pid, new AbortController().signal);
+    const ms = Date.now() - t;
+    console.log(`memory hog: killed and reported out of memory ${ms} ms after its start returned`);
+    expect(exit).toEqual({ exitCode: 137, outOfMemory: true });
+    expect(ms).toBeLessThan(10_000);
+    const out = await consoleOf(f, hog.spec.name);
+    expect(out).toContain('allocating');
+    expect(out).not.toContain('survived');
+
+    expect((await f.driver.inspect(neighbour.spec.name)).pid).toBe(neighbour.pid);
+    expect((await execIn(f, neighbour.spec, ['echo', 'still here'])).stdout).toBe('still here\n');
+
+    // a driver that did not start it (an agent after a restart) reads the same verdict
+    const adopter = new LinuxDriver({ dataDir: f.dataDir });
+    expect(await adopter.wait(hog.spec.name, hog.pid, new AbortController().signal)).toEqual({ exitCode: 137, outOfMemory: true });
+  });
+
+  test('a fork bomb stops at maxProcs; the jail and the host go on', async () => {
+    const f = await fixture();
+    // bounded on purpose (100 forks): without a working limit this must not hurt the host; perl
+    // (unlike sh) goes on after a failed fork and counts them
+    const { spec, pid } = await runningJail(f, {
+      name: jailName('forker'),
+      command: [
+        '/usr/bin/perl',
+        '-e',
+        '$| = 1; for (1 .. 100) { my $p = fork(); if (!defined $p) { $failed++ } elsif ($p == 0) { sleep 1000; exit 0 } } print "forks failed: $failed\n"; sleep 1000',
+      ],
+      env: PATH_ENV,
+      resources: { maxProcs: 16 },
+    });
+    const out = await consoleUntil(f, spec.name, 'forks failed');
+    // init, perl and 14 children make 16: the other 86 forks were refused
+    expect(out).toBe('forks failed: 86\n');
+    const paths = await f.driver.cgroupPaths(spec.name);
+    expect((await cgroupPids(paths)).length).toBe(16);
+    expect(Number(await cgroupFile(paths, 'pids', 'pids.current', 'pids.current'))).toBe(16);
+    expect((await f.driver.inspect(spec.name)).pid).toBe(pid);
+    expect(await f.driver.stop(spec)).toEqual({ exitCode: 143 });
   });
 });

@@ -14,6 +14,7 @@ import {
   FreebsdDriver,
   execaRunner,
   parseJlsJson,
+  rctlLimitsOf,
   rctlRules,
   type CommandRunner,
 } from '../../services/agent/drivers/freebsd.js';
@@ -378,6 +379,11 @@ describe('start creates a persistent jail and runs the command detached with dae
       jls('web'),
       ['mount', '-p'],
       ['jail', '-c', 'name=web', `path=${root}`, 'host.hostname=web.example', 'ip4=inherit', 'ip6=inherit', 'persist'],
+      // the spec's default resources (0.1 cores, 64 MB, 128 processes), before the command runs
+      ['rctl', '-r', 'jail:web'],
+      ['rctl', '-a', 'jail:web:memoryuse:deny=67108864'],
+      ['rctl', '-a', 'jail:web:pcpu:deny=10'],
+      ['rctl', '-a', 'jail:web:maxproc:deny=128'],
       [
         'daemon', '-f', '-c', '-o', join(dir, 'console.log'), '-p', join(dir, 'pid'), '--',
         'jexec', '-l', '-U', 'root', 'web', '/usr/bin/env', '-i', 'A=1', 'GREETING=hello world',
@@ -446,6 +452,37 @@ describe('start creates a persistent jail and runs the command detached with dae
       stderr,
     });
     expect((err as Error).message).toContain('Operation not permitted');
+    expect(host.calls.some((c) => c[0] === 'daemon')).toBe(false);
+  });
+
+  test("the spec's resources become rctl rules: cores × 100 percent, MB in bytes, processes", async () => {
+    const driver = driverFor();
+    const spec = sampleSpec({ resources: { cpu: 1.5, memoryMB: 512, maxProcs: 40 } });
+    await driver.prepare(spec);
+    await driver.mount(spec);
+    const calls = await transcript(() => driver.start(spec));
+    expect(calls.filter((c) => c[0] === 'rctl')).toEqual([
+      ['rctl', '-r', 'jail:web'],
+      ['rctl', '-a', 'jail:web:memoryuse:deny=536870912'],
+      ['rctl', '-a', 'jail:web:pcpu:deny=150'],
+      ['rctl', '-a', 'jail:web:maxproc:deny=40'],
+    ]);
+    expect(calls.findIndex((c) => c[0] === 'rctl')).toBeGreaterThan(calls.findIndex((c) => c[0] === 'jail'));
+    expect(calls.findIndex((c) => c[0] === 'daemon')).toBe(calls.indexOf(calls.filter((c) => c[0] === 'rctl').pop()!) + 1);
+    expect(rctlLimitsOf(sampleSpec({ resources: { cpu: 0.01 } }).resources)).toEqual({ memoryMB: 64, cpuPercent: 1, maxProcs: 128 });
+    expect(rctlLimitsOf(sampleSpec({ resources: { cpu: 0.333 } }).resources).cpuPercent).toBe(33);
+  });
+
+  test('a host without RACCT fails the start before the command runs, saying so', async () => {
+    const driver = driverFor();
+    const spec = sampleSpec();
+    await driver.prepare(spec);
+    await driver.mount(spec);
+    const stderr = 'rctl: RACCT/RCTL present, but disabled; enable using kern.racct.enable=1 tunable\n';
+    host.overrides.push((argv) => (argv[0] === 'rctl' ? { exitCode: 1, stderr } : undefined));
+    const err = await driver.start(spec).catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'DriverStepFailed', step: 'start', argv: ['rctl', '-a', 'jail:web:memoryuse:deny=67108864'], stderr });
+    expect((err as Error).message).toContain('kern.racct.enable=1');
     expect(host.calls.some((c) => c[0] === 'daemon')).toBe(false);
   });
 

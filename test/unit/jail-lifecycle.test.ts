@@ -63,6 +63,12 @@ class FakeDriver {
     this.sendExit({ type: 'EXITED', exitCode, at });
   }
 
+  /** The jail's init exits after the kernel killed it (or its command) at the memory limit. */
+  exitOutOfMemory(exitCode: number, at: number): void {
+    if (!this.sendExit) throw new Error('no watch actor is running');
+    this.sendExit({ type: 'EXITED', exitCode, at, outOfMemory: true });
+  }
+
   private run<T>(step: Step, result: () => T): Promise<T> {
     this.calls.push(step);
     if (this.held.has(step)) {
@@ -225,6 +231,32 @@ describe('when the jail exits, the restart policy decides', () => {
       await settled();
       expect(snap().value).toBe('stopped');
       expect(driver.calls).toEqual(['prepare', 'mount', 'start', 'unmount']);
+    }
+  });
+
+  test.each(['never', 'on-failure', 'always'] as const)('killed at its memory limit, policy %s: failed with "out of memory", retried unless never', async (restart) => {
+    const { snap, driver, clock } = await runningJail({ restart });
+    driver.exitOutOfMemory(137, clock.now());
+    await settled();
+    expect(snap().value).toBe('failed');
+    expect(persistedJailOf(snap())).toEqual({
+      state: 'failed',
+      pid: null,
+      exitCode: 137,
+      restarts: 0,
+      error: { step: 'run', message: 'out of memory: killed at the 64 MB limit' },
+      restartAt: null,
+    });
+    expect(driver.calls).toEqual(['prepare', 'mount', 'start']); // mounts kept until recovered or destroyed
+    clock.increment(1000);
+    await settled();
+    if (restart === 'never') {
+      expect(snap().value).toBe('failed');
+      expect(driver.calls).toEqual(['prepare', 'mount', 'start']);
+    } else {
+      expect(snap().value).toBe('running');
+      expect(snap().context).toMatchObject({ restarts: 1, error: null, exitCode: null, pid: 101 });
+      expect(driver.calls).toEqual(['prepare', 'mount', 'start', 'unmount', 'prepare', 'mount', 'start']);
     }
   });
 
@@ -715,6 +747,7 @@ function eventsFor(s: JailLifecycleSnapshot): JailLifecycleEvent[] {
   }
   if (value === 'running') {
     for (const exitCode of [0, 1, null]) events.push({ type: 'EXITED', exitCode, at: EXIT_AT });
+    events.push({ type: 'EXITED', exitCode: 137, outOfMemory: true, at: EXIT_AT });
   }
   if (value === 'stopped') events.push({ type: 'xstate.after.restartDelay.jailLifecycle.stopped' });
   if (value === 'failed') events.push({ type: 'xstate.after.retryDelay.jailLifecycle.failed' });
@@ -792,6 +825,9 @@ function modelStep(from: ModelState, event: AnyEvent, policy: RestartPolicy): Mo
   } else if (event.type === 'DESTROY') {
     m = { ...m, desired: 'destroyed', restartPending: false };
     if (m.value === 'failed') leave('destroying');
+  } else if (event.type === 'EXITED' && m.value === 'running' && 'outOfMemory' in event && event.outOfMemory) {
+    // killed at its memory limit: a failure of the running jail, retried like a failed step
+    m = { ...m, value: 'failed', errorStep: 'run', restartPending: false };
   } else if (event.type === 'EXITED' && m.value === 'running' && 'exitCode' in event) {
     const restart = m.desired === 'running' && (policy === 'always' || (policy === 'on-failure' && event.exitCode !== 0));
     m = { ...m, restartPending: restart, desired: restart ? m.desired : 'stopped' };
@@ -855,7 +891,8 @@ function checkTransition(prev: JailLifecycleSnapshot, event: AnyEvent, next: Jai
       problems.push(`restartAt ${c.restartAt}`);
     }
   }
-  if (value === 'failed' && prev.value !== 'failed' && c.error?.step !== STEP_OF[prev.value as string]) {
+  const failedStep = event.type === 'EXITED' && 'outOfMemory' in event && event.outOfMemory ? 'run' : STEP_OF[prev.value as string];
+  if (value === 'failed' && prev.value !== 'failed' && c.error?.step !== failedStep) {
     problems.push(`failed in ${String(prev.value)} names step ${c.error?.step}`);
   }
   return problems.map((p) => `${String(prev.value)} --${event.type}--> ${value}: ${p}`);
@@ -975,7 +1012,8 @@ describe('model-based: the shortest paths replayed on a live actor with fake ste
       for (const { event, state } of path.steps.slice(1)) {
         const e = event as AnyEvent;
         const [, kind, , id] = e.type.split('.');
-        if (e.type === 'EXITED' && 'exitCode' in e) driver.exit(e.exitCode, e.at);
+        if (e.type === 'EXITED' && 'outOfMemory' in e && e.outOfMemory) driver.exitOutOfMemory(e.exitCode ?? 137, e.at);
+        else if (e.type === 'EXITED' && 'exitCode' in e) driver.exit(e.exitCode, e.at);
         else if (kind === 'done') driver.settle(id as Step, { output: 'output' in e ? e.output : undefined });
         else if (kind === 'error') driver.settle(id as Step, { error: 'error' in e ? e.error : undefined });
         else if (kind === 'after') clock.increment(GRAPH_BACKOFF.maxMs);

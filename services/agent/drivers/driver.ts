@@ -15,6 +15,14 @@ export interface JailInspection {
   pid: number | null;
 }
 
+/** How a jail's init ended. */
+export interface JailExit {
+  /** 128 + signal when killed, null when unknown. */
+  exitCode: number | null;
+  /** The kernel killed a process of the jail at its memory limit, and the jail then ended with a non-zero code. */
+  outOfMemory?: boolean;
+}
+
 export interface ExecOptions {
   timeoutMs: number;
   maxOutputBytes: number;
@@ -26,19 +34,19 @@ export interface JailDriver {
   prepare(spec: JailSpec): Promise<void>;
   /** Makes /dev, /tmp and the spec's mounts inside the root. */
   mount(spec: JailSpec): Promise<void>;
-  /** Starts the jail detached (it outlives the agent); resolves with the host pid of its init. */
+  /** Starts the jail detached (it outlives the agent), under its spec's resource limits; resolves with the host pid of its init. */
   start(spec: JailSpec): Promise<{ pid: number }>;
   /**
-   * Resolves when the jail whose init has host pid `pid` has exited, with its exit code
-   * (128 + signal when killed, null when unknown). Works for jails started by an earlier agent.
+   * Resolves when the jail whose init has host pid `pid` has exited, with its exit code and
+   * whether its memory limit killed it. Works for jails started by an earlier agent.
    * Rejects with an AbortError when `signal` aborts.
    */
-  wait(name: string, pid: number, signal: AbortSignal): Promise<{ exitCode: number | null }>;
+  wait(name: string, pid: number, signal: AbortSignal): Promise<JailExit>;
   /** SIGTERM to the jail's init, SIGKILL after spec.stopTimeoutMs; no process of the jail is left. */
   stop(spec: JailSpec): Promise<{ exitCode: number | null }>;
   /** Releases every mount that `prepare` and `mount` made, keeping the root's files. */
   unmount(spec: JailSpec): Promise<void>;
-  /** Stops, unmounts and removes everything the driver made for this jail. */
+  /** Stops, unmounts and removes everything the driver made for this jail, its limits included. */
   destroy(name: string): Promise<void>;
   inspect(name: string): Promise<JailInspection>;
   /** Names of every jail the driver has state for on this host. */

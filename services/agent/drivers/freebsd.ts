@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
+import { jailHostname, nameSchema, type ExecResult, type JailSpec, type Resources } from '../../../contracts/index.js';
 import { DriverStepFailed, type ExecOptions, type JailDriver, type JailInspection } from './driver.js';
 import { JailDirs, abortError, checkMountSource, ensureRealDir, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
 import { JailSteps, checkJailName, type Step } from './jail-steps.js';
@@ -174,6 +174,9 @@ export function rctlRules(name: string, limits: { memoryMB?: number; cpuPercent?
   if (limits.maxProcs !== undefined) rules.push(['rctl', '-a', `jail:${name}:maxproc:deny=${positiveInt('maxProcs', limits.maxProcs)}`]);
   return rules;
 }
+
+/** A spec's resources as rctl limits: cores become percent of one core (0.5 → 50, at least 1). */
+export const rctlLimitsOf = (r: Resources) => ({ memoryMB: r.memoryMB, cpuPercent: Math.max(1, Math.round(r.cpu * 100)), maxProcs: r.maxProcs });
 
 // ---- parsers of tool output ----
 
@@ -418,6 +421,10 @@ export class FreebsdDriver implements JailDriver {
         if (!mounts.has(need)) throw new Error(`jail ${spec.name} is not mounted (${need} is not a mount point)`);
       }
       if (!existing) await this.tool('start', spec.name, jailCreateArgv(spec.name, p.root, jailHostname(spec), spec.network));
+      // the spec's limits, before the command runs; an earlier run's rules go first (rctl -r
+      // fails when there are none, hence no check), and a host without RACCT fails the start
+      await this.runner(rctlRemoveArgv(spec.name));
+      for (const rule of rctlRules(spec.name, rctlLimitsOf(spec.resources))) await this.tool('start', spec.name, rule);
 
       await ifExists(unlink(p.pid));
       const argv = daemonArgv(p.pid, p.console, jexecCommandArgv(spec.name, spec.env, spec.command));

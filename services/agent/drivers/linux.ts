@@ -1,8 +1,11 @@
 // The linux driver: a jail is a thin root (read-only binds of the host's /usr and friends, a
 // generated /etc), a minimal /dev, its own /proc, and the pid, mount, uts, ipc (and optionally
 // net) namespaces of `unshare`, with native/jailinit as pid 1 chrooted into the root.
+// Each jail gets a cgroup of its own with its spec's limits (cgroup-limits.ts), joined by its init
+// before the command runs.
 // It must never run anything through a shell, never make the host's secrets, homes or its own
 // data directory visible inside a jail, and never delete files through a mount.
+import { createHash } from 'node:crypto';
 import { constants as fsConstants, existsSync } from 'node:fs';
 import {
   access,
@@ -26,7 +29,8 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
-import { DriverStepFailed, type ExecOptions, type JailDriver, type JailInspection } from './driver.js';
+import { DriverStepFailed, type ExecOptions, type JailDriver, type JailExit, type JailInspection } from './driver.js';
+import { JailCgroups, type CgroupController } from './cgroup-limits.js';
 import { JailDirs, abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
 import { JailSteps, checkJailName, type Step } from './jail-steps.js';
 import { readConsoleTail } from './console-log.js';
@@ -39,6 +43,11 @@ export interface LinuxDriverOptions {
   initPath?: string;
   /** The batch mount helper (native/jailmount.c); default `<repo>/dist/native/jailmount`. */
   mountPath?: string;
+  /**
+   * The directory under `<cgroup mount>/jailfleet/` that holds this driver's jails; default
+   * `data-` and a hash of the data directory, so that two agents on one machine never share one.
+   */
+  cgroupScope?: string;
   logger?: Pick<Logger, 'debug' | 'info' | 'warn'>;
 }
 
@@ -236,9 +245,13 @@ export class LinuxDriver implements JailDriver {
   /** Jails started by this very process: their exit comes from the child, not from polling. */
   private readonly children = new Map<string, OwnChild>();
   private readonly steps = new JailSteps();
+  private readonly cgroups: JailCgroups;
 
   constructor(options: LinuxDriverOptions) {
     this.dirs = new JailDirs(options.dataDir);
+    const scope = options.cgroupScope;
+    if (scope !== undefined && !nameSchema.safeParse(scope).success) throw new Error(`invalid cgroup scope ${JSON.stringify(scope)}`);
+    this.cgroups = new JailCgroups(async () => scope ?? `data-${createHash('sha256').update(await this.dataDir()).digest('hex').slice(0, 12)}`);
     this.initPath = options.initPath ?? join(repoRoot(), 'dist', 'native', 'jailinit');
     this.mountPath = options.mountPath ?? join(repoRoot(), 'dist', 'native', 'jailmount');
     this.log = options.logger;
@@ -314,6 +327,7 @@ export class LinuxDriver implements JailDriver {
         if (!mounts.some((m) => m.mountPoint === need)) throw new Error(`jail ${spec.name} is not mounted (${need} is not a mount point)`);
       }
       await ifExists(unlink(p.exitCode));
+      await this.cgroups.create(spec.name, spec.resources);
 
       const argv = [
         await this.toolPath('unshare'),
@@ -355,6 +369,9 @@ export class LinuxDriver implements JailDriver {
             throw new DriverStepFailed('start', `start of jail ${spec.name} failed: its init did not start${tail ? `: ${tail}` : ''}`, argv, tail);
           } else await sleep(5);
         }
+        // its init joins the jail's cgroup while it still waits at the barrier: whatever it
+        // runs afterwards is limited from its first instruction
+        await this.cgroups.join(spec.name, record.pid);
         await writeFileAtomic(p.pid, JSON.stringify(record), 0o600);
       } catch (err) {
         try {
@@ -378,7 +395,7 @@ export class LinuxDriver implements JailDriver {
     });
   }
 
-  async wait(name: string, pid: number, signal: AbortSignal): Promise<{ exitCode: number | null }> {
+  async wait(name: string, pid: number, signal: AbortSignal): Promise<JailExit> {
     const p = await abortable(this.paths(name), signal);
     const own = this.children.get(name);
     if (own && own.pid === pid) {
@@ -388,7 +405,11 @@ export class LinuxDriver implements JailDriver {
       const startTime = record?.pid === pid ? record.startTime : null;
       while (await abortable(isAlive(pid, startTime), signal)) await abortable(sleep(POLL_MS), signal);
     }
-    return { exitCode: await this.exitCodeOf(name, pid) };
+    const exitCode = await this.exitCodeOf(name, pid);
+    // the cgroup is made afresh at each start: its kills are this run's (null: another run's files)
+    const oomKills = exitCode === null || exitCode === 0 ? 0 : ((await this.cgroups.oomKills(name).catch(() => null)) ?? 0);
+    if (oomKills > 0) this.log?.warn({ jail: name, pid, exitCode, oomKills }, 'jail killed for memory');
+    return { exitCode, outOfMemory: oomKills > 0 };
   }
 
   async stop(spec: JailSpec): Promise<{ exitCode: number | null }> {
@@ -410,6 +431,7 @@ export class LinuxDriver implements JailDriver {
       const spec = await ifExists(readFile(p.spec, 'utf8')).then((t) => (t ? (JSON.parse(t) as Partial<JailSpec>) : null)).catch(() => null);
       await this.stopInit(name, Math.min(spec?.stopTimeoutMs ?? DESTROY_GRACE_MS, DESTROY_GRACE_MS));
       await this.unmountUnder('destroy', name, p.dir);
+      await this.cgroups.remove(name);
       // Never delete through a mount: rm would walk into the host's files bound there.
       const left = (await readMounts()).filter((m) => m.mountPoint === p.dir || isWithin(p.dir, m.mountPoint));
       if (left.length) {
@@ -520,6 +542,12 @@ export class LinuxDriver implements JailDriver {
 
   private dataDir(): Promise<string> {
     return this.dirs.resolved();
+  }
+
+  /** The jail's cgroup directory in each hierarchy (the same one thrice on cgroup v2). */
+  cgroupPaths(name: string): Promise<Record<CgroupController, string>> {
+    this.checkName('inspect', name);
+    return this.cgroups.paths(name);
   }
 
   async consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }> {
