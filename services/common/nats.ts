@@ -29,10 +29,15 @@ export async function connectNats(servers: string[], name: string, opts: { waitO
   });
 }
 
-/** R3 when the server we reached is in a cluster of three or more (it lists their client URLs), else R1. */
-export function replicasFor(nc: NatsConnection): 1 | 3 {
-  const info = nc.info;
-  return info?.cluster && (info.connect_urls?.length ?? 0) >= 3 ? 3 : 1;
+/**
+ * R3 when the server we reached belongs to a cluster, else R1 (JAILFLEET_REPLICAS overrides).
+ * Not the count of peers it lists: right after a cluster starts, its routes may not be up yet,
+ * and a stream made R1 then stays on one server and dies with it.
+ */
+export function replicasFor(nc: NatsConnection): number {
+  const forced = Number(process.env.JAILFLEET_REPLICAS);
+  if (Number.isInteger(forced) && forced >= 1 && forced <= 5) return forced;
+  return nc.info?.cluster ? 3 : 1;
 }
 
 /** Default lease of the leading scheduler: a standby takes over within this long. */

@@ -237,9 +237,11 @@ export class TestCluster {
         // gone already
       }
     }
-    if (strays.length) throw new Error(`jails left running under ${this.dir} (killed now): ${strays.map((p) => `${p.host}/${p.jail}`).join(', ')}`);
     const left = mountsUnder(this.dir);
-    if (left.length === 0) rmSync(this.dir, { recursive: true, force: true });
-    if (left.length) throw new Error(`mounts left under ${this.dir}: ${left.join(', ')}`);
+    // whatever is left is released here (deepest first), and the run that left it fails
+    for (const m of [...left].reverse()) await execa('umount', ['-l', m], { reject: false });
+    if (strays.length) throw new Error(`jails left running under ${this.dir} (killed now): ${strays.map((p) => `${p.host}/${p.jail}`).join(', ')}`);
+    if (left.length) throw new Error(`mounts left under ${this.dir} (released now): ${left.join(', ')}`);
+    if (mountsUnder(this.dir).length === 0) rmSync(this.dir, { recursive: true, force: true });
   }
 }
