@@ -11,7 +11,7 @@ export class ClusterView {
   /** Newest generation seen destroyed per jail: older events of it are ignored. */
   private readonly gone = new Map<string, number>();
   private readonly placements = new Map<string, PlacementRecord>();
-  private readonly hostsSeen = new Map<string, { lastSeen: number; jails: number }>();
+  private readonly hostsSeen = new Map<string, { lastSeen: number; jails: number } & Pick<Heartbeat, 'capacity' | 'labels' | 'allocated'>>();
 
   /** Set once the placement bucket has been read whole: from then on a missing placement means removed. */
   placementsSynced = false;
@@ -48,7 +48,7 @@ export class ClusterView {
   }
 
   applyHeartbeat(hb: Heartbeat, now: number): void {
-    this.hostsSeen.set(hb.host, { lastSeen: now, jails: hb.jails.length });
+    this.hostsSeen.set(hb.host, { lastSeen: now, jails: hb.jails.length, capacity: hb.capacity, labels: hb.labels, allocated: hb.allocated });
   }
 
   /** Every jail: its newest event, or `pending`/`unplaced` from its placement before any event. */
@@ -78,6 +78,9 @@ export class ClusterView {
         status: now - h.lastSeen <= this.hostTtlMs ? ('up' as const) : ('down' as const),
         jails: h.jails,
         lastSeen: new Date(h.lastSeen).toISOString(),
+        capacity: h.capacity,
+        labels: h.labels,
+        allocated: h.allocated,
       }));
   }
 
