@@ -11,8 +11,10 @@
 // and a search prunes every subtree that cannot beat the best host found. For binpack, empty
 // hosts wait in a list by size, taken only when no used host fits.
 
+import type { PlacementStrategy } from '../../contracts/index.js';
+
 /** `binpack`: fewest hosts (best fit, a new host only when no used one fits); `spread`: least loaded. */
-export type PackStrategy = 'binpack' | 'spread';
+export type PackStrategy = PlacementStrategy;
 
 /** What a host offers, as its heartbeat or a hosts file says. */
 export interface PackHost {

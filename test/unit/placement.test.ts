@@ -374,9 +374,9 @@ describe('plan (batch)', () => {
 
 // --- properties: whatever the hosts and jails --------------------------------------------
 
-const LABELS = [{}, { zone: 'eu' }, { zone: 'us' }, { zone: 'eu', disk: 'ssd' }];
+const LABELS: Record<string, string>[] = [{}, { zone: 'eu' }, { zone: 'us' }, { zone: 'eu', disk: 'ssd' }];
 const hostArb = fc.record({
-  up: fc.boolean({ }),
+  up: fc.boolean(),
   draining: fc.boolean(),
   cpu: fc.integer({ min: 0, max: 40 }).map((x) => x / 10),
   memoryMB: fc.integer({ min: 0, max: 4096 }),
@@ -394,7 +394,7 @@ const jailsArb = fc
         cpu: fc.integer({ min: 1, max: 200 }).map((x) => x / 100),
         memoryMB: fc.integer({ min: 4, max: 1500 }),
         pin: fc.option(fc.stringMatching(/^h[0-9]$/), { nil: undefined, freq: 5 }),
-        labels: fc.constantFrom({}, {}, { zone: 'eu' }, { disk: 'ssd' }),
+        labels: fc.constantFrom<Record<string, string>>({}, {}, { zone: 'eu' }, { disk: 'ssd' }),
         group: fc.option(fc.constantFrom('g1' as const, 'g2' as const), { nil: undefined }),
       }),
       { maxLength: 30 },
