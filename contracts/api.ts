@@ -1,8 +1,8 @@
 // Request/reply shapes of the scheduler API (jailfleet.api.<verb>) and the status queries
 // (jailfleet.status.<query>). Replies are `{ ok: true, ... }` or `{ ok: false, error }`.
 import { z } from 'zod';
-import { fleetSchema, nameSchema } from './jail-spec.js';
-import { WIRE_VERSION, jailErrorSchema, jailStateSchema, execResultSchema, logsResultSchema } from './messages.js';
+import { fleetSchema, labelsSchema, nameSchema } from './jail-spec.js';
+import { WIRE_VERSION, hostResourcesSchema, jailErrorSchema, jailStateSchema, execResultSchema, logsResultSchema } from './messages.js';
 
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
 
@@ -46,6 +46,10 @@ export const hostRowSchema = z.object({
   status: z.enum(['up', 'down']),
   jails: z.number().int().min(0),
   lastSeen: z.string(),
+  /** From the host's last heartbeat (absent from an older status service). */
+  capacity: hostResourcesSchema.optional(),
+  labels: labelsSchema.optional(),
+  allocated: hostResourcesSchema.optional(),
 });
 export type HostRow = z.infer<typeof hostRowSchema>;
 export const hostsReplyBody = z.object({ hosts: z.array(hostRowSchema) });

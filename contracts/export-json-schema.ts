@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { envRecordSchema, envSchema, fleetSchema, jailSpecSchema } from './jail-spec.js';
 import { commandSchema, execRequestSchema, heartbeatSchema, logsRequestSchema, stateEventSchema } from './messages.js';
 import { applyRequestSchema, nameRequestSchema, psRequestSchema } from './api.js';
+import { hostsFileSchema, planResultSchema } from './plan.js';
 
 export const jsonSchemas: Record<string, z.ZodTypeAny> = {
   'jail-spec': jailSpecSchema,
@@ -19,6 +20,8 @@ export const jsonSchemas: Record<string, z.ZodTypeAny> = {
   'apply-request': applyRequestSchema,
   'name-request': nameRequestSchema,
   'ps-request': psRequestSchema,
+  'hosts-file': hostsFileSchema,
+  'plan-result': planResultSchema,
 };
 
 export function renderJsonSchemas(): Record<string, string> {

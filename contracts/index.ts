@@ -5,3 +5,4 @@ export * from './messages.js';
 export * from './api.js';
 export * from './errors.js';
 export * from './state.js';
+export * from './plan.js';

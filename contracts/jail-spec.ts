@@ -88,7 +88,7 @@ export const NETWORK_MODES = ['inherit', 'none'] as const;
 export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
 export type RestartPolicy = (typeof RESTART_POLICIES)[number];
 
-export const jailSpecSchema = z.strictObject({
+const jailSpecShape = {
   name: nameSchema,
   command: z
     .array(argSchema)
@@ -122,11 +122,11 @@ export const jailSpecSchema = z.strictObject({
       stopWhenDisconnectedMs: z.number().int().min(100, { message: 'must be at least 100 ms' }).max(86_400_000, { message: 'must be at most 86400000 ms (a day)' }).optional(),
     })
     .default({ reschedule: true }),
-})
-  .refine((s) => new Set(s.mounts.map((m) => m.target)).size === s.mounts.length, {
-    message: 'two mounts have the same target',
-    path: ['mounts'],
-  });
+};
+const distinctMountTargets = (s: { mounts: { target: string }[] }) => new Set(s.mounts.map((m) => m.target)).size === s.mounts.length;
+const distinctMountTargetsRule = { message: 'two mounts have the same target', path: ['mounts'] };
+
+export const jailSpecSchema = z.strictObject(jailSpecShape).refine(distinctMountTargets, distinctMountTargetsRule);
 
 /** A spec as written by a user (defaults not applied yet). */
 export type JailSpecInput = z.input<typeof jailSpecSchema>;
@@ -136,14 +136,84 @@ export type JailSpec = z.output<typeof jailSpecSchema>;
 /** The hostname a jail sees: its own setting, else its name. */
 export const jailHostname = (spec: JailSpec) => spec.hostname ?? spec.name;
 
-/** A fleet file: `{ jails: [spec, ...] }` in YAML or JSON. Names must be unique. */
-export const fleetSchema = z
-  .strictObject({ jails: z.array(jailSpecSchema).min(1).max(10_000) })
-  .superRefine((fleet, ctx) => {
-    const seen = new Set<string>();
-    fleet.jails.forEach((j, i) => {
-      if (seen.has(j.name)) ctx.addIssue({ code: 'custom', message: `duplicate jail name "${j.name}"`, path: ['jails', i, 'name'] });
-      seen.add(j.name);
-    });
+/** How many jails one fleet entry may stand for, and a fleet in all once replicas are expanded. */
+export const MAX_REPLICAS = 1000;
+export const MAX_FLEET_JAILS = 10_000;
+
+/**
+ * One entry of a fleet file: a jail spec, or with `replicas: N` a template for the N jails
+ * `NAME-0` … `NAME-(N-1)`, spread over hosts (their spread group defaults to NAME). Only fleets
+ * carry `replicas`: it is expanded where the fleet is parsed, and no spec past that has it.
+ */
+export const fleetJailSchema = z
+  .strictObject({
+    ...jailSpecShape,
+    replicas: z
+      .number()
+      .int({ message: 'must be a whole number' })
+      .min(1, { message: 'must be at least 1' })
+      .max(MAX_REPLICAS, { message: `must be at most ${MAX_REPLICAS}` })
+      .optional(),
+  })
+  .refine(distinctMountTargets, distinctMountTargetsRule)
+  .superRefine((s, ctx) => {
+    if (s.replicas === undefined) return;
+    const last = `${s.name}-${s.replicas - 1}`;
+    if (last.length > 63)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['name'],
+        message: `with ${s.replicas} replicas the last jail would be "${last}" (${last.length} characters, at most 63): shorten the name or use fewer replicas`,
+      });
   });
+export type FleetJailInput = z.input<typeof fleetJailSchema>;
+export type FleetJail = z.output<typeof fleetJailSchema>;
+
+/** The jails a fleet entry stands for: itself, or `NAME-0` … `NAME-(N-1)` in spread group NAME. */
+export function expandReplicas(entry: FleetJail): JailSpec[] {
+  const { replicas, ...spec } = entry;
+  if (replicas === undefined) return [spec];
+  const placement = { ...spec.placement, spreadGroup: spec.placement.spreadGroup ?? spec.name };
+  return Array.from({ length: replicas }, (_, i) => ({ ...spec, name: `${spec.name}-${i}`, placement }));
+}
+
+/**
+ * A fleet file: `{ jails: [spec, ...] }` in YAML or JSON. Parsing expands replicas, so the
+ * parsed fleet holds plain specs; names must be unique after the expansion.
+ */
+export const fleetSchema = z
+  .strictObject({ jails: z.array(fleetJailSchema).min(1).max(MAX_FLEET_JAILS) })
+  .superRefine((fleet, ctx) => {
+    const total = fleet.jails.reduce((n, j) => n + (j.replicas ?? 1), 0);
+    if (total > MAX_FLEET_JAILS) {
+      ctx.addIssue({ code: 'custom', path: ['jails'], message: `at most ${MAX_FLEET_JAILS} jails once replicas are expanded (this fleet makes ${total})` });
+      return;
+    }
+    // name → the entry that made it first
+    const seen = new Map<string, number>();
+    fleet.jails.forEach((j, i) => {
+      for (const { name } of expandReplicas(j)) {
+        const first = seen.get(name);
+        if (first === undefined) {
+          seen.set(name, i);
+          continue;
+        }
+        const plain = j.replicas === undefined && fleet.jails[first]!.replicas === undefined;
+        ctx.addIssue(
+          plain
+            ? { code: 'custom', message: `duplicate jail name "${name}"`, path: ['jails', i, 'name'] }
+            : {
+                code: 'custom',
+                message: `duplicate jail name "${name}" (made by jails.${first}${fleet.jails[first]!.replicas === undefined ? '' : '.replicas'} and by jails.${i}${j.replicas === undefined ? '' : '.replicas'})`,
+                path: ['jails', i, j.replicas === undefined ? 'name' : 'replicas'],
+              },
+        );
+        return; // one issue per entry: a replicated entry would repeat it N times
+      }
+    });
+  })
+  .transform((fleet): { jails: JailSpec[] } => ({ jails: fleet.jails.flatMap(expandReplicas) }));
+/** A fleet file as written (entries may carry `replicas`). */
+export type FleetInput = z.input<typeof fleetSchema>;
+/** A parsed fleet: plain specs, replicas expanded. */
 export type Fleet = z.output<typeof fleetSchema>;

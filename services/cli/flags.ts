@@ -2,7 +2,7 @@
 // message naming the flag or field and the rule, before anything is sent.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { describeIssues, fleetSchema, labelsSchema, nameSchema, type Fleet, type JailSpecInput, type Labels } from '../../contracts/index.js';
+import { describeIssues, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
 import { CliError } from './client.js';
 
 export const portSchema = z.coerce.number().int().min(1).max(65535);
@@ -83,13 +83,12 @@ export function parseFleet(input: unknown, where: string): Fleet {
   return r.data;
 }
 
-/** Reads a YAML or JSON fleet file `{ jails: [spec, ...] }`. */
 /**
  * YAML with duplicate keys refused, in linear time: the yaml library's own unique-key check
  * compares every key with every other (minutes for a mapping of 100,000 keys), so it is off
  * and a Set does the same job.
  */
-async function parseYamlFleet(text: string, path: string): Promise<unknown> {
+async function parseYaml(text: string, path: string): Promise<unknown> {
   const { parseDocument, visit, isScalar } = await import('yaml');
   const doc = parseDocument(text, { uniqueKeys: false });
   const fail = (msg: string): never => {
@@ -121,10 +120,10 @@ const READ_ERRORS: Record<string, string> = {
 };
 
 /**
- * Reads a fleet file `{ jails: [spec, ...] }`: JSON when it is named *.json or starts with `{`
- * (parsed strictly), YAML otherwise.
+ * Reads a user's YAML or JSON file (`-`: stdin): JSON when it is named *.json or starts with `{`
+ * (parsed strictly), YAML otherwise. `expected` says what it should hold, for the empty case.
  */
-export async function readFleetFile(path: string): Promise<Fleet> {
+async function readDataFile(path: string, expected: string): Promise<unknown> {
   let text: string;
   try {
     text = readFileSync(path === '-' ? 0 : path, 'utf8');
@@ -133,7 +132,7 @@ export async function readFleetFile(path: string): Promise<Fleet> {
     throw new CliError(`cannot read ${path}: ${READ_ERRORS[code] ?? (err as Error).message}`, 2);
   }
   if (text.length > 16 * 1024 * 1024) throw new CliError(`${path}: file is larger than 16 MiB`, 2);
-  if (text.trim() === '') throw new CliError(`${path}: file is empty (expected { jails: [spec, ...] })`, 2);
+  if (text.trim() === '') throw new CliError(`${path}: file is empty (expected ${expected})`, 2);
   let data: unknown;
   if (path.endsWith('.json') || text.trimStart().startsWith('{')) {
     try {
@@ -142,9 +141,21 @@ export async function readFleetFile(path: string): Promise<Fleet> {
       throw new CliError(`${path}: not valid JSON: ${(err as Error).message}`, 2);
     }
   } else {
-    data = await parseYamlFleet(text, path);
+    data = await parseYaml(text, path);
   }
-  return parseFleet(data, path);
+  return data;
+}
+
+/** Reads a fleet file `{ jails: [spec, ...] }`; replicas come out expanded. */
+export async function readFleetFile(path: string): Promise<Fleet> {
+  return parseFleet(await readDataFile(path, '{ jails: [spec, ...] }'), path);
+}
+
+/** Reads a hosts file `{ hosts: [{ name, cpu, memoryMB, labels }] }` for `jailfleet plan`. */
+export async function readHostsFile(path: string): Promise<HostsFile> {
+  const r = hostsFileSchema.safeParse(await readDataFile(path, '{ hosts: [{ name, cpu, memoryMB, labels }, ...] }'));
+  if (!r.success) throw new CliError(`${path}: invalid hosts file: ${describeIssues(r.error)}`, 2);
+  return r.data;
 }
 
 export type { JailSpecInput };

@@ -1,13 +1,13 @@
 #!/usr/bin/env node
-// The `jailfleet` command: client subcommands (run, apply, ps, hosts, stop, start, rm, exec,
-// events) and the service runners (serve, up). Every failure prints one line starting with
+// The `jailfleet` command: client subcommands (run, apply, plan, ps, hosts, stop, start, rm,
+// exec, events) and the service runners (serve, up). Every failure prints one line starting with
 // `jailfleet: ` on stderr and exits non-zero.
 import { Command, CommanderError, Option } from 'commander';
-import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
+import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, portSchema, readFleetFile } from './flags.js';
-import { hostsTable, psJson, psTable } from './output.js';
+import { cpuCoresSchema, flag, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, portSchema, readFleetFile, readHostsFile } from './flags.js';
+import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import type { Fleet } from '../../contracts/index.js';
 
@@ -113,6 +113,38 @@ program
   .action(async (o) => {
     const fleet = await readFleetFile(o.file);
     process.exitCode = await applyFleet(fleet, Boolean(o.wait), flag('timeout', msSchema, o.timeout), 'apply');
+  });
+
+program
+  .command('plan')
+  .description('show how a fleet would be packed onto hosts, without applying it; exits 1 if a jail fits nowhere')
+  .requiredOption('-f, --file <file>', 'fleet file, or - for stdin')
+  .option('--hosts <file>', 'hosts file (YAML or JSON: { hosts: [{ name, cpu, memoryMB, labels }] }); default: the live cluster')
+  .addOption(new Option('--strategy <strategy>', 'binpack (fewest hosts) or spread (least loaded)').choices(PLACEMENT_STRATEGIES).default('binpack'))
+  .option('--json', 'JSON: { hostsUsed, lowerBound, hosts: [{ host, jails, cpu, memoryMB }], unplaced: [{ name, reason }] }')
+  .addHelpText(
+    'after',
+    '\nThe lower bound is the fewest hosts that could hold, by volume alone, the jails that fit on\n' +
+      'some host: per resource, the fewest of the largest hosts whose capacities add up to the\n' +
+      "jails' total, the larger of cpu and memory (for identical hosts: total / host, rounded up).\n" +
+      'Without --hosts the plan uses the live hosts at their full capacity, as if the fleet were\n' +
+      'all they ran; hosts that are down take nothing.',
+  )
+  .action(async (o) => {
+    const fleet = await readFleetFile(o.file);
+    const hosts = o.hosts
+      ? (await readHostsFile(o.hosts)).hosts.map((h) => ({ name: h.name, up: true, draining: false, capacity: { cpu: h.cpu, memoryMB: h.memoryMB }, labels: h.labels }))
+      : (await withClient((c) => c.hosts())).hosts.map((h) => ({
+          name: h.host,
+          up: h.status === 'up',
+          draining: false,
+          capacity: h.capacity ?? { cpu: 0, memoryMB: 0 },
+          labels: h.labels ?? {},
+        }));
+    const { plan } = await import('../scheduler/plan.js');
+    const r = plan(fleet.jails, hosts, o.strategy);
+    console.log(o.json ? JSON.stringify(r, null, 2) : planText(r, new Map(hosts.map((h) => [h.name, h.capacity]))));
+    if (r.unplaced.length) throw new CliError(`${r.unplaced.length} of ${fleet.jails.length} jails cannot be placed (reasons above)`, 1);
   });
 
 program

@@ -1,7 +1,7 @@
 // How the CLI prints: plain aligned tables (like kubectl), relative ages, JSON when asked.
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
-import type { HostRow, PsRow } from '../../contracts/index.js';
+import type { HostRow, PlanResultJson, PsRow } from '../../contracts/index.js';
 
 const plain = {
   chars: {
@@ -66,3 +66,26 @@ export function hostsTable(rows: HostRow[]): string {
 /** The JSON shape of `ps --json`. */
 export const psJson = (rows: PsRow[]) =>
   rows.map((r) => ({ name: r.name, host: r.host, state: r.state, generation: r.generation, pid: r.pid, since: r.since || null, exitCode: r.exitCode, restarts: r.restarts, error: r.error }));
+
+/** At most `n` names, then how many more. */
+const someNames = (names: string[], n = 6) => (names.length <= n ? names.join(', ') : `${names.slice(0, n).join(', ')}, … (+${names.length - n})`);
+const percent = (used: number, cap: number) => (cap > 0 ? `${Math.round((100 * used) / cap)}%` : '-');
+
+/** `jailfleet plan`: the summary, each used host with its fill, and the jails that fit nowhere. */
+export function planText(r: PlanResultJson, capacity: Map<string, { cpu: number; memoryMB: number }>): string {
+  const lines = [`hosts used: ${r.hostsUsed} (lower bound ${r.lowerBound}); jails placed: ${r.hosts.reduce((n, h) => n + h.jails.length, 0)}, unplaced: ${r.unplaced.length}`];
+  if (r.hosts.length) {
+    lines.push(
+      '',
+      table(
+        ['HOST', 'JAILS', 'CPU', 'CPU%', 'MEMORY-MB', 'MEM%', 'NAMES'],
+        r.hosts.map((h) => {
+          const cap = capacity.get(h.host) ?? { cpu: 0, memoryMB: 0 };
+          return [h.host, h.jails.length, `${h.cpu}/${cap.cpu}`, percent(h.cpu, cap.cpu), `${h.memoryMB}/${cap.memoryMB}`, percent(h.memoryMB, cap.memoryMB), someNames(h.jails)];
+        }),
+      ),
+    );
+  }
+  if (r.unplaced.length) lines.push('', table(['UNPLACED', 'REASON'], r.unplaced.map((u) => [u.name, u.reason])));
+  return lines.join('\n');
+}

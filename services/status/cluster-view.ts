@@ -11,7 +11,7 @@ export class ClusterView {
   /** Newest generation seen destroyed per jail: older events of it are ignored. */
   private readonly gone = new Map<string, number>();
   private readonly placements = new Map<string, PlacementRecord>();
-  private readonly hostsSeen = new Map<string, { lastSeen: number; jails: number }>();
+  private readonly hostsSeen = new Map<string, { lastSeen: number; jails: number } & Pick<Heartbeat, 'capacity' | 'labels' | 'allocated'>>();
 
   /** Set once the placement bucket has been read whole: from then on a missing placement means removed. */
   placementsSynced = false;
@@ -58,7 +58,7 @@ export class ClusterView {
   }
 
   applyHeartbeat(hb: Heartbeat, now: number): void {
-    this.hostsSeen.set(hb.host, { lastSeen: now, jails: hb.jails.length });
+    this.hostsSeen.set(hb.host, { lastSeen: now, jails: hb.jails.length, capacity: hb.capacity, labels: hb.labels, allocated: hb.allocated });
   }
 
   /**
@@ -97,6 +97,9 @@ export class ClusterView {
         status: this.hostDown(host, now) ? ('down' as const) : ('up' as const),
         jails: h.jails,
         lastSeen: new Date(h.lastSeen).toISOString(),
+        capacity: h.capacity,
+        labels: h.labels,
+        allocated: h.allocated,
       }));
   }
 

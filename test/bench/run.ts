@@ -1,5 +1,6 @@
 // `npm run bench`: speed figures as JSON lines, each beside a baseline measured in the same run
-// (a ratio, since these machines are noisy). Needs root: it starts real jails.
+// (a ratio, since these machines are noisy). `npm run bench -- placement plan-quality` runs only
+// the figures named; the default is all. The figures that start real jails need root.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ import { connect } from '@nats-io/transport-node';
 import { WIRE_VERSION, subjects, type Command, type JailSpec, type StateEvent } from '../../contracts/index.js';
 import { ensureTopology } from '../../services/common/index.js';
 import { TestCluster, cliPath, mountsUnder, repoRoot } from '../support/cluster.js';
+import { placementFigure, planQualityFigure } from './placement.js';
 
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 const percentile = (xs: number[], p: number) => {
@@ -133,10 +135,21 @@ async function psLatency(n: number, runs: number) {
   }
 }
 
-if (process.getuid?.() !== 0) {
-  console.error('jailfleet: bench must run as root (it starts real jails)');
+const FIGURES: Record<string, { root: boolean; run: () => unknown }> = {
+  'start-latency': { root: true, run: () => startLatency(Number(process.env.BENCH_JAILS ?? 100)) },
+  'ps-latency': { root: true, run: () => psLatency(1000, 7) },
+  placement: { root: false, run: () => placementFigure() },
+  'plan-quality': { root: false, run: () => planQualityFigure() },
+};
+const asked = process.argv.slice(2);
+const unknown = asked.filter((f) => !(f in FIGURES));
+if (unknown.length) {
+  console.error(`jailfleet: unknown bench figure ${unknown.map((f) => JSON.stringify(f)).join(', ')} (known: ${Object.keys(FIGURES).join(', ')})`);
+  process.exit(2);
+}
+const chosen = asked.length ? Object.keys(FIGURES).filter((f) => asked.includes(f)) : Object.keys(FIGURES);
+if (chosen.some((f) => FIGURES[f]!.root) && process.getuid?.() !== 0) {
+  console.error(`jailfleet: bench figures ${chosen.filter((f) => FIGURES[f]!.root).join(', ')} must run as root (they start real jails)`);
   process.exit(1);
 }
-const only = process.argv[2];
-if (!only || only === 'start-latency') await startLatency(Number(process.env.BENCH_JAILS ?? 100));
-if (!only || only === 'ps-latency') await psLatency(1000, 7);
+for (const f of chosen) await FIGURES[f]!.run();

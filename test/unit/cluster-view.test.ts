@@ -287,11 +287,12 @@ describe('ps filters and order', () => {
 });
 
 describe('hosts', () => {
+  const fromHb = { capacity: { cpu: 2, memoryMB: 4096 }, labels: {}, allocated: { cpu: 0, memoryMB: 0 } };
   test('a host is up until exactly the TTL after its last heartbeat, then down', () => {
     const v = new ClusterView(TTL);
     v.applyHeartbeat(hb('h1', 2), 10_000);
-    expect(v.hosts(10_000 + TTL)).toEqual([{ host: 'h1', status: 'up', jails: 2, lastSeen: new Date(10_000).toISOString() }]);
-    expect(v.hosts(10_000 + TTL + 1)).toEqual([{ host: 'h1', status: 'down', jails: 2, lastSeen: new Date(10_000).toISOString() }]);
+    expect(v.hosts(10_000 + TTL)).toEqual([{ host: 'h1', status: 'up', jails: 2, lastSeen: new Date(10_000).toISOString(), ...fromHb }]);
+    expect(v.hosts(10_000 + TTL + 1)).toEqual([{ host: 'h1', status: 'down', jails: 2, lastSeen: new Date(10_000).toISOString(), ...fromHb }]);
   });
 
   test('a later heartbeat brings a host back and updates its jail count', () => {
@@ -299,7 +300,7 @@ describe('hosts', () => {
     v.applyHeartbeat(hb('h1', 2), 0);
     expect(v.hosts(TTL + 1)[0].status).toBe('down');
     v.applyHeartbeat(hb('h1', 5), TTL + 100);
-    expect(v.hosts(TTL + 100)).toEqual([{ host: 'h1', status: 'up', jails: 5, lastSeen: new Date(TTL + 100).toISOString() }]);
+    expect(v.hosts(TTL + 100)).toEqual([{ host: 'h1', status: 'up', jails: 5, lastSeen: new Date(TTL + 100).toISOString(), ...fromHb }]);
   });
 
   test('hosts are listed by name, each on its own clock', () => {

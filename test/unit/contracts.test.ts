@@ -18,6 +18,8 @@ import {
   desiredRecordSchema,
   describeIssues,
   execRequestSchema,
+  expandReplicas,
+  fleetJailSchema,
   fleetSchema,
   heartbeatSchema,
   jailHostname,
@@ -405,6 +407,108 @@ describe('fleets', () => {
   });
   test('an apply request names the fleet path of a duplicate', () => {
     expect(refusal(applyRequestSchema, { v: 1, fleet: { jails: [base, base] } })).toBe('fleet.jails.1.name: duplicate jail name "web"');
+  });
+});
+
+describe('resources, labels and placement are refused outside their rules', () => {
+  test.each([
+    [{ cpu: -1 }, 'resources.cpu: must be at least 0.01 cores'],
+    [{ cpu: 0 }, 'resources.cpu: must be at least 0.01 cores'],
+    [{ cpu: 1e9 }, 'resources.cpu: must be at most 1024 cores'],
+    [{ cpu: '2' }, 'resources.cpu: Invalid input: expected number, received string'],
+    [{ cpu: Number.NaN }, 'resources.cpu: Invalid input: expected number, received NaN'],
+    [{ memoryMB: 2 }, 'resources.memoryMB: must be at least 4 MB'],
+    [{ memoryMB: 64.5 }, 'resources.memoryMB: Invalid input: expected int, received number'],
+    [{ memoryMB: 1e12 }, 'resources.memoryMB: must be at most 4194304 MB (4 TB)'],
+    [{ maxProcs: 1e7 }, 'resources.maxProcs: must be at most 1000000'],
+    [{ cpu: 1, gpu: 1 }, 'resources: Unrecognized key: "gpu"'],
+  ])('resources %j', (resources, message) => {
+    expect(refusal(jailSpecSchema, spec({ resources }))).toBe(message);
+  });
+
+  test.each([
+    [{ 'zone eu': 'x' }, 'placement.labels.zone eu'],
+    [{ '$(reboot)': 'x' }, 'placement.labels.$(reboot)'],
+    [{ '-zone': 'x' }, 'placement.labels.-zone'],
+    [{ zone: 'eu;rm -rf /' }, 'placement.labels.zone'],
+    [{ zone: '`id`' }, 'placement.labels.zone'],
+    [{ zone: '' }, 'placement.labels.zone'],
+    [{ ['k'.repeat(64)]: 'x' }, `placement.labels.${'k'.repeat(64)}`],
+  ])('label %j is refused with its rule', (labels, path) => {
+    const msg = refusal(jailSpecSchema, spec({ placement: { labels } }));
+    expect(msg.startsWith(`${path}: must be `)).toBe(true);
+    expect(msg).toMatch(/letters, digits, "\.", "_", "\/" and "-", 1 to 63 characters/);
+  });
+
+  test('65 labels', () => {
+    const labels = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v']));
+    expect(refusal(jailSpecSchema, spec({ placement: { labels } }))).toBe('placement.labels: at most 64 labels');
+  });
+
+  test('a pinned host, a spread group and maxPerHost follow their rules', () => {
+    expect(refusal(jailSpecSchema, spec({ placement: { host: 'Host_1' } }))).toMatch(/^placement\.host: must be lowercase letters/);
+    expect(refusal(jailSpecSchema, spec({ placement: { spreadGroup: 'a;b' } }))).toMatch(/^placement\.spreadGroup: must be lowercase letters/);
+    expect(refusal(jailSpecSchema, spec({ placement: { maxPerHost: 0 } }))).toMatch(/^placement\.maxPerHost: .*>=1/);
+  });
+});
+
+describe('replicas', () => {
+  test('one entry becomes NAME-0 … NAME-(N-1) in spread group NAME, without the replicas field', () => {
+    const f = fleetSchema.parse({ jails: [spec({ replicas: 3, placement: { maxPerHost: 1 } }), { name: 'db', command: ['/bin/db'] }] });
+    expect(f.jails.map((j) => [j.name, j.placement.spreadGroup, j.placement.maxPerHost])).toEqual([
+      ['web-0', 'web', 1],
+      ['web-1', 'web', 1],
+      ['web-2', 'web', 1],
+      ['db', undefined, undefined],
+    ]);
+    for (const j of f.jails) expect(j).not.toHaveProperty('replicas');
+    // every expanded spec is a valid plain spec, the one the scheduler and agents take
+    for (const j of f.jails) expect(jailSpecSchema.parse(j)).toEqual(j);
+  });
+
+  test('an explicit spread group is kept; replicas: 1 is NAME-0', () => {
+    const [j] = expandReplicas(fleetJailSchema.parse(spec({ replicas: 1, placement: { spreadGroup: 'front' } })));
+    expect([j!.name, j!.placement.spreadGroup]).toEqual(['web-0', 'front']);
+  });
+
+  test.each([
+    [0, 'jails.0.replicas: must be at least 1'],
+    [1001, 'jails.0.replicas: must be at most 1000'],
+    [1.5, 'jails.0.replicas: must be a whole number'],
+    ['3', 'jails.0.replicas: Invalid input: expected number, received string'],
+  ])('replicas %p', (replicas, message) => {
+    expect(refusal(fleetSchema, { jails: [spec({ replicas })] })).toBe(message);
+  });
+
+  test('the last replica name must still fit in 63 characters', () => {
+    const name = 'a'.repeat(60);
+    expect(refusal(fleetSchema, { jails: [{ name, command: ['x'], replicas: 1000 }] })).toBe(
+      `jails.0.name: with 1000 replicas the last jail would be "${name}-999" (64 characters, at most 63): shorten the name or use fewer replicas`,
+    );
+    expect(fleetSchema.parse({ jails: [{ name, command: ['x'], replicas: 100 }] }).jails.at(-1)!.name).toBe(`${name}-99`);
+  });
+
+  test('a name made twice by the expansion is refused, naming both entries', () => {
+    expect(refusal(fleetSchema, { jails: [spec({ replicas: 2 }), spec({ name: 'web-1' })] })).toBe(
+      'jails.1.name: duplicate jail name "web-1" (made by jails.0.replicas and by jails.1)',
+    );
+    expect(refusal(fleetSchema, { jails: [spec({ name: 'web-1' }), spec({ replicas: 3 })] })).toBe(
+      'jails.1.replicas: duplicate jail name "web-1" (made by jails.0 and by jails.1.replicas)',
+    );
+  });
+
+  test('a fleet of more than 10000 jails once expanded is refused', () => {
+    const jails = Array.from({ length: 11 }, (_, i) => ({ name: `s${i}`, command: ['x'], replicas: 1000 }));
+    expect(refusal(fleetSchema, { jails })).toBe('jails: at most 10000 jails once replicas are expanded (this fleet makes 11000)');
+  });
+
+  test('a plain spec (an API command, an agent) does not take replicas', () => {
+    expect(refusal(jailSpecSchema, spec({ replicas: 2 }))).toBe('(root): Unrecognized key: "replicas"');
+  });
+
+  test('an apply request expands replicas too', () => {
+    const r = applyRequestSchema.parse({ v: 1, fleet: { jails: [spec({ replicas: 2 })] } });
+    expect(r.fleet.jails.map((j) => j.name)).toEqual(['web-0', 'web-1']);
   });
 });
 

@@ -1,9 +1,11 @@
 // Placement and host liveness: the scheduler's pure decisions. Same jails and hosts, same
 // answer; a jail that cannot be placed says why; a host is up for exactly the TTL after its
-// last heartbeat.
+// last heartbeat. Packing never puts a host over capacity nor breaks a hard constraint.
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import { placeJail, type HostView } from '../../services/scheduler/placement.js';
+import { ClusterPacking, millicores, type PackHost, type PackJail, type PackStrategy } from '../../services/scheduler/packing.js';
+import { lowerBoundOf, martelloTothL2, plan } from '../../services/scheduler/plan.js';
 import { HostLiveness } from '../../services/scheduler/host-liveness.js';
 
 const anywhere = { placement: {} };
@@ -177,6 +179,345 @@ describe('HostLiveness', () => {
         }
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+const host = (name: string, cpu = 4, memoryMB = 4096, more: Partial<PackHost> = {}): PackHost => ({
+  name, up: true, draining: false, capacity: { cpu, memoryMB }, labels: {}, ...more,
+});
+const jail = (name: string, cpu = 0.5, memoryMB = 512, placement: PackJail['placement'] = {}): PackJail => ({ name, resources: { cpu, memoryMB }, placement });
+const placeAll = (p: ClusterPacking, jails: PackJail[]) => jails.map((j) => p.place(j).host);
+
+describe('ClusterPacking: binpack', () => {
+  test('fills the used host before opening another, and opens the smallest name first', () => {
+    const p = new ClusterPacking([host('b'), host('a'), host('c')]);
+    expect(placeAll(p, [jail('x', 2, 2048), jail('y', 2, 2048), jail('z', 1, 512)])).toEqual(['a', 'a', 'b']);
+    expect(p.hostsUsed()).toBe(2);
+  });
+
+  test('best fit: a jail goes to the used host it fills the most', () => {
+    const p = new ClusterPacking([host('a'), host('b')], [
+      { name: 'big', host: 'a', resources: { cpu: 3, memoryMB: 3072 } },
+      { name: 'small', host: 'b', resources: { cpu: 1, memoryMB: 1024 } },
+    ]);
+    expect(p.place(jail('x', 1, 1024)).host).toBe('a');
+    expect(p.place(jail('y', 1, 1024)).host).toBe('b');
+  });
+
+  test('cpu is counted in millicores: ten jails of 0.1 cores fill a host of 1 core exactly', () => {
+    const p = new ClusterPacking([host('a', 1, 100_000), host('b', 1, 100_000)]);
+    expect(placeAll(p, Array.from({ length: 11 }, (_, i) => jail(`j${i}`, 0.1, 64)))).toEqual([...Array(10).fill('a'), 'b']);
+    expect(p.hosts()[0]!.allocated.cpu).toBe(1);
+  });
+
+  test('release frees the resources, and placing a placed jail again moves it rather than counting it twice', () => {
+    const p = new ClusterPacking([host('a', 1, 1024)]);
+    expect(p.place(jail('x', 1, 1024)).host).toBe('a');
+    expect(p.place(jail('y', 1, 1024)).host).toBeNull();
+    expect(p.release('x')).toBe(true);
+    expect(p.release('x')).toBe(false);
+    expect(p.place(jail('y', 1, 1024)).host).toBe('a');
+    expect(p.place(jail('y', 1, 1024)).host).toBe('a');
+    expect(p.hosts()[0]!.allocated).toEqual({ cpu: 1, memoryMB: 1024 });
+  });
+
+  test('peek answers without reserving', () => {
+    const p = new ClusterPacking([host('a', 1, 1024)]);
+    expect(p.peek(jail('x', 1, 1024))).toEqual({ host: 'a', reason: null });
+    expect(p.hostsUsed()).toBe(0);
+  });
+
+  test('jails already placed count even past capacity, and on a host known only from them', () => {
+    const p = new ClusterPacking([host('a', 1, 1024)], [
+      { name: 'old', host: 'a', resources: { cpu: 2, memoryMB: 64 } },
+      { name: 'lost', host: 'gone', resources: { cpu: 1, memoryMB: 64 } },
+    ]);
+    expect(p.place(jail('x', 0.1, 64)).reason).toMatch(/^no host fits: 1 host is down, 1 lacks cpu \(needs 0.1 cores, free 0\)$/);
+    expect(p.hostOf('lost')).toBe('gone');
+  });
+
+  test('hosts that go down or start draining take nothing more; removing a host releases its jails', () => {
+    const p = new ClusterPacking([host('a'), host('b')]);
+    expect(p.place(jail('x')).host).toBe('a');
+    p.upsertHost(host('a', 4, 4096, { draining: true }));
+    expect(p.place(jail('y')).host).toBe('b');
+    p.upsertHost(host('b', 4, 4096, { up: false }));
+    expect(p.place(jail('z'))).toEqual({ host: null, reason: 'no host fits: 1 host is down, 1 is draining' });
+    p.upsertHost(host('c'));
+    expect(p.place(jail('z')).host).toBe('c');
+    expect(p.removeHost('a')).toEqual(['x']);
+    expect(p.hostOf('x')).toBeUndefined();
+  });
+
+  test('a host listed twice is refused', () => {
+    expect(() => new ClusterPacking([host('a'), host('a')])).toThrow('host "a" is listed twice');
+  });
+});
+
+describe('ClusterPacking: hard constraints and their reasons', () => {
+  test('a pinned jail goes to its host even when another fits better, or nowhere', () => {
+    const p = new ClusterPacking([host('a'), host('b', 1, 1024)], [{ name: 'old', host: 'a', resources: { cpu: 1, memoryMB: 512 } }]);
+    expect(p.place(jail('x', 0.5, 512, { host: 'b' })).host).toBe('b');
+    expect(p.place(jail('y', 0.5, 768, { host: 'b' }))).toEqual({ host: null, reason: 'pinned host "b" lacks memory (needs 768 MB, free 512 MB)' });
+    expect(p.place(jail('z', 1, 64, { host: 'b' }))).toEqual({ host: null, reason: 'pinned host "b" lacks cpu (needs 1 cores, free 0.5)' });
+    expect(p.place(jail('w', 0.1, 64, { host: 'ghost' })).reason).toBe('pinned host "ghost" is unknown (0 of 2 hosts match)');
+    p.upsertHost(host('b', 1, 1024, { draining: true }));
+    expect(p.place(jail('v', 0.1, 64, { host: 'b' })).reason).toBe('pinned host "b" is draining');
+    expect(p.place(jail('u', 0.1, 64, { host: 'b', labels: { zone: 'eu' } })).reason).toBe('pinned host "b" is draining');
+    p.upsertHost(host('b', 1, 1024));
+    expect(p.place(jail('u', 0.1, 64, { host: 'b', labels: { zone: 'eu' } })).reason).toBe('pinned host "b" lacks label zone=eu');
+  });
+
+  test('every required label must be on the host, with its value', () => {
+    const eu = { zone: 'eu', disk: 'ssd' };
+    const p = new ClusterPacking([host('a', 4, 4096, { labels: { zone: 'eu' } }), host('b', 4, 4096, { labels: { zone: 'us', disk: 'ssd' } }), host('c', 4, 4096, { labels: eu })]);
+    expect(p.place(jail('x', 0.5, 512, { labels: eu })).host).toBe('c');
+    expect(p.place(jail('y', 0.5, 512, { labels: { zone: 'eu' } })).host).toBe('c');
+    expect(p.place(jail('z', 0.5, 512, { labels: { zone: 'ap' } })).reason).toBe('no host fits: 3 hosts lack label zone=ap');
+  });
+
+  test('the reason counts each host under the first constraint it fails, the largest count first', () => {
+    const hosts = [
+      ...['a', 'b', 'c'].map((n) => host(n, 8, 8192, { labels: { zone: 'us' } })),
+      host('d', 8, 256, { labels: { zone: 'eu' } }),
+      host('e', 8, 128, { labels: { zone: 'eu' } }),
+      host('f', 8, 8192, { labels: { zone: 'eu' }, draining: true }),
+    ];
+    const p = new ClusterPacking(hosts);
+    expect(p.place(jail('x', 1, 512, { labels: { zone: 'eu' } })).reason).toBe(
+      'no host fits: 3 hosts lack label zone=eu, 2 lack memory (needs 512 MB, most free 256 MB), 1 is draining',
+    );
+    expect(new ClusterPacking([]).place(jail('x')).reason).toBe('no host fits: no host is known');
+  });
+
+  test('a jail larger than any host says how much is free at most', () => {
+    const p = new ClusterPacking([host('a', 2, 1024), host('b', 1.5, 1024)]);
+    expect(p.place(jail('x', 4, 64)).reason).toBe('no host fits: 2 hosts lack cpu (needs 4 cores, most free 2)');
+  });
+});
+
+describe('ClusterPacking: spreading', () => {
+  const group = (name: string, extra: PackJail['placement'] = {}) => jail(name, 0.5, 512, { spreadGroup: 'web', ...extra });
+
+  test('binpack still puts the jails of a group on different hosts while hosts allow it, then doubles up evenly', () => {
+    const p = new ClusterPacking([host('a'), host('b'), host('c')]);
+    expect(placeAll(p, ['w0', 'w1', 'w2', 'w3', 'w4'].map((n) => group(n)))).toEqual(['a', 'b', 'c', 'a', 'b']);
+    // other jails are packed as usual
+    expect(p.place(jail('other')).host).toBe('a');
+  });
+
+  test('maxPerHost makes it hard: the jail that would break it is not placed, and the reason says so', () => {
+    const p = new ClusterPacking([host('a'), host('b')]);
+    expect(placeAll(p, ['w0', 'w1', 'w2', 'w3', 'w4'].map((n) => group(n, { maxPerHost: 2 })))).toEqual(['a', 'b', 'a', 'b', null]);
+    expect(p.place(group('w5', { maxPerHost: 2 })).reason).toBe('no host fits: 2 hosts already hold 2 of spread group web (maxPerHost 2)');
+  });
+
+  test('releasing a member lets the group use that host again', () => {
+    const p = new ClusterPacking([host('a'), host('b')]);
+    placeAll(p, [group('w0', { maxPerHost: 1 }), group('w1', { maxPerHost: 1 })]);
+    expect(p.place(group('w2', { maxPerHost: 1 })).host).toBeNull();
+    p.release('w0');
+    expect(p.place(group('w2', { maxPerHost: 1 })).host).toBe('a');
+  });
+
+  test('strategy spread puts each jail on the least-loaded host (the larger share of cpu or memory)', () => {
+    const p = new ClusterPacking([host('a'), host('b'), host('c', 8, 8192)], [], 'spread');
+    expect(placeAll(p, [jail('x', 2, 512), jail('y', 1, 2048), jail('z', 1, 512), jail('w', 1, 512)])).toEqual(['a', 'b', 'c', 'c']);
+  });
+});
+
+describe('plan (batch)', () => {
+  const hosts10 = (n: number) => Array.from({ length: n }, (_, i) => host(`h${i}`, 1, 10));
+  const items = (sizes: number[]) => sizes.map((m, i) => jail(`j${i}`, 0, m));
+
+  test('reaches the optimum where first-fit decreasing does not (FFD: 6 hosts, optimum 5)', () => {
+    const sizes = [3, 5, 3, 3, 9, 9, 2, 2, 4, 8];
+    const r = plan(items(sizes), hosts10(10));
+    expect(r.lowerBound).toBe(5);
+    expect(r.hostsUsed).toBe(5);
+    expect(plan(items(sizes), hosts10(10), 'binpack', { effortPerJail: 0 }).hostsUsed).toBe(6);
+    for (const h of r.hosts) expect(h.memoryMB).toBeLessThanOrEqual(10);
+    expect(r.hosts.flatMap((h) => h.jails).sort()).toEqual(sizes.map((_, i) => `j${i}`).sort());
+  });
+
+  test('the JSON shape: hosts used by name with their jails and totals, unplaced with reasons', () => {
+    const r = plan([jail('b', 1.5, 512), jail('a', 0.5, 512), jail('huge', 64, 512), jail('eu', 0.1, 64, { labels: { zone: 'eu' } })], [host('h2', 2, 1024), host('h1', 2, 1024)]);
+    expect(r).toEqual({
+      hostsUsed: 1,
+      lowerBound: 1,
+      hosts: [{ host: 'h1', jails: ['a', 'b'], cpu: 2, memoryMB: 1024 }],
+      unplaced: [
+        { name: 'eu', reason: 'no host fits: 2 hosts lack label zone=eu' },
+        { name: 'huge', reason: 'no host fits: 2 hosts lack cpu (needs 64 cores, most free 2)' },
+      ],
+    });
+  });
+
+  test('the lower bound counts only jails that fit on some host, and for unequal hosts the largest first', () => {
+    expect(lowerBoundOf([jail('a', 3, 64), jail('b', 3, 64)], [host('s', 2, 1024), host('m', 4, 1024), host('l', 8, 1024)])).toBe(1);
+    expect(lowerBoundOf([jail('a', 6, 64), jail('b', 6, 64)], [host('s', 2, 1024), host('m', 4, 1024), host('l', 8, 1024)])).toBe(2);
+    expect(plan([jail('a', 1, 64), jail('x', 99, 64)], [host('h', 2, 1024)]).lowerBound).toBe(1);
+  });
+
+  test("Martello and Toth's L2 is at least the volume bound and counts big items one per host", () => {
+    expect(martelloTothL2([6, 6, 6], 10)).toBe(3);
+    expect(martelloTothL2([3, 5, 3, 3, 9, 9, 2, 2, 4, 8], 10)).toBe(5);
+    expect(martelloTothL2([], 10)).toBe(0);
+  });
+
+  test('spread plans every host it can', () => {
+    expect(plan(items([1, 1, 1]), hosts10(3), 'spread').hostsUsed).toBe(3);
+    expect(plan(items([1, 1, 1]), hosts10(3)).hostsUsed).toBe(1);
+  });
+});
+
+// --- properties: whatever the hosts and jails --------------------------------------------
+
+const LABELS: Record<string, string>[] = [{}, { zone: 'eu' }, { zone: 'us' }, { zone: 'eu', disk: 'ssd' }];
+const hostArb = fc.record({
+  up: fc.boolean(),
+  draining: fc.boolean(),
+  cpu: fc.integer({ min: 0, max: 40 }).map((x) => x / 10),
+  memoryMB: fc.integer({ min: 0, max: 4096 }),
+  labels: fc.constantFrom(...LABELS),
+});
+const hostsArb = fc.uniqueArray(fc.tuple(fc.stringMatching(/^h[0-9]{1,2}$/), hostArb), { selector: ([n]) => n, maxLength: 8 }).map((xs) =>
+  xs.map(([name, h]): PackHost => ({ name, up: h.up, draining: h.draining, capacity: { cpu: h.cpu, memoryMB: h.memoryMB }, labels: h.labels })),
+);
+// the jails of one spread group agree on maxPerHost, as replicas of one entry do
+const maxPerGroupArb = fc.record({ g1: fc.option(fc.integer({ min: 1, max: 3 }), { nil: undefined }), g2: fc.option(fc.integer({ min: 1, max: 3 }), { nil: undefined }) });
+const jailsArb = fc
+  .tuple(
+    fc.array(
+      fc.record({
+        cpu: fc.integer({ min: 1, max: 200 }).map((x) => x / 100),
+        memoryMB: fc.integer({ min: 4, max: 1500 }),
+        pin: fc.option(fc.stringMatching(/^h[0-9]$/), { nil: undefined, freq: 5 }),
+        labels: fc.constantFrom<Record<string, string>>({}, {}, { zone: 'eu' }, { disk: 'ssd' }),
+        group: fc.option(fc.constantFrom('g1' as const, 'g2' as const), { nil: undefined }),
+      }),
+      { maxLength: 30 },
+    ),
+    maxPerGroupArb,
+  )
+  .map(([xs, maxPerHost]) =>
+    xs.map((x, i): PackJail => ({
+      name: `j${i}`,
+      resources: { cpu: x.cpu, memoryMB: x.memoryMB },
+      placement: { host: x.pin, labels: x.labels, spreadGroup: x.group, maxPerHost: x.group ? maxPerHost[x.group] : undefined },
+    })),
+  );
+const strategyArb = fc.constantFrom<PackStrategy>('binpack', 'spread');
+
+/** Checks a whole assignment: capacity on both resources, and every hard constraint. */
+function checkAssignment(hosts: PackHost[], jails: PackJail[], where: Map<string, string>) {
+  const byName = new Map(hosts.map((h) => [h.name, h]));
+  const used = new Map<string, { cpu: number; mem: number }>();
+  const perGroup = new Map<string, number>();
+  for (const j of jails) {
+    const at = where.get(j.name);
+    if (at === undefined) continue;
+    const h = byName.get(at)!;
+    expect(h.up && !h.draining).toBe(true);
+    if (j.placement.host !== undefined) expect(at).toBe(j.placement.host);
+    for (const [k, v] of Object.entries(j.placement.labels ?? {})) expect(h.labels[k]).toBe(v);
+    const u = used.get(at) ?? { cpu: 0, mem: 0 };
+    u.cpu += millicores(j.resources.cpu);
+    u.mem += j.resources.memoryMB;
+    used.set(at, u);
+    if (j.placement.spreadGroup) perGroup.set(`${j.placement.spreadGroup}@${at}`, (perGroup.get(`${j.placement.spreadGroup}@${at}`) ?? 0) + 1);
+  }
+  for (const [name, u] of used) {
+    expect(u.cpu).toBeLessThanOrEqual(millicores(byName.get(name)!.capacity.cpu));
+    expect(u.mem).toBeLessThanOrEqual(byName.get(name)!.capacity.memoryMB);
+  }
+  for (const j of jails) {
+    const at = where.get(j.name);
+    if (at !== undefined && j.placement.maxPerHost !== undefined) expect(perGroup.get(`${j.placement.spreadGroup}@${at}`)!).toBeLessThanOrEqual(j.placement.maxPerHost);
+  }
+}
+
+describe('packing properties', () => {
+  test('online: never over capacity, never against a hard constraint, and unplaced only when no host could take it', () => {
+    fc.assert(
+      fc.property(hostsArb, jailsArb, strategyArb, (hosts, jails, strategy) => {
+        const p = new ClusterPacking(hosts, [], strategy);
+        const where = new Map<string, string>();
+        for (const j of jails) {
+          // what a host could take right now, checked by brute force
+          const free = (h: PackHost) => {
+            const on = jails.filter((o) => where.get(o.name) === h.name);
+            const group = on.filter((o) => j.placement.spreadGroup !== undefined && o.placement.spreadGroup === j.placement.spreadGroup).length;
+            return (
+              h.up && !h.draining &&
+              (j.placement.host === undefined || j.placement.host === h.name) &&
+              Object.entries(j.placement.labels ?? {}).every(([k, v]) => h.labels[k] === v) &&
+              (j.placement.maxPerHost === undefined || group < j.placement.maxPerHost) &&
+              on.reduce((s, o) => s + millicores(o.resources.cpu), 0) + millicores(j.resources.cpu) <= millicores(h.capacity.cpu) &&
+              on.reduce((s, o) => s + o.resources.memoryMB, 0) + j.resources.memoryMB <= h.capacity.memoryMB
+            );
+          };
+          const r = p.place(j);
+          if (r.host === null) {
+            expect(hosts.some(free)).toBe(false);
+            expect(r.reason).toMatch(/^(no host fits: |pinned host ")/);
+          } else {
+            expect(free(hosts.find((h) => h.name === r.host)!)).toBe(true);
+            where.set(j.name, r.host);
+          }
+        }
+        checkAssignment(hosts, jails, where);
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  test('online and batch: the same input in another host order gives the same answer', () => {
+    fc.assert(
+      fc.property(
+        hostsArb.chain((hosts) => fc.tuple(fc.constant(hosts), fc.shuffledSubarray(hosts, { minLength: hosts.length }))),
+        jailsArb,
+        strategyArb,
+        ([hosts, shuffled], jails, strategy) => {
+          const run = (hs: PackHost[]) => {
+            const p = new ClusterPacking(hs, [], strategy);
+            return jails.map((j) => p.place(j));
+          };
+          expect(run(shuffled)).toEqual(run(hosts));
+          expect(plan(jails, shuffled, strategy)).toEqual(plan(jails, hosts, strategy));
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  test('batch: never over capacity, never against a hard constraint, never below the lower bound, never worse than without the search', () => {
+    fc.assert(
+      fc.property(hostsArb, jailsArb, strategyArb, (hosts, jails, strategy) => {
+        const r = plan(jails, hosts, strategy);
+        const where = new Map(r.hosts.flatMap((h) => h.jails.map((n) => [n, h.host] as const)));
+        checkAssignment(hosts, jails, where);
+        expect(where.size + r.unplaced.length).toBe(jails.length);
+        // with jails left over the bound may say more hosts than there are room for
+        if (r.unplaced.length === 0) expect(r.hostsUsed).toBeGreaterThanOrEqual(r.lowerBound);
+        if (strategy === 'binpack') expect(r.hostsUsed).toBeLessThanOrEqual(plan(jails, hosts, strategy, { effortPerJail: 0 }).hostsUsed);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test('batch on identical hosts, where the search moves and swaps jails the most: within capacity, at or above L2', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 20, max: 100 }), { minLength: 10, maxLength: 60 }), fc.array(fc.constantFrom(0.1, 0.5, 1), { minLength: 60, maxLength: 60 }), (sizes, cpus) => {
+        const hosts = sizes.map((_, i) => host(`h${String(i).padStart(2, '0')}`, 4, 150));
+        const jails = sizes.map((m, i) => jail(`j${i}`, cpus[i]!, m));
+        const r = plan(jails, hosts);
+        expect(r.unplaced).toEqual([]);
+        checkAssignment(hosts, jails, new Map(r.hosts.flatMap((h) => h.jails.map((n) => [n, h.host] as const))));
+        expect(r.hostsUsed).toBeGreaterThanOrEqual(martelloTothL2(sizes, 150));
+      }),
+      { numRuns: 200 },
     );
   });
 });
