@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createActor, fromCallback, fromPromise, waitFor, type Actor } from 'xstate';
 import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import {
+  BUCKET_PLACEMENT,
   CMD_STREAM,
   WIRE_VERSION,
   agentConsumerName,
@@ -30,7 +31,7 @@ import {
   type DesiredState,
   type PersistedJail,
 } from '../../machines/index.js';
-import { connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type NatsConnection, type Topology } from '../common/index.js';
+import { connectNats, followBucket, stallWatchdog, decodeWith, encodeJson, ensureTopology, type Logger, type NatsConnection, type Topology } from '../common/index.js';
 import type { JailDriver } from './drivers/driver.js';
 import { JailStore, type StoredJail } from './jail-store.js';
 
@@ -139,25 +140,9 @@ export class Agent {
     await this.readopt();
     // fencing first: copies that another host now holds (or that were removed) are destroyed
     // before any command is taken
-    await this.startFencing(this.topo);
+    await this.startFencing();
     this.watchConnection(nc);
-    const jsm = await jetstreamManager(nc);
-    const durable = agentConsumerName(this.opts.host);
-    await jsm.consumers.info(CMD_STREAM, durable).catch(() =>
-      jsm.consumers.add(CMD_STREAM, {
-        durable_name: durable,
-        filter_subject: subjects.cmd(this.opts.host),
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        ack_wait: 60 * 1e9,
-        max_ack_pending: 10_000,
-      }),
-    );
-    const consumer = await jetstream(nc).consumers.get(CMD_STREAM, durable);
-    this.messages = await consumer.consume({ max_messages: 512 });
-    this.consuming = (async () => {
-      for await (const m of this.messages!) this.onCommand(m);
-    })().catch((err) => this.log.error({ err }, 'command consumer ended'));
+    this.consuming = this.consumeCommands(nc);
     nc.subscribe(subjects.exec(this.opts.host), {
       callback: (err, msg) => {
         if (!err) void this.onExec(msg);
@@ -234,20 +219,63 @@ export class Agent {
    * generation, or whose placement was deleted (rm), is a stale copy and is destroyed. Resolves
    * once the bucket's current content has been seen (so a returning agent fences first).
    */
-  private async startFencing(topo: Topology) {
-    const watch = await topo.placement.watch();
-    this.stopFencing = () => watch.stop();
-    let synced!: () => void;
-    const initial = new Promise<void>((r) => (synced = r));
-    if ((await topo.placement.status()).values === 0) synced();
-    void (async () => {
-      for await (const e of watch) {
+  private async startFencing() {
+    const watch = followBucket(
+      this.nc!,
+      BUCKET_PLACEMENT,
+      (e) => {
         const p = e.operation === 'PUT' ? placementRecordSchema.safeParse(e.json()).data : null;
         if (p !== undefined) this.fence(e.key, p);
-        if (e.delta === 0) synced();
+      },
+      this.log,
+    );
+    this.stopFencing = () => watch.stop();
+    await within(60_000, watch.synced);
+  }
+
+  /**
+   * The host's durable command consumer, consumed until the agent stops; made again and
+   * consumed anew whenever it fails (a broker of the cluster died: its streams elect new leaders).
+   */
+  private async consumeCommands(nc: NatsConnection) {
+    const durable = agentConsumerName(this.opts.host);
+    for (let round = 0; !this.stopping && !nc.isClosed(); round++) {
+      try {
+        const jsm = await jetstreamManager(nc);
+        await jsm.consumers.info(CMD_STREAM, durable).catch(() =>
+          jsm.consumers.add(CMD_STREAM, {
+            durable_name: durable,
+            filter_subject: subjects.cmd(this.opts.host),
+            ack_policy: AckPolicy.Explicit,
+            deliver_policy: DeliverPolicy.All,
+            ack_wait: 60 * 1e9,
+            max_ack_pending: 10_000,
+          }),
+        );
+        const consumer = await jetstream(nc).consumers.get(CMD_STREAM, durable);
+        this.messages = await consumer.consume({ max_messages: 512 });
+        if (this.stopping) await this.messages.close();
+        let lastDelivery = Date.now();
+        const stopWatchdog = stallWatchdog({
+          what: 'command consumer',
+          log: this.log,
+          lastDelivery: () => lastDelivery,
+          behind: async () => (await consumer.info()).num_pending > 0,
+          restart: () => this.messages?.stop(),
+        });
+        try {
+          for await (const m of this.messages) {
+            lastDelivery = Date.now();
+            this.onCommand(m);
+          }
+        } finally {
+          stopWatchdog();
+        }
+      } catch (err) {
+        if (round % 5 === 0 && !this.stopping) this.log.warn({ err: (err as Error).message }, 'command consumer failed: opening it again');
       }
-    })().catch((err) => this.log.error({ err }, 'placement watch ended'));
-    await within(10_000, initial);
+      if (!this.stopping) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** Math.min(round, 5))));
+    }
   }
 
   private fence(name: string, p: PlacementRecord | null) {

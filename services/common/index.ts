@@ -2,3 +2,4 @@
 export * from './nats.js';
 export * from './logger.js';
 export * from './nats-server.js';
+export * from './follow.js';

@@ -4,6 +4,8 @@ import { hostname as osHostname } from 'node:os';
 import { jetstream } from '@nats-io/jetstream';
 import type { KvEntry } from '@nats-io/kv';
 import {
+  BUCKET_DESIRED,
+  BUCKET_PLACEMENT,
   SCHEDULER_QUEUE,
   WIRE_VERSION,
   applyRequestSchema,
@@ -20,7 +22,7 @@ import {
   type JailSpec,
   type PlacementRecord,
 } from '../../contracts/index.js';
-import { DEFAULT_LEASE_MS, connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection, type Topology } from '../common/index.js';
+import { DEFAULT_LEASE_MS, connectNats, followBucket, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection, type Topology } from '../common/index.js';
 import { HostLiveness } from './host-liveness.js';
 import { LeaderLease } from './leader-lease.js';
 import { placeJail } from './placement.js';
@@ -121,33 +123,34 @@ export class Scheduler {
       });
     }
     // the placement cache: the whole bucket first, then every change (also other schedulers')
-    const pwatch = await this.kv.placement.watch();
-    let initialDone!: () => void;
-    const initial = new Promise<void>((r) => (initialDone = r));
-    void (async () => {
-      for await (const e of pwatch) {
+    const pwatch = followBucket(
+      nc,
+      BUCKET_PLACEMENT,
+      (e) => {
         const p = e.operation === 'PUT' ? placementRecordSchema.safeParse(e.json()).data : undefined;
         if (p) this.placements.set(e.key, p);
         else this.placements.delete(e.key);
-        if (e.delta === 0) initialDone();
-      }
-    })();
-    if ((await this.kv.placement.status()).values > 0) await Promise.race([initial, new Promise((r) => setTimeout(r, 5000))]);
+      },
+      this.log,
+    );
+    await Promise.race([pwatch.synced, new Promise((r) => setTimeout(r, 30_000))]);
     // the desired state: every value first, then every change; each one is reconciled
-    const watch = await this.kv.desired.watch();
-    this.watchStop = () => (watch.stop(), pwatch.stop());
-    void (async () => {
-      for await (const e of watch) {
+    const watch = followBucket(
+      nc,
+      BUCKET_DESIRED,
+      (e) => {
         if (e.operation !== 'PUT') {
           this.desiredSeen.delete(e.key);
-          continue;
+          return;
         }
         const d = desiredRecordSchema.safeParse(e.json()).data;
         const movable = Boolean(d && d.spec.failover.reschedule && !d.spec.placement.host);
         this.desiredSeen.set(e.key, { revision: e.revision, removed: d?.desired === 'removed', movable });
         this.reconcileSoon(e.key);
-      }
-    })();
+      },
+      this.log,
+    );
+    this.watchStop = () => (watch.stop(), pwatch.stop());
     this.timer = setInterval(() => this.resyncSoon(), this.opts.resyncMs ?? 2000);
     this.warmTimer = setTimeout(() => this.resyncSoon(), this.warmUntil - Date.now());
     // a host going down is noticed within a quarter of the TTL of its last heartbeat

@@ -4,6 +4,7 @@
 import { hostname as osHostname } from 'node:os';
 import { jetstream, DeliverPolicy, type ConsumerMessages } from '@nats-io/jetstream';
 import {
+  BUCKET_PLACEMENT,
   EVT_STREAM,
   STATUS_QUEUE,
   heartbeatSchema,
@@ -14,7 +15,7 @@ import {
   subjectTokens,
   subjects,
 } from '../../contracts/index.js';
-import { connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection } from '../common/index.js';
+import { connectNats, followBucket, stallWatchdog, streamLastSeq, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection } from '../common/index.js';
 import { ClusterView } from './cluster-view.js';
 
 export interface StatusOptions {
@@ -27,6 +28,8 @@ export class StatusService {
   private nc?: NatsConnection;
   private events?: ConsumerMessages;
   private stopWatch?: () => void;
+  private stopped = false;
+  private stopEventsWatchdog?: () => void;
   readonly view: ClusterView;
   private readonly log: Logger;
 
@@ -38,7 +41,7 @@ export class StatusService {
   async start(): Promise<void> {
     const nc = await connectNats(this.opts.servers, `jailfleet-status@${osHostname()}`, { waitOnFirstConnect: true });
     this.nc = nc;
-    const topo = await ensureTopology(nc);
+    await ensureTopology(nc);
     nc.subscribe(subjects.hbAll, {
       callback: (err, msg) => {
         if (err) return;
@@ -52,33 +55,57 @@ export class StatusService {
         }
       },
     });
-    const watch = await topo.placement.watch();
+    const watch = followBucket(
+      nc,
+      BUCKET_PLACEMENT,
+      (e) => this.view.applyPlacement(e.key, e.operation === 'PUT' ? (placementRecordSchema.safeParse(e.json()).data ?? null) : null),
+      this.log,
+    );
     this.stopWatch = () => watch.stop();
-    if ((await topo.placement.status()).values === 0) this.view.placementsSynced = true;
-    void (async () => {
-      for await (const e of watch) {
-        const p = e.operation === 'PUT' ? placementRecordSchema.safeParse(e.json()).data ?? null : null;
-        this.view.applyPlacement(e.key, p);
-        if (e.delta === 0) this.view.placementsSynced = true;
-      }
-    })();
-    const consumer = await jetstream(nc).consumers.get(EVT_STREAM, { deliver_policy: DeliverPolicy.All });
-    this.events = await consumer.consume();
-    void (async () => {
-      for await (const m of this.events!) {
-        try {
-          const e = decodeWith(stateEventSchema, m.data);
-          const from = subjectTokens(m.subject);
-          if (e.host !== from.host || e.jail !== from.jail) throw new Error(`event of ${e.host}/${e.jail} on ${m.subject}`);
-          this.view.applyEvent(e);
-        } catch (e) {
-          this.log.warn({ subject: m.subject, reason: (e as Error).message }, 'malformed event ignored');
-        }
-      }
-    })();
+    void watch.synced.then(() => (this.view.placementsSynced = true));
+    this.followEvents(nc);
     nc.subscribe(subjects.status('ps'), { queue: STATUS_QUEUE, callback: (err, msg) => this.answer(err, msg, 'ps') });
     nc.subscribe(subjects.status('hosts'), { queue: STATUS_QUEUE, callback: (err, msg) => this.answer(err, msg, 'hosts') });
     this.log.info('status service started');
+  }
+
+  /**
+   * Every state event from the stream's start, then every new one; opened again from the next
+   * sequence whenever the consumer fails (a broker of the cluster died), so the view is whole.
+   */
+  private followEvents(nc: NatsConnection) {
+    let next = 0;
+    let lastDelivery = Date.now();
+    this.stopEventsWatchdog = stallWatchdog({
+      what: 'event consumer',
+      log: this.log,
+      lastDelivery: () => lastDelivery,
+      behind: async () => (await streamLastSeq(nc, EVT_STREAM)) >= next,
+      restart: () => this.events?.stop(),
+    });
+    void (async () => {
+      for (let round = 0; !this.stopped && !nc.isClosed(); round++) {
+        try {
+          const consumer = await jetstream(nc).consumers.get(EVT_STREAM, next > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next } : { deliver_policy: DeliverPolicy.All });
+          this.events = await consumer.consume();
+          for await (const m of this.events) {
+            next = m.seq + 1;
+            lastDelivery = Date.now();
+            try {
+              const e = decodeWith(stateEventSchema, m.data);
+              const from = subjectTokens(m.subject);
+              if (e.host !== from.host || e.jail !== from.jail) throw new Error(`event of ${e.host}/${e.jail} on ${m.subject}`);
+              this.view.applyEvent(e);
+            } catch (e) {
+              this.log.warn({ subject: m.subject, reason: (e as Error).message }, 'malformed event ignored');
+            }
+          }
+        } catch (err) {
+          if (round % 5 === 0 && !this.stopped) this.log.warn({ err: (err as Error).message }, 'event consumer failed: opening it again');
+        }
+        if (!this.stopped) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** Math.min(round, 5))));
+      }
+    })();
   }
 
   private answer(err: Error | null, msg: Msg, query: 'ps' | 'hosts') {
@@ -96,6 +123,8 @@ export class StatusService {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.stopEventsWatchdog?.();
     this.stopWatch?.();
     await this.events?.close().catch(() => undefined);
     await this.nc?.drain().catch(() => undefined);

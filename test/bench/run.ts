@@ -10,6 +10,7 @@ import { connect } from '@nats-io/transport-node';
 import { WIRE_VERSION, subjects, type Command, type JailSpec, type StateEvent } from '../../contracts/index.js';
 import { ensureTopology } from '../../services/common/index.js';
 import { TestCluster, cliPath, mountsUnder, repoRoot } from '../support/cluster.js';
+import { agentRestartFigure, failoverFigure } from './failover.js';
 import { placementFigure, planQualityFigure } from './placement.js';
 
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
@@ -140,6 +141,8 @@ const FIGURES: Record<string, { root: boolean; run: () => unknown }> = {
   'ps-latency': { root: true, run: () => psLatency(1000, 7) },
   placement: { root: false, run: () => placementFigure() },
   'plan-quality': { root: false, run: () => planQualityFigure() },
+  failover: { root: true, run: () => failoverFigure(Number(process.env.BENCH_JAILS ?? 100)) },
+  'agent-restart': { root: true, run: () => agentRestartFigure(Number(process.env.BENCH_JAILS ?? 100)) },
 };
 const asked = process.argv.slice(2);
 const unknown = asked.filter((f) => !(f in FIGURES));

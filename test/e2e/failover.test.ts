@@ -194,7 +194,16 @@ d('a nats-server of three dies during an apply', () => {
     await victim.process;
     const r = await apply;
     expect({ exitCode: r.exitCode, stderr: r.stderr }).toEqual({ exitCode: 0, stderr: '' });
-    await c.until('20 running', () => allRunning(c, names), 60_000);
+    await c.until(
+      '20 running',
+      async () => {
+        const rows = await allRunning(c, names);
+        if (rows) return rows;
+        const seen = (await c.json<PsRow[]>(['ps'])).map((row) => `${row.name}:${row.state}@${row.host}`);
+        throw new Error(`ps: ${seen.join(' ')}; kernel: ${JSON.stringify(runningCopies(c.dir))}`);
+      },
+      60_000,
+    );
     await c.until('one copy each', async () => exactlyOneCopyEach(c, names), 30_000);
   }, 240_000);
 });

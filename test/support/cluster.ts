@@ -1,7 +1,8 @@
 // A real cluster for end-to-end tests: a nats-server on a free port with its own store, and the
 // built `jailfleet serve` processes (scheduler, status, agents). `stop()` tears everything down,
 // jails included, and checks that nothing stays mounted under the cluster's directory.
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -69,6 +70,35 @@ export function jailProcesses(dir: string): { pid: number; host: string; jail: s
     if (host && jails === 'jails' && jail && last === 'root') out.push({ pid: Number(pid), host, jail });
   }
   return out;
+}
+
+/** Removes the cgroups the linux driver made for the agent with data directory `dataDir` (v1 and v2). */
+export function removeJailCgroups(dataDir: string) {
+  let real: string;
+  try {
+    real = realpathSync(dataDir);
+  } catch {
+    return;
+  }
+  const scope = `data-${createHash('sha256').update(real).digest('hex').slice(0, 12)}`;
+  const roots = ['/sys/fs/cgroup/jailfleet', ...readdirSync('/sys/fs/cgroup').map((c) => `/sys/fs/cgroup/${c}/jailfleet`)];
+  for (const root of roots) {
+    const dir = join(root, scope);
+    if (!existsSync(dir)) continue;
+    for (const jail of readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory())) {
+      try {
+        rmdirSync(join(dir, jail.name));
+      } catch {
+        // still holds a process
+      }
+    }
+    try {
+      rmdirSync(dir);
+      rmdirSync(root);
+    } catch {
+      // shared with another agent's jails
+    }
+  }
 }
 
 export interface ClusterOptions {
@@ -236,6 +266,10 @@ export class TestCluster {
       } catch {
         // gone already
       }
+    }
+    if (strays.length) {
+      await new Promise((r) => setTimeout(r, 300));
+      for (const host of new Set(strays.map((p) => p.host))) removeJailCgroups(join(this.dir, 'hosts', host));
     }
     const left = mountsUnder(this.dir);
     // whatever is left is released here (deepest first), and the run that left it fails
