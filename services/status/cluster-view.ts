@@ -1,6 +1,6 @@
 // The cluster view: folds state events, heartbeats and placements into rows for `ps` and
 // `hosts`. Pure: the caller feeds it messages in stream order and passes the clock.
-import type { Heartbeat, HostRow, PlacementRecord, PsRow, StateEvent } from '../../contracts/index.js';
+import type { Heartbeat, HostRecord, HostRow, PlacementRecord, PsRow, StateEvent } from '../../contracts/index.js';
 
 interface JailRow extends PsRow {
   seq: number;
@@ -11,6 +11,8 @@ export class ClusterView {
   /** Newest generation seen destroyed per jail: older events of it are ignored. */
   private readonly gone = new Map<string, number>();
   private readonly placements = new Map<string, PlacementRecord>();
+  /** Drains by host, from the hosts bucket. */
+  private readonly hostRecords = new Map<string, HostRecord>();
   private readonly hostsSeen = new Map<string, { lastSeen: number; jails: number } & Pick<Heartbeat, 'capacity' | 'labels' | 'allocated'>>();
 
   /** Set once the placement bucket has been read whole: from then on a missing placement means removed. */
@@ -57,6 +59,11 @@ export class ClusterView {
     else this.placements.delete(name);
   }
 
+  applyHostRecord(host: string, r: HostRecord | null): void {
+    if (r) this.hostRecords.set(host, r);
+    else this.hostRecords.delete(host);
+  }
+
   applyHeartbeat(hb: Heartbeat, now: number): void {
     this.hostsSeen.set(hb.host, { lastSeen: now, jails: hb.jails.length, capacity: hb.capacity, labels: hb.labels, allocated: hb.allocated });
   }
@@ -89,18 +96,30 @@ export class ClusterView {
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  /**
+   * Every host heard from. A draining host is `drained` once no placement names it and its agent
+   * holds no jail (the old copies are gone too); `down` wins over both.
+   */
   hosts(now: number): HostRow[] {
+    const placed = new Map<string, number>();
+    for (const p of this.placements.values()) if (p.host) placed.set(p.host, (placed.get(p.host) ?? 0) + 1);
     return [...this.hostsSeen.entries()]
       .sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([host, h]) => ({
-        host,
-        status: this.hostDown(host, now) ? ('down' as const) : ('up' as const),
-        jails: h.jails,
-        lastSeen: new Date(h.lastSeen).toISOString(),
-        capacity: h.capacity,
-        labels: h.labels,
-        allocated: h.allocated,
-      }));
+      .map(([host, h]) => {
+        const drain = this.hostRecords.get(host);
+        const draining = drain?.draining === true;
+        const status = this.hostDown(host, now) ? 'down' : !draining ? 'up' : (placed.get(host) ?? 0) === 0 && h.jails === 0 ? 'drained' : 'draining';
+        return {
+          host,
+          status,
+          jails: h.jails,
+          lastSeen: new Date(h.lastSeen).toISOString(),
+          capacity: h.capacity,
+          labels: h.labels,
+          allocated: h.allocated,
+          ...(draining && { drain: { parallel: drain.parallel, since: drain.since, blocked: drain.blocked } }),
+        };
+      });
   }
 
   private pendingRow(name: string, p: PlacementRecord): PsRow {

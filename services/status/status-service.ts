@@ -7,6 +7,7 @@ import {
   EVT_STREAM,
   STATUS_QUEUE,
   heartbeatSchema,
+  hostRecordSchema,
   hostsRequestSchema,
   placementRecordSchema,
   psRequestSchema,
@@ -14,7 +15,7 @@ import {
   subjectTokens,
   subjects,
 } from '../../contracts/index.js';
-import { connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection } from '../common/index.js';
+import { connectNats, decodeWith, encodeJson, ensureTopology, type KV, type Logger, type Msg, type NatsConnection } from '../common/index.js';
 import { ClusterView } from './cluster-view.js';
 
 export interface StatusOptions {
@@ -62,6 +63,7 @@ export class StatusService {
         if (e.delta === 0) this.view.placementsSynced = true;
       }
     })();
+    await this.watchHosts(topo.hosts);
     const consumer = await jetstream(nc).consumers.get(EVT_STREAM, { deliver_policy: DeliverPolicy.All });
     this.events = await consumer.consume();
     void (async () => {
@@ -79,6 +81,20 @@ export class StatusService {
     nc.subscribe(subjects.status('ps'), { queue: STATUS_QUEUE, callback: (err, msg) => this.answer(err, msg, 'ps') });
     nc.subscribe(subjects.status('hosts'), { queue: STATUS_QUEUE, callback: (err, msg) => this.answer(err, msg, 'hosts') });
     this.log.info('status service started');
+  }
+
+  /** Drains (hosts bucket): `hosts` shows draining and drained from them. */
+  private async watchHosts(kv: KV) {
+    const watch = await kv.watch();
+    const stopPlacements = this.stopWatch;
+    this.stopWatch = () => (stopPlacements?.(), watch.stop());
+    void (async () => {
+      for await (const e of watch) {
+        const r = e.operation === 'PUT' ? hostRecordSchema.safeParse(e.json()).data : undefined;
+        if (e.operation === 'PUT' && !r) this.log.warn({ host: e.key }, 'unreadable host record ignored');
+        this.view.applyHostRecord(e.key, r ?? null);
+      }
+    })().catch((err) => this.log.error({ err }, 'hosts watch ended'));
   }
 
   private answer(err: Error | null, msg: Msg, query: 'ps' | 'hosts') {

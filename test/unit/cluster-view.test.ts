@@ -318,4 +318,22 @@ describe('hosts', () => {
   test('no heartbeat, no host', () => {
     expect(new ClusterView(TTL).hosts(0)).toEqual([]);
   });
+
+  test('a draining host is drained once no placement names it and its agent holds nothing; down wins; undrain ends it', () => {
+    const v = new ClusterView(TTL);
+    const place = (host: string): PlacementRecord => ({ v: 1, host, generation: 1, reason: null });
+    const drain = { v: 1 as const, draining: true, parallel: 2, since: '2025-01-01T00:00:00.000Z', blocked: [{ name: 'a', reason: 'no host fits' }] };
+    v.applyPlacement('a', place('h1'));
+    v.applyHeartbeat(hb('h1', 1), 0);
+    v.applyHostRecord('h1', drain);
+    expect(v.hosts(0)[0]).toMatchObject({ status: 'draining', drain: { parallel: 2, since: drain.since, blocked: drain.blocked } });
+    // placed elsewhere, but the old copy still held: still draining
+    v.applyPlacement('a', place('h2'));
+    expect(v.hosts(0)[0]!.status).toBe('draining');
+    v.applyHeartbeat(hb('h1', 0), 10);
+    expect(v.hosts(10)[0]!.status).toBe('drained');
+    expect(v.hosts(10 + TTL + 1)[0]!.status).toBe('down');
+    v.applyHostRecord('h1', null);
+    expect(v.hosts(10)[0]).toEqual({ host: 'h1', status: 'up', jails: 0, lastSeen: new Date(10).toISOString(), ...fromHb });
+  });
 });
