@@ -11,6 +11,11 @@ export class ClusterView {
   /** Newest generation seen destroyed per jail: older events of it are ignored. */
   private readonly gone = new Map<string, number>();
   private readonly placements = new Map<string, PlacementRecord>();
+  /**
+   * The running copy of an older generation while a newer one starts elsewhere (a drain's move):
+   * shown until the newer copy runs or the placement names it, so the jail reads as running.
+   */
+  private readonly previous = new Map<string, JailRow>();
   /** Drains by host, from the hosts bucket. */
   private readonly hostRecords = new Map<string, HostRecord>();
   private readonly hostsSeen = new Map<string, { lastSeen: number; jails: number } & Pick<Heartbeat, 'capacity' | 'labels' | 'allocated'>>();
@@ -34,12 +39,27 @@ export class ClusterView {
   applyEvent(e: StateEvent): void {
     if ((this.gone.get(e.jail) ?? 0) >= e.generation) return;
     const cur = this.rows.get(e.jail);
+    const prev = this.previous.get(e.jail);
+    if (prev && prev.generation === e.generation && e.seq > prev.seq) {
+      // the older copy goes on (stops, is destroyed) while the newer one starts
+      if (e.state === 'running') this.previous.set(e.jail, { ...prev, ...rowOf(e, prev) });
+      else this.previous.delete(e.jail);
+      return;
+    }
     if (cur && (cur.generation > e.generation || (cur.generation === e.generation && cur.seq >= e.seq))) return;
     if (e.state === 'destroyed') {
       this.rows.delete(e.jail);
+      if (prev && prev.generation < e.generation) {
+        // a move given up: the older copy is the jail again
+        this.rows.set(e.jail, prev);
+        this.previous.delete(e.jail);
+        return;
+      }
       this.gone.set(e.jail, e.generation);
       return;
     }
+    if (cur && cur.generation < e.generation && cur.state === 'running') this.previous.set(e.jail, cur);
+    if (e.state === 'running') this.previous.delete(e.jail);
     this.rows.set(e.jail, {
       name: e.jail,
       host: e.host,
@@ -80,7 +100,12 @@ export class ClusterView {
       if (p && p.generation > r.generation) out.push(this.pendingRow(r.name, p));
       // removed (rm) but its host has not reported it destroyed yet, or is down
       else if (!p && this.placementsSynced) out.push({ ...strip(r), state: 'removing' });
-      else out.push(strip(r));
+      else {
+        // a newer copy still starting, not placed yet: the older copy that runs is the jail
+        const prev = this.previous.get(r.name);
+        const moving = prev !== undefined && r.state !== 'running' && p !== undefined && p.generation < r.generation;
+        out.push(strip(moving ? prev : r));
+      }
     }
     for (const [name, p] of this.placements) {
       if (!this.rows.has(name) && (this.gone.get(name) ?? 0) < p.generation) out.push(this.pendingRow(name, p));
@@ -135,6 +160,11 @@ export class ClusterView {
       error: p.host ? null : { step: 'place', message: p.reason ?? 'not placed' },
     };
   }
+}
+
+/** The fields an event sets on a row of the same generation. */
+function rowOf(e: StateEvent, cur: JailRow): Partial<JailRow> {
+  return { seq: e.seq, state: e.state, pid: e.state === 'running' ? e.pid : null, exitCode: e.exitCode, restarts: e.restarts, error: e.error, since: cur.state === e.state ? cur.since : e.at };
 }
 
 function strip(r: JailRow): PsRow {

@@ -166,6 +166,40 @@ describe('ClusterView events', () => {
   });
 });
 
+describe('ClusterView during a move (drain)', () => {
+  test("the old copy is shown running until the new one runs, then the new one, and the old one's end is no news", () => {
+    const v = new ClusterView(TTL);
+    v.applyPlacement('a', placed('h1', 1));
+    v.applyEvent(ev('a', 1, 2, 'running', { host: 'h1', pid: 10 }));
+    v.applyEvent(ev('a', 2, 1, 'prepared', { host: 'h2' }));
+    v.applyEvent(ev('a', 2, 2, 'mounted', { host: 'h2' }));
+    expect(v.ps()).toMatchObject([{ name: 'a', host: 'h1', state: 'running', generation: 1, pid: 10 }]);
+    v.applyEvent(ev('a', 2, 3, 'running', { host: 'h2', pid: 20 }));
+    expect(v.ps()).toMatchObject([{ name: 'a', host: 'h2', state: 'running', generation: 2, pid: 20 }]);
+    v.applyPlacement('a', placed('h2', 2));
+    v.applyEvent(ev('a', 1, 3, 'stopped', { host: 'h1' }));
+    v.applyEvent(ev('a', 1, 4, 'destroyed', { host: 'h1' }));
+    expect(v.ps()).toMatchObject([{ name: 'a', host: 'h2', state: 'running', generation: 2 }]);
+  });
+
+  test('once the placement names the new generation, its state is shown even before it runs (failover)', () => {
+    const v = new ClusterView(TTL);
+    v.applyEvent(ev('a', 1, 2, 'running', { host: 'h1' }));
+    v.applyPlacement('a', placed('h2', 2));
+    v.applyEvent(ev('a', 2, 1, 'prepared', { host: 'h2' }));
+    expect(v.ps()).toMatchObject([{ name: 'a', host: 'h2', state: 'prepared', generation: 2 }]);
+  });
+
+  test('a move given up (the new copy destroyed) leaves the old copy as the jail', () => {
+    const v = new ClusterView(TTL);
+    v.applyPlacement('a', placed('h1', 1));
+    v.applyEvent(ev('a', 1, 2, 'running', { host: 'h1', pid: 10 }));
+    v.applyEvent(ev('a', 2, 1, 'failed', { host: 'h2' }));
+    v.applyEvent(ev('a', 2, 2, 'destroyed', { host: 'h2' }));
+    expect(v.ps()).toMatchObject([{ name: 'a', host: 'h1', state: 'running', generation: 1, pid: 10 }]);
+  });
+});
+
 describe('ClusterView placements', () => {
   test('a placed jail with no event yet is pending on its host', () => {
     const v = new ClusterView(TTL);
