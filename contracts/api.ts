@@ -2,6 +2,7 @@
 // (jailfleet.status.<query>). Replies are `{ ok: true, ... }` or `{ ok: false, error }`.
 import { z } from 'zod';
 import { fleetSchema, labelsSchema, nameSchema } from './jail-spec.js';
+import { drainParallelSchema, hostRecordSchema } from './state.js';
 import { WIRE_VERSION, hostResourcesSchema, jailErrorSchema, jailStateSchema, execResultSchema, logsResultSchema } from './messages.js';
 
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
@@ -15,6 +16,14 @@ export const applyRequestSchema = z.object({ v, fleet: fleetSchema });
 export type ApplyRequest = z.input<typeof applyRequestSchema>;
 export const nameRequestSchema = z.object({ v, name: nameSchema });
 export type NameRequest = z.infer<typeof nameRequestSchema>;
+
+/** `jailfleet drain HOST --parallel N`: the host takes no new jails; its jails move N at a time. */
+export const drainRequestSchema = z.object({ v, host: nameSchema, parallel: drainParallelSchema.default(1) });
+export type DrainRequest = z.input<typeof drainRequestSchema>;
+/** `jailfleet undrain HOST`: the host takes jails again (those moved off stay where they are). */
+export const undrainRequestSchema = z.object({ v, host: nameSchema });
+/** The jails placed on the host when the request was answered (drain: the ones to move). */
+export const drainReplyBody = z.object({ host: nameSchema, draining: z.boolean(), jails: z.array(nameSchema) });
 
 export const appliedJailSchema = z.object({
   name: nameSchema,
@@ -43,13 +52,16 @@ export const psReplyBody = z.object({ jails: z.array(psRowSchema) });
 export const hostsRequestSchema = z.object({ v });
 export const hostRowSchema = z.object({
   host: nameSchema,
-  status: z.enum(['up', 'down']),
+  /** `draining`: a drain is moving its jails off; `drained`: a drain left nothing on it. Down wins over both. */
+  status: z.enum(['up', 'down', 'draining', 'drained']),
   jails: z.number().int().min(0),
   lastSeen: z.string(),
   /** From the host's last heartbeat (absent from an older status service). */
   capacity: hostResourcesSchema.optional(),
   labels: labelsSchema.optional(),
   allocated: hostResourcesSchema.optional(),
+  /** Present while the host is being drained (or is drained): jails the drain could not move, and why. */
+  drain: hostRecordSchema.pick({ parallel: true, since: true, blocked: true }).optional(),
 });
 export type HostRow = z.infer<typeof hostRowSchema>;
 export const hostsReplyBody = z.object({ hosts: z.array(hostRowSchema) });
@@ -62,6 +74,7 @@ export const applyReplySchema = replySchema(applyReplyBody);
 export const nameReplySchema = replySchema(nameReplyBody);
 export const psReplySchema = replySchema(psReplyBody);
 export const hostsReplySchema = replySchema(hostsReplyBody);
+export const drainReplySchema = replySchema(drainReplyBody);
 export const execReplySchema = replySchema(execResultSchema);
 export const logsReplySchema = replySchema(logsResultSchema);
 

@@ -24,3 +24,26 @@ export const placementRecordSchema = z.object({
   reason: z.string().nullable(),
 });
 export type PlacementRecord = z.infer<typeof placementRecordSchema>;
+
+/** Most jails one drain moves at once (`jailfleet drain --parallel`). */
+export const MAX_DRAIN_PARALLEL = 64;
+export const drainParallelSchema = z
+  .number()
+  .int({ message: 'must be a whole number' })
+  .min(1, { message: 'must be at least 1' })
+  .max(MAX_DRAIN_PARALLEL, { message: `must be at most ${MAX_DRAIN_PARALLEL}` });
+
+/**
+ * What operators asked of one host (bucket jailfleet_hosts, key = host name; no key: nothing).
+ * `draining`: the host takes no new jails and the leading scheduler moves its jails off,
+ * `parallel` at a time. `blocked`: the jails the leader could not move on its last try, and why
+ * (written by the scheduler, read by `hosts` and `drain --wait`).
+ */
+export const hostRecordSchema = z.object({
+  v,
+  draining: z.boolean(),
+  parallel: drainParallelSchema,
+  since: z.string(),
+  blocked: z.array(z.object({ name: nameSchema, reason: z.string().max(4096) })).max(100_000).default([]),
+});
+export type HostRecord = z.output<typeof hostRecordSchema>;

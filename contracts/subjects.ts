@@ -9,12 +9,14 @@ export const EVT_STREAM = 'JAILFLEET_EVT';
 export const BUCKET_DESIRED = 'jailfleet_desired';
 export const BUCKET_PLACEMENT = 'jailfleet_placement';
 export const BUCKET_LEADER = 'jailfleet_leader';
+/** Host name → what operators asked of the host (drain); see contracts/state.ts hostRecordSchema. */
+export const BUCKET_HOSTS = 'jailfleet_hosts';
 
 /** Queue group shared by every scheduler (API) and every status service (queries). */
 export const SCHEDULER_QUEUE = 'jailfleet-scheduler';
 export const STATUS_QUEUE = 'jailfleet-status';
 
-export const API_VERBS = ['apply', 'stop', 'start', 'rm'] as const;
+export const API_VERBS = ['apply', 'stop', 'start', 'rm', 'drain', 'undrain'] as const;
 export type ApiVerb = (typeof API_VERBS)[number];
 export const STATUS_QUERIES = ['ps', 'hosts'] as const;
 export type StatusQuery = (typeof STATUS_QUERIES)[number];

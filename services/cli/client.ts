@@ -5,13 +5,13 @@ import type { z } from 'zod';
 import {
   WIRE_VERSION,
   applyReplySchema,
+  drainReplySchema,
   execReplySchema,
   logsReplySchema,
   hostsReplySchema,
   nameReplySchema,
   psReplySchema,
   subjects,
-  type ApiVerb,
   type ExecRequest,
   type Fleet,
   type PsRequest,
@@ -88,7 +88,16 @@ export class Client {
     return this.request(subjects.api('apply'), { v: WIRE_VERSION, fleet }, applyReplySchema, 'scheduler', timeoutMs);
   }
 
-  setDesired(verb: Exclude<ApiVerb, 'apply'>, name: string) {
+  /** Asks the scheduler to drain a host (`parallel` jails moved at a time), or to take jails again. */
+  drain(host: string, parallel: number) {
+    return this.request(subjects.api('drain'), { v: WIRE_VERSION, host, parallel }, drainReplySchema, 'scheduler');
+  }
+
+  undrain(host: string) {
+    return this.request(subjects.api('undrain'), { v: WIRE_VERSION, host }, drainReplySchema, 'scheduler');
+  }
+
+  setDesired(verb: 'stop' | 'start' | 'rm', name: string) {
     return this.request(subjects.api(verb), { v: WIRE_VERSION, name }, nameReplySchema, 'scheduler');
   }
 

@@ -2,7 +2,7 @@
 // message naming the flag or field and the rule, before anything is sent.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { describeIssues, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
+import { PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
 import { CliError } from './client.js';
 
 export const portSchema = z.coerce.number().int().min(1).max(65535);
@@ -33,6 +33,15 @@ export const memoryMBSchema = z
   .transform(Number)
   .pipe(z.number().min(4, { message: 'must be at least 4 MB' }).max(1_000_000_000, { message: 'must be at most 1000000000 MB' }));
 
+/** `--strategy` of `serve scheduler` and `plan`. */
+export const strategySchema = z.enum(PLACEMENT_STRATEGIES, { message: `must be one of ${PLACEMENT_STRATEGIES.join(', ')}` });
+/** `drain --parallel N`: jails moved at a time. */
+export const parallelSchema = z
+  .string()
+  .regex(/^\d{1,6}$/, { message: 'must be a whole number' })
+  .transform(Number)
+  .pipe(drainParallelSchema);
+
 /** Parses one flag value or throws a CliError naming the flag. */
 export function flag<S extends z.ZodTypeAny>(name: string, schema: S, value: unknown): z.output<S> {
   const r = schema.safeParse(value);
@@ -40,9 +49,9 @@ export function flag<S extends z.ZodTypeAny>(name: string, schema: S, value: unk
   return r.data;
 }
 
-export const jailName = (value: unknown) => {
+export const jailName = (value: unknown, what = 'NAME') => {
   const r = nameSchema.safeParse(value);
-  if (!r.success) throw new CliError(`NAME: ${r.error.issues[0]!.message} (got ${JSON.stringify(value)})`, 2);
+  if (!r.success) throw new CliError(`${what}: ${r.error.issues[0]!.message} (got ${JSON.stringify(value)})`, 2);
   return r.data;
 };
 

@@ -6,9 +6,11 @@ import { Command, CommanderError, Option } from 'commander';
 import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, portSchema, readFleetFile, readHostsFile } from './flags.js';
+import { cpuCoresSchema, flag, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, portSchema, readFleetFile, readHostsFile } from './flags.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
+import { followDrain } from './drain-wait.js';
+import { Progress } from './progress.js';
 import type { Fleet } from '../../contracts/index.js';
 
 const program = new Command('jailfleet')
@@ -35,6 +37,7 @@ const collect = (v: string, acc: string[]) => [...acc, v];
 async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report: 'run' | 'apply'): Promise<number> {
   return withClient(async (c) => {
     const waiter = wait ? startWaiter(c, fleet.jails.map((j) => j.name)) : undefined;
+    let progress: Progress | undefined;
     try {
       const before = wait ? await c.ps().then((r) => r.jails, () => undefined) : undefined;
       const applied = await c.apply(fleet);
@@ -45,13 +48,21 @@ async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report
       const targets = new Map(applied.jails.map((j) => [j.name, j.generation]));
       const total = targets.size;
       let n = 0;
+      let running = 0;
+      let failed = 0;
+      progress = report === 'apply' ? new Progress(total, 'running') : undefined;
       const line = (o: JailOutcome) => {
         n++;
-        if (report === 'run') return;
-        const what = o.state === 'running' ? `running on ${o.host}` : `${o.state}${o.message ? `: ${o.message}` : ''}`;
-        console.log(`[${n}/${total}] ${o.name} ${what}`);
+        if (!progress) return;
+        if (o.state === 'running') running++;
+        else failed++;
+        const extra = failed ? `, ${failed} not running` : '';
+        if (o.state === 'running') return progress.update(running, `[${n}/${total}] ${o.name} running on ${o.host}`, extra);
+        progress.note(`[${n}/${total}] ${o.name} ${o.state}${o.message ? `: ${o.message}` : ''}`);
+        progress.update(running, undefined, extra);
       };
       const outcomes = await waiter.wait(targets, { timeoutMs, before, onUpdate: line });
+      progress?.stop();
       // the answer came from the agents' events; let the status service catch up (a few ms) so
       // that a `ps` right after this shows what we just reported
       const ok = outcomes.filter((o) => o.state === 'running').map((o) => o.name);
@@ -70,6 +81,7 @@ async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report
       console.log(`${total} of ${total} jails running`);
       return 0;
     } finally {
+      progress?.stop();
       waiter?.close();
     }
   });
@@ -136,8 +148,8 @@ program
       ? (await readHostsFile(o.hosts)).hosts.map((h) => ({ name: h.name, up: true, draining: false, capacity: { cpu: h.cpu, memoryMB: h.memoryMB }, labels: h.labels }))
       : (await withClient((c) => c.hosts())).hosts.map((h) => ({
           name: h.host,
-          up: h.status === 'up',
-          draining: false,
+          up: h.status !== 'down',
+          draining: h.status === 'draining' || h.status === 'drained',
           capacity: h.capacity ?? { cpu: 0, memoryMB: 0 },
           labels: h.labels ?? {},
         }));
@@ -161,11 +173,40 @@ program
 
 program
   .command('hosts')
-  .description('list hosts and their liveness')
+  .description('list hosts: liveness or drain, capacity and what is allocated, labels')
   .option('--json', 'JSON array')
   .action(async (o) => {
     const { hosts } = await withClient((c) => c.hosts());
     console.log(o.json ? JSON.stringify(hosts, null, 2) : hostsTable(hosts));
+  });
+
+program
+  .command('drain')
+  .description('move every jail off a host, each started on its new host before its old copy stops; the host takes no new jails until undrain')
+  .argument('<host>', 'host name')
+  .option('--parallel <n>', 'jails moved at a time', '1')
+  .option('--wait', 'follow the moves; exit 0 once the host is drained, non-zero if a jail cannot move')
+  .option('--timeout <ms>', 'how long to wait', '600000')
+  .action(async (hostArg: string, o) => {
+    const host = jailName(hostArg, 'HOST');
+    const parallel = flag('parallel', parallelSchema, o.parallel);
+    const timeoutMs = flag('timeout', msSchema, o.timeout);
+    process.exitCode = await withClient(async (c) => {
+      const r = await c.drain(host, parallel);
+      const n = r.jails.length;
+      console.log(`${host}: draining, ${n} jail${n === 1 ? '' : 's'} to move, ${parallel} at a time`);
+      return o.wait ? followDrain(c, host, r.jails, timeoutMs) : 0;
+    });
+  });
+
+program
+  .command('undrain')
+  .description('let a drained (or draining) host take jails again; jails already moved stay where they are')
+  .argument('<host>', 'host name')
+  .action(async (hostArg: string) => {
+    const host = jailName(hostArg, 'HOST');
+    const r = await withClient((c) => c.undrain(host));
+    console.log(`${r.host}: takes jails again (${r.jails.length} placed on it)`);
   });
 
 for (const verb of ['stop', 'start', 'rm'] as const) {
@@ -308,9 +349,15 @@ serve
   .description('the scheduler (API and reconciler)')
   .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', '3000')
   .option('--lease-ms <ms>', 'leader lease: a standby takes over within this long (fixed when the bucket is first made)', '3000')
+  .option('--strategy <strategy>', 'how new jails are packed: binpack (fewest hosts) or spread (least loaded)', 'binpack')
   .action(async (o) => {
     const { serveScheduler } = await import('./serve.js');
-    await serveScheduler({ servers: servers(), hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs), leaseMs: flag('lease-ms', msSchema, o.leaseMs) });
+    await serveScheduler({
+      servers: servers(),
+      hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs),
+      leaseMs: flag('lease-ms', msSchema, o.leaseMs),
+      strategy: flag('strategy', strategySchema, o.strategy),
+    });
   });
 serve
   .command('status')

@@ -59,8 +59,24 @@ export function psTable(rows: PsRow[]): string {
   );
 }
 
+/** `0.5/2` (allocated of capacity), `-` for a host that did not say. */
+const share = (used: number | undefined, cap: number | undefined) => (cap === undefined ? '-' : `${used === undefined ? '?' : Math.round(used * 1000) / 1000}/${cap}`);
+
+/** `hosts`: liveness (or drain), jails held, cpu and memory allocated of capacity, labels, and a drain's blocked jails. */
 export function hostsTable(rows: HostRow[]): string {
-  return table(['HOST', 'STATUS', 'JAILS', 'LAST-SEEN'], rows.map((h) => [h.host, h.status, h.jails, `${age(h.lastSeen)} ago`]));
+  return table(
+    ['HOST', 'STATUS', 'JAILS', 'CPU', 'MEMORY-MB', 'LABELS', 'LAST-SEEN', 'INFO'],
+    rows.map((h) => [
+      h.host,
+      h.status,
+      h.jails,
+      share(h.allocated?.cpu, h.capacity?.cpu),
+      share(h.allocated?.memoryMB, h.capacity?.memoryMB),
+      Object.entries(h.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(',') || '-',
+      `${age(h.lastSeen)} ago`,
+      h.drain?.blocked.length ? `cannot move: ${someNames(h.drain.blocked.map((b) => `${b.name} (${b.reason})`), 3)}` : '',
+    ]),
+  );
 }
 
 /** The JSON shape of `ps --json`. */

@@ -1,7 +1,7 @@
 // `jailfleet serve agent|scheduler|status`: one service in the foreground, as a deploy unit runs
 // it. SIGINT/SIGTERM stop it cleanly; an agent leaves its jails running unless told to tear down.
 import { Agent, machineCapacity } from '../agent/index.js';
-import type { Labels } from '../../contracts/index.js';
+import type { Labels, PlacementStrategy } from '../../contracts/index.js';
 import { LinuxDriver } from '../agent/drivers/linux.js';
 import { createLogger } from '../common/index.js';
 import { Scheduler } from '../scheduler/index.js';
@@ -73,9 +73,9 @@ export async function serveAgent(o: {
   await runUntilSignal({ stop: () => agent.stop({ teardown: o.teardownOnExit }) }, log);
 }
 
-export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; leaseMs: number }) {
+export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; leaseMs: number; strategy: PlacementStrategy }) {
   const log = createLogger('scheduler');
-  const s = new Scheduler({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs, leaseMs: o.leaseMs });
+  const s = new Scheduler({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs, leaseMs: o.leaseMs, strategy: o.strategy });
   await s.start();
   await runUntilSignal(s, log);
 }

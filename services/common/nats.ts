@@ -5,6 +5,7 @@ import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy } from '@
 import { Kvm, type KV } from '@nats-io/kv';
 import {
   BUCKET_DESIRED,
+  BUCKET_HOSTS,
   BUCKET_LEADER,
   BUCKET_PLACEMENT,
   CMD_STREAM,
@@ -47,6 +48,8 @@ export interface Topology {
   desired: KV;
   placement: KV;
   leader: KV;
+  /** Drains, by host name (contracts/state.ts hostRecordSchema). */
+  hosts: KV;
 }
 
 /**
@@ -105,12 +108,13 @@ async function createTopology(nc: NatsConnection, replicas: number, leaderTtlMs:
     await kv.status();
     return kv;
   }).catch(() => kvm.create(name, { history: 1, replicas, ...o }));
-  const [desired, placement, leader] = await Promise.all([
+  const [desired, placement, leader, hosts] = await Promise.all([
     bucket(BUCKET_DESIRED),
     bucket(BUCKET_PLACEMENT),
     bucket(BUCKET_LEADER, { ttl: leaderTtlMs }),
+    bucket(BUCKET_HOSTS),
   ]);
-  return { desired, placement, leader };
+  return { desired, placement, leader, hosts };
 }
 
 export { encodeJson, decodeWith, natsServers, DEFAULT_NATS_URL } from './codec.js';

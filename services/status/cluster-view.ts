@@ -1,6 +1,6 @@
 // The cluster view: folds state events, heartbeats and placements into rows for `ps` and
 // `hosts`. Pure: the caller feeds it messages in stream order and passes the clock.
-import type { Heartbeat, HostRow, PlacementRecord, PsRow, StateEvent } from '../../contracts/index.js';
+import type { Heartbeat, HostRecord, HostRow, PlacementRecord, PsRow, StateEvent } from '../../contracts/index.js';
 
 interface JailRow extends PsRow {
   seq: number;
@@ -11,6 +11,13 @@ export class ClusterView {
   /** Newest generation seen destroyed per jail: older events of it are ignored. */
   private readonly gone = new Map<string, number>();
   private readonly placements = new Map<string, PlacementRecord>();
+  /**
+   * The running copy of an older generation while a newer one starts elsewhere (a drain's move):
+   * shown until the newer copy runs or the placement names it, so the jail reads as running.
+   */
+  private readonly previous = new Map<string, JailRow>();
+  /** Drains by host, from the hosts bucket. */
+  private readonly hostRecords = new Map<string, HostRecord>();
   private readonly hostsSeen = new Map<string, { lastSeen: number; jails: number } & Pick<Heartbeat, 'capacity' | 'labels' | 'allocated'>>();
 
   /** Set once the placement bucket has been read whole: from then on a missing placement means removed. */
@@ -32,12 +39,27 @@ export class ClusterView {
   applyEvent(e: StateEvent): void {
     if ((this.gone.get(e.jail) ?? 0) >= e.generation) return;
     const cur = this.rows.get(e.jail);
+    const prev = this.previous.get(e.jail);
+    if (prev && prev.generation === e.generation && e.seq > prev.seq) {
+      // the older copy goes on (stops, is destroyed) while the newer one starts
+      if (e.state === 'running') this.previous.set(e.jail, { ...prev, ...rowOf(e, prev) });
+      else this.previous.delete(e.jail);
+      return;
+    }
     if (cur && (cur.generation > e.generation || (cur.generation === e.generation && cur.seq >= e.seq))) return;
     if (e.state === 'destroyed') {
       this.rows.delete(e.jail);
+      if (prev && prev.generation < e.generation) {
+        // a move given up: the older copy is the jail again
+        this.rows.set(e.jail, prev);
+        this.previous.delete(e.jail);
+        return;
+      }
       this.gone.set(e.jail, e.generation);
       return;
     }
+    if (cur && cur.generation < e.generation && cur.state === 'running') this.previous.set(e.jail, cur);
+    if (e.state === 'running') this.previous.delete(e.jail);
     this.rows.set(e.jail, {
       name: e.jail,
       host: e.host,
@@ -57,6 +79,11 @@ export class ClusterView {
     else this.placements.delete(name);
   }
 
+  applyHostRecord(host: string, r: HostRecord | null): void {
+    if (r) this.hostRecords.set(host, r);
+    else this.hostRecords.delete(host);
+  }
+
   applyHeartbeat(hb: Heartbeat, now: number): void {
     this.hostsSeen.set(hb.host, { lastSeen: now, jails: hb.jails.length, capacity: hb.capacity, labels: hb.labels, allocated: hb.allocated });
   }
@@ -73,7 +100,12 @@ export class ClusterView {
       if (p && p.generation > r.generation) out.push(this.pendingRow(r.name, p));
       // removed (rm) but its host has not reported it destroyed yet, or is down
       else if (!p && this.placementsSynced) out.push({ ...strip(r), state: 'removing' });
-      else out.push(strip(r));
+      else {
+        // a newer copy still starting, not placed yet: the older copy that runs is the jail
+        const prev = this.previous.get(r.name);
+        const moving = prev !== undefined && r.state !== 'running' && p !== undefined && p.generation < r.generation;
+        out.push(strip(moving ? prev : r));
+      }
     }
     for (const [name, p] of this.placements) {
       if (!this.rows.has(name) && (this.gone.get(name) ?? 0) < p.generation) out.push(this.pendingRow(name, p));
@@ -89,18 +121,30 @@ export class ClusterView {
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  /**
+   * Every host heard from. A draining host is `drained` once no placement names it and its agent
+   * holds no jail (the old copies are gone too); `down` wins over both.
+   */
   hosts(now: number): HostRow[] {
+    const placed = new Map<string, number>();
+    for (const p of this.placements.values()) if (p.host) placed.set(p.host, (placed.get(p.host) ?? 0) + 1);
     return [...this.hostsSeen.entries()]
       .sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([host, h]) => ({
-        host,
-        status: this.hostDown(host, now) ? ('down' as const) : ('up' as const),
-        jails: h.jails,
-        lastSeen: new Date(h.lastSeen).toISOString(),
-        capacity: h.capacity,
-        labels: h.labels,
-        allocated: h.allocated,
-      }));
+      .map(([host, h]) => {
+        const drain = this.hostRecords.get(host);
+        const draining = drain?.draining === true;
+        const status = this.hostDown(host, now) ? 'down' : !draining ? 'up' : (placed.get(host) ?? 0) === 0 && h.jails === 0 ? 'drained' : 'draining';
+        return {
+          host,
+          status,
+          jails: h.jails,
+          lastSeen: new Date(h.lastSeen).toISOString(),
+          capacity: h.capacity,
+          labels: h.labels,
+          allocated: h.allocated,
+          ...(draining && { drain: { parallel: drain.parallel, since: drain.since, blocked: drain.blocked } }),
+        };
+      });
   }
 
   private pendingRow(name: string, p: PlacementRecord): PsRow {
@@ -116,6 +160,11 @@ export class ClusterView {
       error: p.host ? null : { step: 'place', message: p.reason ?? 'not placed' },
     };
   }
+}
+
+/** The fields an event sets on a row of the same generation. */
+function rowOf(e: StateEvent, cur: JailRow): Partial<JailRow> {
+  return { seq: e.seq, state: e.state, pid: e.state === 'running' ? e.pid : null, exitCode: e.exitCode, restarts: e.restarts, error: e.error, since: cur.state === e.state ? cur.since : e.at };
 }
 
 function strip(r: JailRow): PsRow {

@@ -4,10 +4,12 @@
 import { hostname as osHostname } from 'node:os';
 import { jetstream, DeliverPolicy, type ConsumerMessages } from '@nats-io/jetstream';
 import {
+  BUCKET_HOSTS,
   BUCKET_PLACEMENT,
   EVT_STREAM,
   STATUS_QUEUE,
   heartbeatSchema,
+  hostRecordSchema,
   hostsRequestSchema,
   placementRecordSchema,
   psRequestSchema,
@@ -63,6 +65,7 @@ export class StatusService {
     );
     this.stopWatch = () => watch.stop();
     void watch.synced.then(() => (this.view.placementsSynced = true));
+    this.followHosts(nc);
     this.followEvents(nc);
     nc.subscribe(subjects.status('ps'), { queue: STATUS_QUEUE, callback: (err, msg) => this.answer(err, msg, 'ps') });
     nc.subscribe(subjects.status('hosts'), { queue: STATUS_QUEUE, callback: (err, msg) => this.answer(err, msg, 'hosts') });
@@ -106,6 +109,22 @@ export class StatusService {
         if (!this.stopped) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** Math.min(round, 5))));
       }
     })();
+  }
+
+  /** Drains (hosts bucket): `hosts` shows draining and drained from them. */
+  private followHosts(nc: NatsConnection) {
+    const watch = followBucket(
+      nc,
+      BUCKET_HOSTS,
+      (e) => {
+        const r = e.operation === 'PUT' ? hostRecordSchema.safeParse(e.json()).data : undefined;
+        if (e.operation === 'PUT' && !r) this.log.warn({ host: e.key }, 'unreadable host record ignored');
+        this.view.applyHostRecord(e.key, r ?? null);
+      },
+      this.log,
+    );
+    const stopPlacements = this.stopWatch;
+    this.stopWatch = () => (stopPlacements?.(), watch.stop());
   }
 
   private answer(err: Error | null, msg: Msg, query: 'ps' | 'hosts') {

@@ -1,8 +1,8 @@
 // `npm run bench`: speed figures as JSON lines, each beside a baseline measured in the same run
-// (a ratio, since these machines are noisy). `npm run bench -- placement plan-quality` runs only
+// (a ratio, since these machines are noisy). `npm run bench -- placement rollout` runs only
 // the figures named; the default is all. The figures that start real jails need root.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { jetstream } from '@nats-io/jetstream';
@@ -20,6 +20,79 @@ const percentile = (xs: number[], p: number) => {
 };
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
+
+/** Wall times of `n` jail starts by the shell script (same mounts, unshare, chroot), one at a time; all removed after. */
+async function shellBaseline(n: number): Promise<number[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'jailfleet-bench-base-'));
+  const base: number[] = [];
+  const pids: number[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      const r = await execa(join(repoRoot, 'test', 'bench', 'baseline-start.sh'), [join(dir, `b-${i}`), join(repoRoot, 'dist', 'native', 'jailinit'), '--', '/bin/sleep', '3600']);
+      base.push(performance.now() - t0);
+      pids.push(Number(r.stdout.trim()));
+    }
+  } finally {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    for (const m of mountsUnder(dir).reverse()) await execa('umount', ['--lazy', m], { reject: false });
+    if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
+  }
+  return base;
+}
+
+/**
+ * `n` real jails in one fleet through `jailfleet apply --wait` to `hosts` agents on this machine,
+ * each offering room for its share (binpack then fills every agent): apply to all running. The
+ * baseline is what the shell script would take to start them one by one, spread over the cores:
+ * n × its single-start median (measured in this run) / cores.
+ */
+async function rollout(n: number, hostCount: number) {
+  const names = Array.from({ length: hostCount }, (_, i) => `roll-${i + 1}`);
+  const share = Math.ceil(n / hostCount);
+  const c = await TestCluster.start({ hosts: [] });
+  let wallMs: number;
+  const perHost: Record<string, number> = {};
+  try {
+    // the default jail reserves 0.1 core and 64 MB
+    for (const h of names) c.startAgent(h, ['--cpu', String(share / 10), '--memory-mb', String(share * 64)]);
+    await c.until('every agent up', async () => (await c.json<{ status: string }[]>(['hosts'])).filter((h) => h.status === 'up').length === hostCount, 60_000);
+    const dir = mkdtempSync(join(tmpdir(), 'jailfleet-bench-rollout-'));
+    const file = join(dir, 'fleet.json');
+    writeFileSync(file, JSON.stringify({ jails: Array.from({ length: n }, (_, i) => ({ name: `roll-${i}`, command: ['/bin/sleep', '3600'], restart: 'never' })) }));
+    const t0 = performance.now();
+    const r = await c.cli(['apply', '-f', file, '--wait', '--timeout', '1800000'], { timeoutMs: 1_900_000 });
+    wallMs = performance.now() - t0;
+    rmSync(dir, { recursive: true, force: true });
+    if (r.exitCode !== 0) throw new Error(`rollout: apply --wait failed: ${r.stderr}`);
+    for (const row of await c.json<{ host: string | null; state: string }[]>(['ps'])) if (row.state === 'running') perHost[row.host!] = (perHost[row.host!] ?? 0) + 1;
+  } finally {
+    await c.stop();
+  }
+  const single = percentile(await shellBaseline(5), 50);
+  const cores = cpus().length;
+  const baselineMs = (n * single) / cores;
+  emit({
+    figure: 'rollout',
+    jails: n,
+    hosts: hostCount,
+    unit: 'ms',
+    wall: round(wallMs),
+    running: Object.values(perHost).reduce((a, b) => a + b, 0),
+    perHost,
+    baseline: `${n} × the shell script's single start (median of 5, this run) / ${cores} cores`,
+    baselineSingleP50: round(single),
+    baselineWall: round(baselineMs),
+    ratio: round(wallMs / baselineMs),
+  });
+}
 
 /** 100 jails on one agent: command published → `running` event, one jail at a time. */
 async function startLatency(n: number) {
@@ -54,29 +127,7 @@ async function startLatency(n: number) {
   await nc.close();
   await c.stop();
 
-  // baseline: the same mounts, unshare and chroot from a shell script
-  const dir = mkdtempSync(join(tmpdir(), 'jailfleet-bench-base-'));
-  const base: number[] = [];
-  const pids: number[] = [];
-  try {
-    for (let i = 0; i < n; i++) {
-      const t0 = performance.now();
-      const r = await execa(join(repoRoot, 'test', 'bench', 'baseline-start.sh'), [join(dir, `b-${i}`), join(repoRoot, 'dist', 'native', 'jailinit'), '--', '/bin/sleep', '3600']);
-      base.push(performance.now() - t0);
-      pids.push(Number(r.stdout.trim()));
-    }
-  } finally {
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-    await new Promise((r) => setTimeout(r, 300));
-    for (const m of mountsUnder(dir).reverse()) await execa('umount', ['--lazy', m], { reject: false });
-    if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
-  }
+  const base = await shellBaseline(n);
   const p50 = percentile(jf, 50);
   const b50 = percentile(base, 50);
   emit({
@@ -139,6 +190,7 @@ async function psLatency(n: number, runs: number) {
 const FIGURES: Record<string, { root: boolean; run: () => unknown }> = {
   'start-latency': { root: true, run: () => startLatency(Number(process.env.BENCH_JAILS ?? 100)) },
   'ps-latency': { root: true, run: () => psLatency(1000, 7) },
+  rollout: { root: true, run: () => rollout(Number(process.env.BENCH_ROLLOUT_JAILS ?? 500), 5) },
   placement: { root: false, run: () => placementFigure() },
   'plan-quality': { root: false, run: () => planQualityFigure() },
   failover: { root: true, run: () => failoverFigure(Number(process.env.BENCH_JAILS ?? 100)) },

@@ -31,7 +31,8 @@ d('a cluster of two hosts runs jails for a user', () => {
   };
 
   beforeAll(async () => {
-    c = await TestCluster.start({ hosts: ['host-1', 'host-2'] });
+    // spread: this story is about jails landing on every host (binpack, the default, is test/e2e/consolidation.test.ts)
+    c = await TestCluster.start({ hosts: ['host-1', 'host-2'], schedulerArgs: ['--strategy', 'spread'] });
     await c.until('both hosts up', async () => {
       const hosts = await c.json<{ host: string; status: string }[]>(['hosts']);
       return hosts.filter((h) => h.status === 'up').length === 2;

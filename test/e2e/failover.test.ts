@@ -47,7 +47,7 @@ d('a host dies: its jails move, and come back to exactly one copy', () => {
   const names = Array.from({ length: 10 }, (_, i) => `mv-${i}`);
 
   beforeAll(async () => {
-    c = await TestCluster.start({ hosts: ['host-1', 'host-2', 'host-3'], schedulerArgs: ['--host-ttl-ms', String(TTL)], statusArgs: ['--host-ttl-ms', String(TTL)] });
+    c = await TestCluster.start({ hosts: ['host-1', 'host-2', 'host-3'], schedulerArgs: ['--host-ttl-ms', String(TTL), '--strategy', 'spread'], statusArgs: ['--host-ttl-ms', String(TTL)] });
     await c.until('three hosts up', async () => (await c.json<{ status: string }[]>(['hosts'])).filter((h) => h.status === 'up').length === 3);
   }, 60_000);
   afterAll(async () => {

@@ -101,6 +101,13 @@ export function removeJailCgroups(dataDir: string) {
   }
 }
 
+/**
+ * What an agent offers unless a test says otherwise: room for hundreds of default jails (0.1 core
+ * and 64 MB each), as tests about failover or scale are not about capacity. The jails' own limits
+ * are enforced as written either way.
+ */
+const ROOMY_AGENT = ['--cpu', '64', '--memory-mb', '65536'];
+
 export interface ClusterOptions {
   hosts?: string[];
   scheduler?: boolean;
@@ -185,7 +192,7 @@ export class TestCluster {
 
   startAgent(host: string, extra: string[] = [], wrap: string[] = []): ResultPromise {
     this.hostsEver.add(host);
-    const p = this.serve(['agent', '--host', host, '--data-dir', join(this.dir, 'hosts', host), '--backoff-base-ms', '200', ...(this.opts.agentArgs ?? []), ...extra], host, wrap);
+    const p = this.serve(['agent', '--host', host, '--data-dir', join(this.dir, 'hosts', host), '--backoff-base-ms', '200', ...(this.opts.agentArgs ?? ROOMY_AGENT), ...extra], host, wrap);
     this.agents.set(host, p);
     return p;
   }

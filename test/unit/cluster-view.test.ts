@@ -166,6 +166,40 @@ describe('ClusterView events', () => {
   });
 });
 
+describe('ClusterView during a move (drain)', () => {
+  test("the old copy is shown running until the new one runs, then the new one, and the old one's end is no news", () => {
+    const v = new ClusterView(TTL);
+    v.applyPlacement('a', placed('h1', 1));
+    v.applyEvent(ev('a', 1, 2, 'running', { host: 'h1', pid: 10 }));
+    v.applyEvent(ev('a', 2, 1, 'prepared', { host: 'h2' }));
+    v.applyEvent(ev('a', 2, 2, 'mounted', { host: 'h2' }));
+    expect(v.ps()).toMatchObject([{ name: 'a', host: 'h1', state: 'running', generation: 1, pid: 10 }]);
+    v.applyEvent(ev('a', 2, 3, 'running', { host: 'h2', pid: 20 }));
+    expect(v.ps()).toMatchObject([{ name: 'a', host: 'h2', state: 'running', generation: 2, pid: 20 }]);
+    v.applyPlacement('a', placed('h2', 2));
+    v.applyEvent(ev('a', 1, 3, 'stopped', { host: 'h1' }));
+    v.applyEvent(ev('a', 1, 4, 'destroyed', { host: 'h1' }));
+    expect(v.ps()).toMatchObject([{ name: 'a', host: 'h2', state: 'running', generation: 2 }]);
+  });
+
+  test('once the placement names the new generation, its state is shown even before it runs (failover)', () => {
+    const v = new ClusterView(TTL);
+    v.applyEvent(ev('a', 1, 2, 'running', { host: 'h1' }));
+    v.applyPlacement('a', placed('h2', 2));
+    v.applyEvent(ev('a', 2, 1, 'prepared', { host: 'h2' }));
+    expect(v.ps()).toMatchObject([{ name: 'a', host: 'h2', state: 'prepared', generation: 2 }]);
+  });
+
+  test('a move given up (the new copy destroyed) leaves the old copy as the jail', () => {
+    const v = new ClusterView(TTL);
+    v.applyPlacement('a', placed('h1', 1));
+    v.applyEvent(ev('a', 1, 2, 'running', { host: 'h1', pid: 10 }));
+    v.applyEvent(ev('a', 2, 1, 'failed', { host: 'h2' }));
+    v.applyEvent(ev('a', 2, 2, 'destroyed', { host: 'h2' }));
+    expect(v.ps()).toMatchObject([{ name: 'a', host: 'h1', state: 'running', generation: 1, pid: 10 }]);
+  });
+});
+
 describe('ClusterView placements', () => {
   test('a placed jail with no event yet is pending on its host', () => {
     const v = new ClusterView(TTL);
@@ -317,5 +351,23 @@ describe('hosts', () => {
 
   test('no heartbeat, no host', () => {
     expect(new ClusterView(TTL).hosts(0)).toEqual([]);
+  });
+
+  test('a draining host is drained once no placement names it and its agent holds nothing; down wins; undrain ends it', () => {
+    const v = new ClusterView(TTL);
+    const place = (host: string): PlacementRecord => ({ v: 1, host, generation: 1, reason: null });
+    const drain = { v: 1 as const, draining: true, parallel: 2, since: '2025-01-01T00:00:00.000Z', blocked: [{ name: 'a', reason: 'no host fits' }] };
+    v.applyPlacement('a', place('h1'));
+    v.applyHeartbeat(hb('h1', 1), 0);
+    v.applyHostRecord('h1', drain);
+    expect(v.hosts(0)[0]).toMatchObject({ status: 'draining', drain: { parallel: 2, since: drain.since, blocked: drain.blocked } });
+    // placed elsewhere, but the old copy still held: still draining
+    v.applyPlacement('a', place('h2'));
+    expect(v.hosts(0)[0]!.status).toBe('draining');
+    v.applyHeartbeat(hb('h1', 0), 10);
+    expect(v.hosts(10)[0]!.status).toBe('drained');
+    expect(v.hosts(10 + TTL + 1)[0]!.status).toBe('down');
+    v.applyHostRecord('h1', null);
+    expect(v.hosts(10)[0]).toEqual({ host: 'h1', status: 'up', jails: 0, lastSeen: new Date(10).toISOString(), ...fromHb });
   });
 });

@@ -1,0 +1,80 @@
+// The scheduler's packing of the live cluster: a ClusterPacking kept in step with what the
+// scheduler hears (heartbeats: capacity and labels; liveness; drains) and what its KV caches hold
+// (desired specs: resources and spread group; placements: which host). Pure bookkeeping, no I/O:
+// the scheduler calls it from its watches and its reconciles. It never writes a placement; it only
+// says where a jail would fit and remembers the reservation.
+import type { JailSpec } from '../../contracts/index.js';
+import { ClusterPacking, type PackHost, type PackStrategy, type PlaceResult } from './packing.js';
+
+const hostKey = (h: PackHost) => JSON.stringify([h.up, h.draining, h.capacity.cpu, h.capacity.memoryMB, h.labels]);
+const heldKey = (spec: JailSpec, host: string) => JSON.stringify([host, spec.resources.cpu, spec.resources.memoryMB, spec.placement.spreadGroup ?? null]);
+
+export class LivePacking {
+  private readonly packing: ClusterPacking;
+  private readonly hosts = new Map<string, { host: PackHost; key: string }>();
+  private readonly specs = new Map<string, JailSpec>();
+  /** Where each jail is (its placement, or the target of a move in flight). */
+  private readonly where = new Map<string, string>();
+  /** What the packing holds for each jail, to skip updates that change nothing. */
+  private readonly held = new Map<string, string>();
+
+  constructor(readonly strategy: PackStrategy) {
+    this.packing = new ClusterPacking([], [], strategy);
+  }
+
+  /** A host's capacity and labels (heartbeat), liveness or drain changed: only what changed is applied. */
+  host(patch: Partial<PackHost> & { name: string }): void {
+    const cur = this.hosts.get(patch.name)?.host ?? { name: patch.name, up: false, draining: false, capacity: { cpu: 0, memoryMB: 0 }, labels: {} };
+    const next: PackHost = { ...cur, ...patch };
+    const key = hostKey(next);
+    if (this.hosts.get(next.name)?.key === key) return;
+    this.hosts.set(next.name, { host: next, key });
+    this.packing.upsertHost(next);
+  }
+
+  /** The jail's spec (desired record), or undefined once its record is gone. */
+  spec(name: string, spec: JailSpec | undefined): void {
+    if (spec) this.specs.set(name, spec);
+    else this.specs.delete(name);
+    this.sync(name);
+  }
+
+  /** The host the jail is on (null: not placed). */
+  at(name: string, host: string | null): void {
+    if (host) this.where.set(name, host);
+    else this.where.delete(name);
+    this.sync(name);
+  }
+
+  /** Chooses a host for the jail and reserves its resources there (releasing where it was), or says why none. */
+  place(spec: JailSpec): PlaceResult {
+    this.specs.set(spec.name, spec);
+    const r = this.packing.place(spec);
+    if (r.host) {
+      this.where.set(spec.name, r.host);
+      this.held.set(spec.name, heldKey(spec, r.host));
+    } else {
+      // nothing is reserved any more: `at` puts back what the placement says
+      this.where.delete(spec.name);
+      this.held.delete(spec.name);
+    }
+    return r;
+  }
+
+  hostOf(name: string): string | undefined {
+    return this.packing.hostOf(name);
+  }
+
+  private sync(name: string): void {
+    const spec = this.specs.get(name);
+    const host = this.where.get(name);
+    if (!spec || !host) {
+      if (this.held.delete(name)) this.packing.release(name);
+      return;
+    }
+    const key = heldKey(spec, host);
+    if (this.held.get(name) === key) return;
+    this.held.set(name, key);
+    this.packing.assign(name, host, spec.resources, spec.placement.spreadGroup);
+  }
+}

@@ -1,0 +1,174 @@
+// Consolidation end to end: agents that offer 2 cores and 512 MB each, a scheduler that packs
+// (binpack, the default), a fleet packed onto the fewest hosts, a jail that fits nowhere and says
+// why, and a host drained for maintenance with every jail running somewhere at every moment
+// (checked in the kernel's process table and in `ps` while the drain runs). That a memory hog is
+// killed at its limit while its neighbour runs is test/e2e/limits.test.ts.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TestCluster, runningCopies } from '../support/cluster.js';
+
+const asRoot = process.getuid?.() === 0;
+const d = asRoot ? describe : describe.skip;
+
+interface PsRow {
+  name: string;
+  host: string | null;
+  state: string;
+  generation: number;
+  pid: number | null;
+  error: { step: string; message: string } | null;
+}
+interface HostRow {
+  host: string;
+  status: string;
+  jails: number;
+  allocated?: { cpu: number; memoryMB: number };
+  drain?: { blocked: { name: string; reason: string }[] };
+}
+
+const HOSTS = ['host-1', 'host-2', 'host-3'];
+/** Six jails of half a core and 128 MB: 3 cores and 768 MB, two hosts' worth. */
+const PACKED = Array.from({ length: 6 }, (_, i) => `pack-${i}`);
+
+function fleetFile(jails: object[]): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'jf-consol-')), 'fleet.json');
+  writeFileSync(file, JSON.stringify({ jails }));
+  return file;
+}
+const sleeper = (name: string, resources: object, extra: object = {}) => ({ name, command: ['/bin/sleep', '3600'], resources, ...extra });
+
+d('consolidation: packing by resources, reasons, drain', () => {
+  let c: TestCluster;
+  const ps = () => c.json<PsRow[]>(['ps']);
+  const hosts = () => c.json<HostRow[]>(['hosts']);
+
+  beforeAll(async () => {
+    c = await TestCluster.start({ hosts: [] });
+    for (const h of HOSTS) c.startAgent(h, ['--cpu', '2', '--memory-mb', '512']);
+    await c.until('three hosts up', async () => (await hosts()).filter((h) => h.status === 'up').length === 3, 60_000);
+  }, 90_000);
+  afterAll(async () => {
+    await c?.stop();
+  }, 300_000);
+
+  it('packs a fleet that fits onto the fewest hosts', async () => {
+    const r = await c.cli(['apply', '-f', fleetFile(PACKED.map((n) => sleeper(n, { cpu: 0.5, memoryMB: 128 }))), '--wait']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain('6 of 6 jails running');
+    const rows = (await ps()).filter((row) => PACKED.includes(row.name));
+    expect(rows.every((row) => row.state === 'running')).toBe(true);
+    const perHost = new Map<string, number>();
+    for (const row of rows) perHost.set(row.host!, (perHost.get(row.host!) ?? 0) + 1);
+    // 768 MB cannot fit on one 512 MB host: two hosts, the first one full
+    expect([...perHost.values()].sort()).toEqual([2, 4]);
+    const full = [...perHost].find(([, n]) => n === 4)![0];
+    const row = await c.until('the full host reports what it gave out', async () => (await hosts()).find((h) => h.host === full && h.allocated?.memoryMB === 512));
+    expect(row.allocated).toEqual({ cpu: 2, memoryMB: 512 });
+    const table = await c.cli(['hosts']);
+    expect(table.stdout).toMatch(new RegExp(`${full}\\s+up\\s+4\\s+2/2\\s+512/512`));
+  }, 120_000);
+
+  it('says why a jail that fits nowhere is not placed: apply exits non-zero, ps shows the reason', async () => {
+    const r = await c.cli(['apply', '-f', fleetFile([sleeper('huge', { cpu: 0.5, memoryMB: 1024 })]), '--wait', '--timeout', '20000']);
+    expect(r.exitCode).toBe(1);
+    const reason = 'no host fits: 3 hosts lack memory (needs 1024 MB, most free 512 MB)';
+    expect(r.stdout).toContain(`huge unplaced: ${reason}`);
+    expect(r.stderr).toContain(`huge (unplaced: ${reason})`);
+    const row = (await ps()).find((x) => x.name === 'huge');
+    expect(row).toMatchObject({ host: null, state: 'unplaced', error: { step: 'place', message: reason } });
+    expect((await c.cli(['rm', 'huge'])).exitCode).toBe(0);
+    await c.until('huge gone', async () => !(await ps()).some((x) => x.name === 'huge'));
+  }, 60_000);
+
+  it('refuses bad drain arguments with exit 2 naming the rule, and an unknown host with exit 1', async () => {
+    expect(await c.cli(['drain', 'Host_1'])).toMatchObject({ exitCode: 2, stderr: expect.stringContaining('jailfleet: HOST: must be lowercase letters') });
+    expect(await c.cli(['drain', 'host-1', '--parallel', '0'])).toMatchObject({ exitCode: 2, stderr: 'jailfleet: --parallel: must be at least 1 (got "0")' });
+    expect(await c.cli(['drain', 'host-1', '--parallel', 'two'])).toMatchObject({ exitCode: 2, stderr: 'jailfleet: --parallel: must be a whole number (got "two")' });
+    expect(await c.cli(['drain', 'nope'])).toMatchObject({ exitCode: 1, stderr: expect.stringContaining('no host named "nope"') });
+  });
+
+  it('drains the full host: every jail has a running copy at every moment, then the host is drained', async () => {
+    const before = (await ps()).filter((row) => PACKED.includes(row.name));
+    const victim = before.find((row) => before.filter((x) => x.host === row.host).length === 4)!.host!;
+    const moving = before.filter((row) => row.host === victim).map((row) => row.name);
+
+    const drain = c.cli(['drain', victim, '--parallel', '2', '--wait', '--timeout', '120000']);
+    let settled = false;
+    void drain.finally(() => (settled = true));
+    const gaps: string[] = [];
+    // the kernel every 50 ms (cheap), `ps` as often as a CLI process can answer
+    let kernelSamples = 0;
+    const kernel = setInterval(() => {
+      const copies = runningCopies(c.dir);
+      for (const n of PACKED) if (!copies[n]?.length) gaps.push(`kernel: no copy of ${n}`);
+      kernelSamples++;
+    }, 50);
+    let psSamples = 0;
+    while (!settled) {
+      const rows = await ps();
+      for (const n of PACKED) {
+        const row = rows.find((x) => x.name === n);
+        if (row?.state !== 'running') gaps.push(`ps: ${n} is ${row?.state ?? 'missing'}`);
+      }
+      psSamples++;
+    }
+    clearInterval(kernel);
+    const r = await drain;
+    expect({ exitCode: r.exitCode, stderr: r.stderr }).toEqual({ exitCode: 0, stderr: '' });
+    expect(r.stdout).toContain(`${victim}: draining, 4 jails to move, 2 at a time`);
+    expect(r.stdout).toContain(`${victim}: drained (4 of 4 jails moved)`);
+    console.log(`drain of 4 jails, 2 at a time: ${kernelSamples} kernel samples, ${psSamples} ps samples, ${gaps.length} gaps`);
+    expect(kernelSamples).toBeGreaterThan(10);
+    expect(psSamples).toBeGreaterThan(1);
+    expect(gaps).toEqual([]);
+
+    expect((await hosts()).find((h) => h.host === victim)).toMatchObject({ status: 'drained', jails: 0 });
+    const after = (await ps()).filter((row) => PACKED.includes(row.name));
+    expect(after.every((row) => row.state === 'running' && row.host !== victim)).toBe(true);
+    for (const row of after) expect(row.generation).toBe(moving.includes(row.name) ? 2 : 1);
+    // one copy of each, none left on the drained host
+    const copies = await c.until('one copy of each jail', async () => {
+      const k = runningCopies(c.dir);
+      return PACKED.every((n) => k[n]?.length === 1) ? k : undefined;
+    });
+    expect(Object.values(copies).flat()).not.toContain(victim);
+  }, 180_000);
+
+  it('a drained host takes no jail, not even one pinned to it, until it is undrained', async () => {
+    const victim = (await hosts()).find((h) => h.status === 'drained')!.host;
+    const fleet = fleetFile([sleeper('pin', { cpu: 0.1, memoryMB: 64 }, { placement: { host: victim } })]);
+    const r = await c.cli(['apply', '-f', fleet, '--wait', '--timeout', '10000']);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`pin (unplaced: pinned host "${victim}" is draining)`);
+
+    const u = await c.cli(['undrain', victim]);
+    expect(u).toMatchObject({ exitCode: 0, stdout: `${victim}: takes jails again (0 placed on it)` });
+    const row = await c.until('pin running on the undrained host', async () => (await ps()).find((x) => x.name === 'pin' && x.state === 'running'));
+    expect(row.host).toBe(victim);
+    expect((await hosts()).find((h) => h.host === victim)!.status).toBe('up');
+  }, 60_000);
+
+  it('drain --wait names a jail that cannot move and why, exits non-zero, and leaves it running', async () => {
+    // the host with the two moved jails gets a wide one; the undrained host has room for the two
+    // small ones only (1.9 cores and 448 MB free, then 0.9 and 192)
+    const rows = (await ps()).filter((row) => PACKED.includes(row.name));
+    const perHost = new Map<string, string[]>();
+    for (const row of rows) perHost.set(row.host!, [...(perHost.get(row.host!) ?? []), row.name]);
+    const half = [...perHost].find(([, names]) => names.length === 2)![0];
+    const w = await c.cli(['apply', '-f', fleetFile([sleeper('zz-wide', { cpu: 1, memoryMB: 256 })]), '--wait']);
+    expect(w.exitCode).toBe(0);
+    expect(w.stdout).toContain(`zz-wide running on ${half}`);
+
+    const r = await c.cli(['drain', half, '--wait', '--timeout', '120000']);
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toMatch(/zz-wide cannot move: no host fits: 2 hosts lack memory \(needs 256 MB, most free 192 MB\), 1 is draining/);
+    expect(r.stderr).toContain(`1 of 3 jails cannot move off ${half}`);
+    const table = await c.cli(['hosts']);
+    expect(table.stdout).toMatch(new RegExp(`${half}\\s+draining.*cannot move: zz-wide \\(no host fits`));
+    const wide = (await ps()).find((x) => x.name === 'zz-wide')!;
+    expect(wide).toMatchObject({ host: half, state: 'running', generation: 1 });
+    expect((await c.cli(['undrain', half])).exitCode).toBe(0);
+  }, 180_000);
+});
