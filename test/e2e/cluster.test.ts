@@ -7,20 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { TestCluster, cliPath } from '../support/cluster.js';
+import type { PsRow } from '../../contracts/index.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
 if (!asRoot) console.warn('end-to-end tests need root (namespaces, mounts): skipped');
 
-interface PsRow {
-  name: string;
-  host: string | null;
-  state: string;
-  generation: number;
-  pid: number | null;
-  since: string | null;
-  error: { step: string; message: string } | null;
-}
 
 d('a cluster of two hosts runs jails for a user', () => {
   let c: TestCluster;

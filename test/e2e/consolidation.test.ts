@@ -8,18 +8,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestCluster, runningCopies } from '../support/cluster.js';
+import type { PsRow } from '../../contracts/index.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
 
-interface PsRow {
-  name: string;
-  host: string | null;
-  state: string;
-  generation: number;
-  pid: number | null;
-  error: { step: string; message: string } | null;
-}
 interface HostRow {
   host: string;
   status: string;

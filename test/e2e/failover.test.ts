@@ -7,18 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { TestCluster, cliPath, runningCopies } from '../support/cluster.js';
+import type { PsRow } from '../../contracts/index.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
 
-interface PsRow {
-  name: string;
-  host: string | null;
-  state: string;
-  generation: number;
-  pid: number | null;
-  restarts: number;
-}
 
 const TTL = 3000;
 

@@ -9,19 +9,12 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { heartbeatSchema, subjects, type Heartbeat } from '../../contracts/index.js';
 import { TestCluster, cliPath } from '../support/cluster.js';
+import type { PsRow } from '../../contracts/index.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
 if (!asRoot) console.warn('end-to-end tests need root (namespaces, mounts, cgroups): skipped');
 
-interface PsRow {
-  name: string;
-  host: string | null;
-  state: string;
-  exitCode: number | null;
-  restarts: number;
-  error: { step: string; message: string } | null;
-}
 
 d('an agent with a declared capacity, and jails held to their limits', () => {
   let c: TestCluster;

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { TestCluster, runningCopies } from '../support/cluster.js';
+import type { PsRow } from '../../contracts/index.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -23,12 +24,6 @@ const NS_IP = '10.213.7.2';
 
 const ip = (...args: string[]) => execa('ip', args);
 
-interface PsRow {
-  name: string;
-  host: string | null;
-  state: string;
-  generation: number;
-}
 
 d('a partitioned host', () => {
   let c: TestCluster | undefined;
