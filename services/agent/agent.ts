@@ -69,21 +69,36 @@ const within = (ms: number, p: Promise<unknown> | undefined): Promise<boolean> =
   });
 
 /** At most `n` tasks at once; the rest wait their turn in order. */
-class StepLimit {
+/**
+ * At most `n` tasks at once; the rest wait their turn, the highest priority first, then in order.
+ * Later lifecycle steps go first, so a burst of jails comes up one after another (the first runs
+ * in a moment) rather than all prepared, then all mounted, then all started at the very end.
+ */
+export class StepLimit {
   private active = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly waiting: { priority: number; go: () => void }[] = [];
   constructor(private readonly n: number) {}
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.active >= this.n) await new Promise<void>((r) => this.waiting.push(r));
+  async run<T>(task: () => Promise<T>, priority = 0): Promise<T> {
+    if (this.active >= this.n) {
+      await new Promise<void>((go) => {
+        // after every waiter of the same or a higher priority
+        let i = this.waiting.length;
+        while (i > 0 && this.waiting[i - 1]!.priority < priority) i--;
+        this.waiting.splice(i, 0, { priority, go });
+      });
+    }
     this.active++;
     try {
       return await task();
     } finally {
       this.active--;
-      this.waiting.shift()?.();
+      this.waiting.shift()?.go();
     }
   }
 }
+
+/** Step priorities: a jail further along its way up (or going away) goes first. */
+const STEP_PRIORITY: Record<string, number> = { prepare: 0, mount: 1, start: 2, stop: 3, unmount: 3, destroy: 3 };
 
 interface JailEntry {
   spec: JailSpec;
@@ -376,7 +391,7 @@ export class Agent {
     // a driver error says "<step> of jail <name> failed: <why>"; the event already names the step
     // and the jail, so it carries the why
     const step = <T>(name: string, spec: JailSpec, run: () => Promise<T>): Promise<T> =>
-      this.steps.run(run).catch((err: Error) => {
+      this.steps.run(run, STEP_PRIORITY[name] ?? 0).catch((err: Error) => {
         const prefix = `${name} of jail ${spec.name} failed: `;
         throw new Error(err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message, { cause: err });
       });

@@ -283,6 +283,7 @@ export class TestCluster {
     for (const m of [...left].reverse()) await execa('umount', ['-l', m], { reject: false });
     if (strays.length) throw new Error(`jails left running under ${this.dir} (killed now): ${strays.map((p) => `${p.host}/${p.jail}`).join(', ')}`);
     if (left.length) throw new Error(`mounts left under ${this.dir} (released now): ${left.join(', ')}`);
-    if (mountsUnder(this.dir).length === 0) rmSync(this.dir, { recursive: true, force: true });
+    // JAILFLEET_KEEP_TEST_DIR=1 keeps the logs of a passing run too, for a look afterwards
+    if (mountsUnder(this.dir).length === 0 && !process.env.JAILFLEET_KEEP_TEST_DIR) rmSync(this.dir, { recursive: true, force: true });
   }
 }
