@@ -5,11 +5,30 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
+import { connect as tcpConnect } from 'node:net';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { freePort } from '../../services/common/index.js';
 import { cliPath, mountsUnder } from '../support/cluster.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
+
+/** Whether something accepts connections on 127.0.0.1:port. */
+const accepts = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const sock = tcpConnect({ port, host: '127.0.0.1' });
+    sock.once('connect', () => (sock.destroy(), resolve(true)));
+    sock.once('error', () => resolve(false));
+  });
+
+/** A port p with p, p+1 and p+2 free a moment ago (for --nats-cluster 3). */
+async function threeFreePorts(): Promise<number> {
+  for (;;) {
+    const p = await freePort();
+    if (p + 2 < 65536 && !(await accepts(p + 1)) && !(await accepts(p + 2))) return p;
+  }
+}
 
 const alive = (pid: number) => {
   try {
@@ -69,6 +88,37 @@ d('jailfleet up', () => {
     expect(readFileSync(join(dir, 'logs', 'host-1.log'), 'utf8')).toContain('agent started');
   }, 120_000);
 
+  it('brings up three clustered nats-servers and two schedulers with --nats-cluster 3 --schedulers 2', async () => {
+    const port = await threeFreePorts();
+    const urls = [0, 1, 2].map((i) => `nats://127.0.0.1:${port + i}`);
+    up = execa(process.execPath, [cliPath, 'up', '--hosts', '1', '--nats-cluster', '3', '--schedulers', '2', '--data-dir', dir, '--nats-port', String(port)], { reject: false, buffer: true });
+    let out = '';
+    up.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    const deadline = Date.now() + 90_000;
+    while (!out.includes('ready:') && Date.now() < deadline && up.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+    expect(out).toContain(`ready: ${urls.join(',')} hosts=host-1`);
+    const cli = (args: string[]) => execa(process.execPath, [cliPath, '--nats', urls.join(','), ...args], { reject: false });
+    const run = await cli(['run', 'clustered', '--timeout', '60000', '--', '/bin/sleep', '3600']);
+    expect({ exitCode: run.exitCode, stderr: run.stderr }).toEqual({ exitCode: 0, stderr: '' });
+    // every stream and bucket has three replicas
+    const nc = await connect({ servers: urls });
+    const jsm = await jetstreamManager(nc);
+    const replicas: Record<string, number> = {};
+    for await (const si of jsm.streams.list()) replicas[si.config.name] = si.config.num_replicas;
+    await nc.close();
+    expect(Object.values(replicas).length).toBeGreaterThanOrEqual(5);
+    expect(new Set(Object.values(replicas))).toEqual(new Set([3]));
+    // one scheduler leads
+    const logs = ['scheduler-1', 'scheduler-2'].map((n) => readFileSync(join(dir, 'logs', `${n}.log`), 'utf8'));
+    expect(logs.filter((l) => l.includes('leading')).length).toBe(1);
+
+    up.kill('SIGINT');
+    const r = await up;
+    expect(r.exitCode).toBe(0);
+    expect(mountsUnder(dir)).toEqual([]);
+    for (const u of urls) expect(await accepts(Number(u.split(':').pop()))).toBe(false);
+  }, 180_000);
+
   it('refuses bad flags before starting anything', async () => {
     const r = await execa(process.execPath, [cliPath, 'up', '--hosts', '0', '--data-dir', dir], { reject: false });
     expect(r.exitCode).toBe(2);
@@ -76,5 +126,8 @@ d('jailfleet up', () => {
     const p = await execa(process.execPath, [cliPath, 'up', '--nats-port', '70000', '--data-dir', dir], { reject: false });
     expect(p.exitCode).toBe(2);
     expect(p.stderr).toMatch(/^jailfleet: --nats-port: /);
+    const c = await execa(process.execPath, [cliPath, 'up', '--nats-cluster', '2', '--data-dir', dir], { reject: false });
+    expect(c.exitCode).toBe(2);
+    expect(c.stderr).toBe('jailfleet: --nats-cluster: must be 1 (one server) or 3 (a cluster) (got "2")');
   });
 });
