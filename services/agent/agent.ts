@@ -135,6 +135,8 @@ export class Agent {
   /** Jails this agent stopped by itself (failover.stopWhenDisconnectedMs), by generation. */
   private readonly selfFenced = new Map<string, number>();
   private topo?: Topology;
+  /** The newest placement of every jail, from the placement bucket. */
+  private readonly placementSeen = new Map<string, PlacementRecord>();
   /** Driver steps at once: a burst of commands must not starve the heartbeat or the host. */
   private readonly steps: StepLimit;
 
@@ -240,7 +242,10 @@ export class Agent {
       BUCKET_PLACEMENT,
       (e) => {
         const p = e.operation === 'PUT' ? placementRecordSchema.safeParse(e.json()).data : null;
-        if (p !== undefined) this.fence(e.key, p);
+        if (p === undefined) return;
+        if (p) this.placementSeen.set(e.key, p);
+        else this.placementSeen.delete(e.key);
+        this.fence(e.key, p);
       },
       this.log,
     );
@@ -377,7 +382,12 @@ export class Agent {
       this.selfFenced.delete(name);
       const entry = this.jails.get(name);
       if (!entry || entry.generation !== generation) continue;
-      const pe = await this.topo!.placement.get(name).catch(() => null);
+      const pe = await this.topo!.placement.get(name).catch(() => undefined);
+      if (pe === undefined) {
+        // the broker cannot answer yet (a stream electing its leader): ask again at the next probe
+        this.selfFenced.set(name, generation);
+        continue;
+      }
       const p = pe?.operation === 'PUT' ? placementRecordSchema.safeParse(pe.json()).data : undefined;
       if (p && p.host === this.opts.host && p.generation === generation && entry.desired === 'stopped' && this.jails.get(name) === entry) {
         this.log.info({ jail: name, generation }, 'back in touch and still placed here: starting the jail again');
@@ -569,6 +579,11 @@ export class Agent {
     if (entry && entry.actor.getSnapshot().status === 'done') entry = undefined;
     if (!entry) {
       this.createJail(cmd.spec, cmd.generation, cmd.desired, cmd.revision);
+      // a command can arrive after the placement moved on (a leader that lost its lease mid-move,
+      // a redelivery): the placement seen so far decides at once. One that merely lags (older than
+      // the command) never fences, and an unplaced record (no host) is not another host's copy.
+      const seen = this.placementSeen.get(cmd.jail);
+      if (seen && (seen.generation > cmd.generation || (seen.host !== null && seen.generation === cmd.generation))) this.fence(cmd.jail, seen);
       return 'done';
     }
     entry.revision = cmd.revision;

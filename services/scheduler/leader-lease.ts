@@ -16,6 +16,8 @@ export interface LeaseEvents {
 
 export class LeaderLease {
   private revision = 0;
+  /** The lease is ours until this moment (its last successful write plus the TTL, less a margin). */
+  private validUntil = 0;
   private timer?: NodeJS.Timeout;
   private leading = false;
   private stopped = false;
@@ -28,8 +30,9 @@ export class LeaderLease {
     private readonly events: LeaseEvents,
   ) {}
 
+  /** Leading, and the lease surely not expired yet: a renewal that hangs cannot outlive it. */
   get isLeader() {
-    return this.leading;
+    return this.leading && Date.now() < this.validUntil;
   }
 
   start() {
@@ -53,13 +56,15 @@ export class LeaderLease {
     const startedAt = Date.now();
     try {
       if (this.leading) {
-        this.revision = await this.kv.update(LEASE_KEY, encodeJson({ id: this.id, at: new Date().toISOString() }), this.revision);
+        this.revision = await this.kv.update(LEASE_KEY, encodeJson({ id: this.id, at: new Date().toISOString() }), this.revision, this.ttlMs / 2);
         // a renewal that took longer than the lease may have arrived after it expired
         if (Date.now() - startedAt > this.ttlMs / 2) this.setLeading(false);
+        else this.validUntil = startedAt + this.ttlMs - this.ttlMs / 4;
       } else {
         const cur = await this.kv.get(LEASE_KEY);
         if (cur && cur.operation === 'PUT') return;
         this.revision = await this.kv.create(LEASE_KEY, encodeJson({ id: this.id, at: new Date().toISOString() }));
+        this.validUntil = startedAt + this.ttlMs - this.ttlMs / 4;
         if (!this.stopped) this.setLeading(true);
       }
     } catch {

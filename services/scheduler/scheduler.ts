@@ -241,6 +241,12 @@ export class Scheduler {
     this.drainSoon();
   }
 
+  /** Reconciles `name` again after a pause: a write lost a race or the broker refused it for now. */
+  private retryLater(name: string, ms = 200 + Math.floor(Math.random() * 300)) {
+    const t = setTimeout(() => this.reconcileSoon(name), ms);
+    t.unref();
+  }
+
   /** Reconciles one jail; calls for one name run one after another, repeats coalesce. */
   private reconcileSoon(name: string) {
     if (!this.isLeader) return;
@@ -290,6 +296,12 @@ export class Scheduler {
       await this.publish(host, { v: WIRE_VERSION, op: 'destroy', jail: name, generation: desired.generation, revision: d.revision, issuedAt: new Date().toISOString() });
       host = null;
     }
+    if (host && placement && placement.generation > desired.generation) {
+      // a move wrote its placement and its leader stopped before the desired generation matched:
+      // finish that first (also before any failover, which must go above both generations)
+      await this.raiseGeneration(name, placement.generation);
+      return;
+    }
     if (host && placement && !pin && desired.spec.failover.reschedule && this.hostDown(host)) {
       if (placement.generation === desired.generation) {
         // failover: the next generation, so the copy on the dead host is fenced when it returns;
@@ -299,7 +311,7 @@ export class Scheduler {
           await kv.desired.update(name, encodeJson(next), d.revision);
           this.log.warn({ jail: name, host, generation: next.generation }, 'host down: rescheduling jail');
         } catch {
-          this.dirty.add(name);
+          this.retryLater(name);
         }
         return;
       }
@@ -319,7 +331,7 @@ export class Scheduler {
         if (!unchanged && !(await this.writePlacement(name, record, pEntry))) {
           // someone else wrote first: the reservation follows what the placement says
           this.notePlacement(name);
-          return this.dirty.add(name);
+          return this.retryLater(name);
         }
       } finally {
         release();
@@ -330,12 +342,8 @@ export class Scheduler {
       }
       this.log.info({ jail: name, host: placed.host, generation: desired.generation }, 'jail placed');
       host = placed.host;
-    } else if (placement && placement.generation > desired.generation) {
-      // a drain moved the jail and its leader stopped before raising the desired generation: finish that
-      await this.raiseGeneration(name, placement.generation);
-      return;
     } else if (placement && placement.generation !== desired.generation) {
-      if (!(await this.writePlacement(name, { ...placement, generation: desired.generation }, pEntry))) return this.dirty.add(name);
+      if (!(await this.writePlacement(name, { ...placement, generation: desired.generation }, pEntry))) return this.retryLater(name);
     }
     const key = `${desired.generation}/${d.revision}@${host}`;
     if (this.published.get(name) === key) return;
@@ -620,14 +628,29 @@ export class Scheduler {
         if (!cur) throw new ApiError('not_found', 'gone');
         return { record: { ...cur, updatedAt: now() }, changed: false };
       }).catch(() => null);
-      await this.publish(to, { v: WIRE_VERSION, op: 'destroy', jail: name, generation, revision: again?.revision ?? touch.revision + 1, issuedAt: now() });
+      await this.publish(to, { v: WIRE_VERSION, op: 'destroy', jail: name, generation, revision: again?.revision ?? touch.revision + 1, issuedAt: now() }).catch((err) =>
+        // not the leader any more: the new host's agent fences the copy once it sees the placement
+        // of whoever leads now (it checks the placement right after it creates a copy)
+        log.warn({ err: (err as Error).message }, 'could not tell the new host to drop its copy'),
+      );
       log.warn({ why }, 'move abandoned: the jail stays where it is');
       return { reason: why, retryMs: 30_000 };
     };
     if (ran !== true) return abandon(`its new copy on ${to} ${ran}`);
-    // 3. the placement moves: the old host's agent fences its copy
-    if (!(await this.writePlacement(name, { v: WIRE_VERSION, host: to, generation, reason: null }, pEntry))) return abandon('was changed meanwhile');
-    const { revision } = await this.raiseGeneration(name, generation);
+    if (!this.isLeader) return abandon('this scheduler no longer leads');
+    // 3. the desired generation goes up, only if nothing changed since step 1: an apply or a stop
+    //    made meanwhile wins (the move is abandoned and reconcile carries the change out)
+    const cur = await kv.desired.get(name).catch(() => null);
+    const rec = cur && cur.operation === 'PUT' && cur.revision === touch.revision ? desiredRecordSchema.safeParse(cur.json()).data : undefined;
+    if (!rec) return abandon('was changed meanwhile');
+    let revision: number;
+    try {
+      revision = await kv.desired.update(name, encodeJson({ ...rec, generation, updatedAt: now() }), touch.revision);
+    } catch {
+      return abandon('was changed meanwhile');
+    }
+    // 4. the placement moves: the old host's agent fences its copy
+    if (!(await this.writePlacement(name, { v: WIRE_VERSION, host: to, generation, reason: null }, pEntry))) log.warn('placement not written; reconcile settles it');
     await this.publish(from, { v: WIRE_VERSION, op: 'destroy', jail: name, generation: desired.generation, revision, issuedAt: now() });
     this.published.set(name, `${generation}/${revision}@${to}`);
     log.info('moved off a draining host');
