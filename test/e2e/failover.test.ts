@@ -104,14 +104,20 @@ d('a host dies: its jails move, and come back to exactly one copy', () => {
     expect([back!.host, back!.pid, back!.generation, back!.restarts]).toEqual(['host-3', row!.pid, 1, 0]);
   }, 90_000);
 
-  it('re-adopts every jail of a SIGKILLed agent restarted at once: same pids, no restart', async () => {
-    const before = (await allRunning(c, [...names, 'stay-0']))!;
+  it('re-adopts every jail of a SIGKILLed agent restarted at once (same pids, no restart), then carries out what was asked meanwhile', async () => {
+    // a jail pinned to the host, to be stopped while its agent is away
+    const pinned = await c.cli(['apply', '-f', fleetFile(['pin-2'], '    placement: { host: host-2 }\n'), '--wait']);
+    expect(pinned.exitCode).toBe(0);
+    const all = [...names, 'stay-0', 'pin-2'];
+    const before = (await allRunning(c, all))!;
     const host = 'host-2';
-    const mine = before.filter((row) => row.host === host);
+    const mine = before.filter((row) => row.host === host && row.name !== 'pin-2');
     expect(mine.length).toBeGreaterThan(0);
     const starts = () => (c.log(host).match(/agent started/g) ?? []).length;
     const startsBefore = starts();
     await c.stopAgent(host, 'SIGKILL');
+    const stop = await c.cli(['stop', 'pin-2']);
+    expect(stop.exitCode).toBe(0);
     c.startAgent(host);
     await c.until('agent back', async () => starts() > startsBefore, 30_000);
     expect((c.log(host).match(/re-adopting jail/g) ?? []).length).toBeGreaterThanOrEqual(mine.length);
@@ -120,8 +126,10 @@ d('a host dies: its jails move, and come back to exactly one copy', () => {
       const now = after.find((a) => a.name === row.name)!;
       expect([now.host, now.pid, now.generation, now.restarts]).toEqual([row.host, row.pid, row.generation, row.restarts]);
     }
+    // the stop published while the agent was away is carried out on its return
+    await c.until('pin-2 stopped', async () => (await c.json<PsRow[]>(['ps'])).find((r) => r.name === 'pin-2' && r.state === 'stopped'), 30_000);
     expect(exactlyOneCopyEach(c, [...names, 'stay-0'])).toBeDefined();
-  }, 60_000);
+  }, 90_000);
 });
 
 d('services crash: a scheduler during an apply, the status service', () => {
