@@ -173,6 +173,26 @@ d('services crash: a scheduler during an apply, the status service', () => {
     const after = await c.until('status answers again', async () => c.json<PsRow[]>(['ps']), 30_000);
     expect(after).toEqual(before);
   }, 60_000);
+
+  it('finishes a drain whose leading scheduler is SIGKILLed halfway, with every jail running once', async () => {
+    const names = Array.from({ length: 50 }, (_, i) => `ap-${i}`);
+    // two schedulers again (one was killed above), then the host holding most jails is drained
+    const dead = ['scheduler-1', 'scheduler-2'].find((s) => !c.services.has(s))!;
+    c.startService(dead);
+    const rows = (await c.until('50 running', () => allRunning(c, names), 60_000))!;
+    const count = (h: string) => rows.filter((r) => r.host === h).length;
+    const victim = count('host-1') >= count('host-2') ? 'host-1' : 'host-2';
+    const onVictim = count(victim);
+    const d = await c.cli(['drain', victim, '--parallel', '4']);
+    expect(d.exitCode).toBe(0);
+    await c.until('a few moved', async () => (await c.json<PsRow[]>(['ps'])).filter((r) => names.includes(r.name) && r.host !== victim && r.state === 'running').length >= 50 - onVictim + 2, 60_000);
+    const leader = ['scheduler-1', 'scheduler-2'].find((s) => c.services.has(s) && /leading/.test(c.log(s)))!;
+    await c.killService(leader);
+    await c.until('drained', async () => (await c.json<{ host: string; status: string }[]>(['hosts'])).find((h) => h.host === victim)?.status === 'drained', 120_000);
+    const after = (await c.until('50 running off the drained host', () => allRunning(c, names, [victim]), 60_000))!;
+    expect(after).toHaveLength(50);
+    await c.until('one copy each', async () => exactlyOneCopyEach(c, names), 30_000);
+  }, 240_000);
 });
 
 d('a nats-server of three dies during an apply', () => {
