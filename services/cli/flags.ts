@@ -8,6 +8,11 @@ import { CliError } from './client.js';
 export const portSchema = z.coerce.number().int().min(1).max(65535);
 export const hostsCountSchema = z.coerce.number().int().min(1, { message: 'must be at least 1' }).max(64, { message: 'must be at most 64' });
 export const natsClusterSchema = z.enum(['1', '3'], { message: 'must be 1 (one server) or 3 (a cluster)' }).transform(Number);
+export const parallelStepsSchema = z
+  .string()
+  .regex(/^\d{1,3}$/, { message: 'must be a whole number' })
+  .transform(Number)
+  .pipe(z.number().min(1, { message: 'must be at least 1' }).max(64, { message: 'must be at most 64' }));
 export const schedulersSchema = z.coerce.number().int().min(1, { message: 'must be at least 1' }).max(5, { message: 'must be at most 5' });
 export const linesSchema = z
   .string()

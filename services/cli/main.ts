@@ -6,7 +6,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, portSchema, readFleetFile, readHostsFile } from './flags.js';
+import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, portSchema, readFleetFile, readHostsFile } from './flags.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
@@ -330,6 +330,7 @@ serve
   .option('--cpu <cores>', "cores this host offers to jails (default: the machine's)")
   .option('--memory-mb <mb>', "memory this host offers to jails, in MB (default: the machine's, less 5 %)")
   .option('--label <KEY=VALUE>', 'a label of this host, for placement (repeatable)', collect, [])
+  .option('--parallel-steps <n>', 'driver steps (prepare, mount, start, ...) run at once', '4')
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
@@ -342,6 +343,7 @@ serve
       heartbeatMs: flag('heartbeat-ms', msSchema, o.heartbeatMs),
       teardownOnExit: Boolean(o.teardownOnExit),
       backoffBaseMs: o.backoffBaseMs ? flag('backoff-base-ms', msSchema, o.backoffBaseMs) : undefined,
+      parallelSteps: flag('parallel-steps', parallelStepsSchema, o.parallelSteps),
     });
   });
 serve

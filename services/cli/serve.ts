@@ -49,6 +49,8 @@ export async function serveAgent(o: {
   heartbeatMs: number;
   teardownOnExit: boolean;
   backoffBaseMs?: number;
+  /** Driver steps at once (default 4). */
+  parallelSteps?: number;
   /** What the host offers to jails; each one not given is the machine's. */
   cpu?: number;
   memoryMB?: number;
@@ -67,6 +69,7 @@ export async function serveAgent(o: {
     heartbeatMs: o.heartbeatMs,
     capacity: { ...machineCapacity(), ...(o.cpu !== undefined && { cpu: o.cpu }), ...(o.memoryMB !== undefined && { memoryMB: o.memoryMB }) },
     labels: o.labels,
+    maxParallelSteps: o.parallelSteps,
     backoff: o.backoffBaseMs ? { baseMs: o.backoffBaseMs, maxMs: 30_000 } : undefined,
   });
   await agent.start();

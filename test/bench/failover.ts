@@ -41,7 +41,7 @@ function heartbeatWhere(nc: NatsConnection, host: string, ok: (hb: Heartbeat) =>
 
 /** A cluster whose only host `host` runs `n` jails (so every jail is there), and a NATS connection to it. */
 async function clusterWithJailsOn(host: string, n: number, args: { schedulerArgs?: string[]; statusArgs?: string[] } = {}) {
-  const c = await TestCluster.start({ hosts: [host], ...args });
+  const c = await TestCluster.start({ hosts: [host], logLevel: 'info', ...args });
   const nc = await connect({ servers: c.url.split(',') });
   await heartbeatWhere(nc, host, () => true, 30_000);
   const r = await c.cli(['apply', '-f', fleet(n, host), '--wait', '--timeout', '300000'], { timeoutMs: 320_000 });

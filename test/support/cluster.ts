@@ -118,6 +118,8 @@ export interface ClusterOptions {
   natsCluster?: number;
   /** The address the (single) nats-server listens on, default 127.0.0.1. */
   natsHost?: string;
+  /** The services' log level: debug (every driver command) unless a bench wants production's info. */
+  logLevel?: 'debug' | 'info';
   /** Extra argv for every `serve scheduler` / `serve status` / `serve agent`. */
   schedulerArgs?: string[];
   statusArgs?: string[];
@@ -176,7 +178,7 @@ export class TestCluster {
     const log = join(this.dir, `${logName}.log`);
     const argv = [...wrap, process.execPath, cliPath, 'serve', ...args];
     return execa(argv[0]!, argv.slice(1), {
-      env: { JAILFLEET_NATS_URL: this.url, JAILFLEET_LOG_LEVEL: 'debug' },
+      env: { JAILFLEET_NATS_URL: this.url, JAILFLEET_LOG_LEVEL: this.opts.logLevel ?? 'debug' },
       // execa would SIGKILL 5 s after a SIGTERM: an agent removing many jails needs longer
       forceKillAfterDelay: false,
       stdin: 'ignore',
