@@ -135,6 +135,8 @@ export class Agent {
   /** Jails this agent stopped by itself (failover.stopWhenDisconnectedMs), by generation. */
   private readonly selfFenced = new Map<string, number>();
   private topo?: Topology;
+  /** Generation and revision of the last copy of each jail this agent destroyed (since it started). */
+  private readonly gone = new Map<string, { generation: number; revision: number }>();
   /** The newest placement of every jail, from the placement bucket. */
   private readonly placementSeen = new Map<string, PlacementRecord>();
   /** Driver steps at once: a burst of commands must not starve the heartbeat or the host. */
@@ -482,6 +484,9 @@ export class Agent {
         this.store.remove(name);
         this.jails.delete(name);
       }
+      const gone = this.gone.get(name);
+      if (!gone || gone.generation < entry.generation || (gone.generation === entry.generation && gone.revision < entry.revision))
+        this.gone.set(name, { generation: entry.generation, revision: entry.revision });
     } else if (mine) {
       const saved = { v: 1 as const, name, spec: entry.spec, generation: entry.generation, desired: entry.desired, revision: entry.revision, seq: entry.seq, record };
       const savedKey = JSON.stringify([saved.desired, saved.revision, saved.seq, record]);
@@ -559,8 +564,11 @@ export class Agent {
     if (this.stopping) return 'retry';
     const log = this.log.child({ jail: cmd.jail, generation: cmd.generation });
     let entry = this.jails.get(cmd.jail);
-    if (entry && (entry.generation > cmd.generation || (entry.generation === cmd.generation && entry.revision >= cmd.revision))) {
-      log.debug({ held: entry.generation, revision: entry.revision, op: cmd.op, cmdRevision: cmd.revision }, 'replayed or stale command ignored');
+    // what this agent holds, or else what it last destroyed: a command not newer than that is a
+    // replay (a redelivery that overtook a later destroy must not bring the jail back)
+    const held = entry ?? this.gone.get(cmd.jail);
+    if (held && (held.generation > cmd.generation || (held.generation === cmd.generation && held.revision >= cmd.revision))) {
+      log.debug({ held: held.generation, revision: held.revision, op: cmd.op, cmdRevision: cmd.revision }, 'replayed or stale command ignored');
       return 'done';
     }
     if (cmd.op === 'destroy') {

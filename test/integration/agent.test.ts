@@ -160,6 +160,24 @@ d('agent with a real nats-server and the linux driver', () => {
     await until('job destroyed', () => latest('job')?.state === 'destroyed');
   });
 
+  it('does not bring a destroyed jail back when an older command is redelivered after the destroy', async () => {
+    await send({ op: 'ensure', jail: 'gone', generation: 1, desired: 'running', spec: spec('gone') });
+    const rev = revision;
+    await until('gone running', () => latest('gone')?.state === 'running');
+    await send({ op: 'destroy', jail: 'gone', generation: 1 });
+    await until('gone destroyed', () => latest('gone')?.state === 'destroyed');
+    const count = events.filter((e) => e.jail === 'gone').length;
+    // a nak'd ensure comes back after the destroy (redelivery does not keep order)
+    await send({ op: 'ensure', jail: 'gone', generation: 1, desired: 'running', spec: spec('gone'), revision: rev });
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(events.filter((e) => e.jail === 'gone')).toHaveLength(count);
+    // a newer generation is a new jail and runs
+    await send({ op: 'ensure', jail: 'gone', generation: 2, desired: 'running', spec: spec('gone') });
+    await until('gone generation 2 running', () => latest('gone')?.state === 'running' && latest('gone')?.generation === 2);
+    await send({ op: 'destroy', jail: 'gone', generation: 2 });
+    await until('gone destroyed again', () => latest('gone')?.state === 'destroyed');
+  });
+
   it('remembers a stop given during a restart backoff across an agent restart', async () => {
     // a slow backoff, so the jail sits in `stopped` with a restart pending
     await agent.stop();
