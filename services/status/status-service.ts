@@ -17,7 +17,7 @@ import {
   subjectTokens,
   subjects,
 } from '../../contracts/index.js';
-import { connectNats, followBucket, stallWatchdog, streamLastSeq, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection } from '../common/index.js';
+import { connectNats, followBucket, retrying, stallWatchdog, streamLastSeq, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection } from '../common/index.js';
 import { ClusterView } from './cluster-view.js';
 
 export interface StatusOptions {
@@ -31,6 +31,8 @@ export class StatusService {
   private events?: ConsumerMessages;
   private stopWatch?: () => void;
   private stopped = false;
+  /** The event stream's sequence after the last event folded into the view. */
+  private nextEvent = 0;
   private stopEventsWatchdog?: () => void;
   readonly view: ClusterView;
   private readonly log: Logger;
@@ -67,6 +69,9 @@ export class StatusService {
     void watch.synced.then(() => (this.view.placementsSynced = true));
     this.followHosts(nc);
     this.followEvents(nc);
+    // a restarted service answers only once it has caught up with the stream (and the
+    // placements): meanwhile another one answers, or the CLI retries
+    await this.catchUp(nc, watch.synced);
     nc.subscribe(subjects.status('ps'), { queue: STATUS_QUEUE, callback: (err, msg) => this.answer(err, msg, 'ps') });
     nc.subscribe(subjects.status('hosts'), { queue: STATUS_QUEUE, callback: (err, msg) => this.answer(err, msg, 'hosts') });
     this.log.info('status service started');
@@ -77,22 +82,21 @@ export class StatusService {
    * sequence whenever the consumer fails (a broker of the cluster died), so the view is whole.
    */
   private followEvents(nc: NatsConnection) {
-    let next = 0;
     let lastDelivery = Date.now();
     this.stopEventsWatchdog = stallWatchdog({
       what: 'event consumer',
       log: this.log,
       lastDelivery: () => lastDelivery,
-      behind: async () => (await streamLastSeq(nc, EVT_STREAM)) >= next,
+      behind: async () => (await streamLastSeq(nc, EVT_STREAM)) >= this.nextEvent,
       restart: () => this.events?.stop(),
     });
     void (async () => {
       for (let round = 0; !this.stopped && !nc.isClosed(); round++) {
         try {
-          const consumer = await jetstream(nc).consumers.get(EVT_STREAM, next > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next } : { deliver_policy: DeliverPolicy.All });
+          const consumer = await jetstream(nc).consumers.get(EVT_STREAM, this.nextEvent > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.nextEvent } : { deliver_policy: DeliverPolicy.All });
           this.events = await consumer.consume();
           for await (const m of this.events) {
-            next = m.seq + 1;
+            this.nextEvent = m.seq + 1;
             lastDelivery = Date.now();
             try {
               const e = decodeWith(stateEventSchema, m.data);
@@ -109,6 +113,16 @@ export class StatusService {
         if (!this.stopped) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** Math.min(round, 5))));
       }
     })();
+  }
+
+  /** Resolves once the view holds every event the stream had when we asked, and the placements (at most 60 s). */
+  private async catchUp(nc: NatsConnection, placementsSynced: Promise<void>) {
+    const deadline = Date.now() + 60_000;
+    const target = await retrying('reading the event stream', () => streamLastSeq(nc, EVT_STREAM), { log: this.log, deadlineMs: 60_000 }).catch(() => 0);
+    await Promise.race([placementsSynced, new Promise((r) => setTimeout(r, 60_000))]);
+    const behind = () => target > 0 && this.nextEvent <= target;
+    while (behind() && Date.now() < deadline && !this.stopped) await new Promise((r) => setTimeout(r, 20));
+    if (behind()) this.log.warn({ at: this.nextEvent, target }, 'answering before the view caught up with the event stream');
   }
 
   /** Drains (hosts bucket): `hosts` shows draining and drained from them. */
