@@ -75,6 +75,8 @@ export class Scheduler {
   /** name → `${generation}/${revision}@host` of the last command published. */
   private readonly published = new Map<string, string>();
   private timer?: NodeJS.Timeout;
+  /** Moves waiting for their new copy to run: stop() ends the wait. */
+  private readonly waitingCopies = new Set<() => void>();
   private livenessTimer?: NodeJS.Timeout;
   private downHosts = new Set<string>();
   private lease?: LeaderLease;
@@ -219,6 +221,8 @@ export class Scheduler {
     clearTimeout(this.warmTimer);
     this.watchStop?.();
     this.hostsWatchStop?.();
+    // a move waiting for its new copy gives up now (the copy is told to go, the jail stays put)
+    for (const cancel of this.waitingCopies) cancel();
     await Promise.all(this.running);
     await this.lease?.stop();
     await this.nc?.drain().catch(() => undefined);
@@ -673,9 +677,11 @@ export class Scheduler {
   private copyRunning(host: string, jail: string, generation: number, timeoutMs: number): Promise<true | string> {
     return new Promise((resolve) => {
       let done = false;
+      const cancel = () => finish('was left waiting: the scheduler is stopping');
       const finish = (r: true | string) => {
         if (done) return;
         done = true;
+        this.waitingCopies.delete(cancel);
         clearInterval(poll);
         clearTimeout(timer);
         sub.unsubscribe();
@@ -700,6 +706,7 @@ export class Scheduler {
         else if (this.hostDown(host)) finish('lost its host (down)');
       }, 200);
       const timer = setTimeout(() => finish(`did not run within ${timeoutMs / 1000} s`), timeoutMs);
+      this.waitingCopies.add(cancel);
     });
   }
 
