@@ -4,7 +4,7 @@
 import os, { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { createActor, fromCallback, fromPromise, waitFor, type Actor } from 'xstate';
-import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
 import {
   BUCKET_PLACEMENT,
   CMD_STREAM,
@@ -31,7 +31,7 @@ import {
   type DesiredState,
   type PersistedJail,
 } from '../../machines/index.js';
-import { connectNats, followBucket, stallWatchdog, decodeWith, encodeJson, ensureTopology, type Logger, type NatsConnection, type Topology } from '../common/index.js';
+import { connectNats, followBucket, keepConsuming, type KeptConsumer, decodeWith, encodeJson, ensureTopology, type Logger, type NatsConnection, type Topology } from '../common/index.js';
 import type { JailDriver } from './drivers/driver.js';
 import { JailStore, type StoredJail } from './jail-store.js';
 
@@ -120,8 +120,8 @@ export class Agent {
   private readonly queues = new Map<string, Promise<void>>();
   private readonly store: JailStore;
   private heartbeatTimer?: NodeJS.Timeout;
-  private messages?: ConsumerMessages;
-  private consuming?: Promise<void>;
+  /** The host's durable command consumer, made and consumed anew whenever it fails. */
+  private commands?: KeptConsumer;
   private publishChain: Promise<void> = Promise.resolve();
   private readonly startedAt = new Date().toISOString();
   private readonly log: Logger;
@@ -161,7 +161,7 @@ export class Agent {
     // before any command is taken
     await this.startFencing();
     this.watchConnection(nc);
-    this.consuming = this.consumeCommands(nc);
+    this.commands = this.consumeCommands(nc);
     nc.subscribe(subjects.exec(this.opts.host), {
       callback: (err, msg) => {
         if (!err) void this.onExec(msg);
@@ -188,8 +188,8 @@ export class Agent {
     clearInterval(this.probeTimer);
     this.stopFencing?.();
     // the broker may be gone already (a whole local cluster stopping): never wait on it for long
-    await within(5000, this.messages?.close().catch(() => undefined));
-    await within(5000, this.consuming);
+    await within(5000, this.commands?.stop());
+    await within(5000, this.commands?.done);
     if (teardown) {
       const jails = [...this.jails.values()];
       this.log.info({ jails: jails.length }, 'tearing down: destroying every jail');
@@ -259,10 +259,13 @@ export class Agent {
    * The host's durable command consumer, consumed until the agent stops; made again and
    * consumed anew whenever it fails (a broker of the cluster died: its streams elect new leaders).
    */
-  private async consumeCommands(nc: NatsConnection) {
+  private consumeCommands(nc: NatsConnection): KeptConsumer {
     const durable = agentConsumerName(this.opts.host);
-    for (let round = 0; !this.stopping && !nc.isClosed(); round++) {
-      try {
+    return keepConsuming(
+      nc,
+      'command consumer',
+      this.log,
+      async () => {
         const jsm = await jetstreamManager(nc);
         await jsm.consumers.info(CMD_STREAM, durable).catch(() =>
           jsm.consumers.add(CMD_STREAM, {
@@ -275,29 +278,10 @@ export class Agent {
           }),
         );
         const consumer = await jetstream(nc).consumers.get(CMD_STREAM, durable);
-        this.messages = await consumer.consume({ max_messages: 512 });
-        if (this.stopping) await this.messages.close();
-        let lastDelivery = Date.now();
-        const stopWatchdog = stallWatchdog({
-          what: 'command consumer',
-          log: this.log,
-          lastDelivery: () => lastDelivery,
-          behind: async () => (await consumer.info()).num_pending > 0,
-          restart: () => this.messages?.stop(),
-        });
-        try {
-          for await (const m of this.messages) {
-            lastDelivery = Date.now();
-            this.onCommand(m);
-          }
-        } finally {
-          stopWatchdog();
-        }
-      } catch (err) {
-        if (round % 5 === 0 && !this.stopping) this.log.warn({ err: (err as Error).message }, 'command consumer failed: opening it again');
-      }
-      if (!this.stopping) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** Math.min(round, 5))));
-    }
+        return { messages: await consumer.consume({ max_messages: 512 }), behind: async () => (await consumer.info()).num_pending > 0 };
+      },
+      (m) => this.onCommand(m),
+    );
   }
 
   private fence(name: string, p: PlacementRecord | null) {

@@ -3,7 +3,7 @@
 // 2.9), and a KV watch (a push consumer) could not be created again at all in our trials. So:
 // every start-up step retries until a deadline, and buckets are followed with an ordered pull
 // consumer that is opened again whenever it fails or ends.
-import { jetstream, jetstreamManager, DeliverPolicy, type ConsumerMessages } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from './logger.js';
 
@@ -49,6 +49,58 @@ export async function streamLastSeq(nc: NatsConnection, stream: string): Promise
   return (await jsm.streams.info(stream)).state.last_seq;
 }
 
+/** A consumer being consumed, and how to tell that its stream holds what it has not delivered. */
+export interface ConsumerSource {
+  messages: ConsumerMessages;
+  behind(): Promise<boolean>;
+}
+
+export interface KeptConsumer {
+  /** Stops consuming (closes the current consumer). */
+  stop(): Promise<void>;
+  /** Settles once the loop has ended after stop() (or the connection closed). */
+  done: Promise<void>;
+}
+
+/**
+ * Consumes what `open()` makes, message by message, for as long as the caller wants: when the
+ * consumer fails, ends, or stalls behind its stream, `open()` is called again (after a growing
+ * pause, at most 2 s). `open()` decides where the new consumer starts.
+ */
+export function keepConsuming(nc: NatsConnection, what: string, log: Logger, open: () => Promise<ConsumerSource>, each: (m: JsMsg) => void): KeptConsumer {
+  let stopped = false;
+  let current: ConsumerMessages | undefined;
+  let behind: () => Promise<boolean> = async () => false;
+  let lastDelivery = Date.now();
+  const stopWatchdog = stallWatchdog({ what, log, lastDelivery: () => lastDelivery, behind: () => behind(), restart: () => current?.stop() });
+  const done = (async () => {
+    for (let round = 0; !stopped && !nc.isClosed(); round++) {
+      try {
+        const source = await open();
+        current = source.messages;
+        behind = source.behind;
+        if (stopped) await current.close();
+        for await (const m of current) {
+          lastDelivery = Date.now();
+          each(m);
+        }
+      } catch (err) {
+        if (!stopped && round % 5 === 0) log.warn({ err: (err as Error).message }, `${what} failed: opening it again`);
+      }
+      if (!stopped) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** Math.min(round, 5))));
+    }
+    stopWatchdog();
+  })();
+  return {
+    done,
+    async stop() {
+      stopped = true;
+      stopWatchdog();
+      await current?.close().catch(() => undefined);
+    },
+  };
+}
+
 /** One change of a KV bucket, as a watch reports it. */
 export interface BucketEntry {
   key: string;
@@ -74,58 +126,41 @@ const dec = new TextDecoder();
 export function followBucket(nc: NatsConnection, bucket: string, each: (e: BucketEntry) => void, log: Logger): BucketFollower {
   const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
-  let stopped = false;
-  let messages: ConsumerMessages | undefined;
   let lastRevision = 0;
-  let lastDelivery = Date.now();
   let synced!: () => void;
   const syncedP = new Promise<void>((r) => (synced = r));
-  void (async () => {
-    for (let round = 0; !stopped && !nc.isClosed(); round++) {
-      try {
-        const consumer = await jetstream(nc).consumers.get(
-          stream,
-          lastRevision > 0
-            ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: lastRevision + 1, filter_subjects: `${prefix}>` }
-            : { deliver_policy: DeliverPolicy.LastPerSubject, filter_subjects: `${prefix}>` },
-        );
-        if (lastRevision === 0 && (await consumer.info(true)).num_pending === 0) synced();
-        messages = await consumer.consume();
-        if (stopped) messages.stop();
-        for await (const m of messages) {
-          lastRevision = m.seq;
-          lastDelivery = Date.now();
-          const op = m.headers?.get('KV-Operation');
-          const value = m.data;
-          each({
-            key: m.subject.slice(prefix.length),
-            revision: m.seq,
-            operation: op === 'DEL' || op === 'PURGE' ? op : 'PUT',
-            value,
-            json: <T>() => JSON.parse(dec.decode(value)) as T,
-          });
-          if (m.info.pending === 0) synced();
-        }
-      } catch (err) {
-        if (stopped || nc.isClosed()) break;
-        if (round % 5 === 0) log.warn({ bucket, err: (err as Error).message }, 'bucket watch failed: opening it again');
-      }
-      if (!stopped) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** Math.min(round, 5))));
-    }
-  })();
-  const stopWatchdog = stallWatchdog({
-    what: `bucket watch ${bucket}`,
+  const kept = keepConsuming(
+    nc,
+    `bucket watch ${bucket}`,
     log,
-    lastDelivery: () => lastDelivery,
-    behind: async () => (await streamLastSeq(nc, stream)) > lastRevision,
-    restart: () => messages?.stop(),
-  });
+    async () => {
+      const consumer = await jetstream(nc).consumers.get(
+        stream,
+        lastRevision > 0
+          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: lastRevision + 1, filter_subjects: `${prefix}>` }
+          : { deliver_policy: DeliverPolicy.LastPerSubject, filter_subjects: `${prefix}>` },
+      );
+      if (lastRevision === 0 && (await consumer.info(true)).num_pending === 0) synced();
+      return { messages: await consumer.consume(), behind: async () => (await streamLastSeq(nc, stream)) > lastRevision };
+    },
+    (m) => {
+      lastRevision = m.seq;
+      const op = m.headers?.get('KV-Operation');
+      const value = m.data;
+      each({
+        key: m.subject.slice(prefix.length),
+        revision: m.seq,
+        operation: op === 'DEL' || op === 'PURGE' ? op : 'PUT',
+        value,
+        json: <T>() => JSON.parse(dec.decode(value)) as T,
+      });
+      if (m.info.pending === 0) synced();
+    },
+  );
   return {
     synced: syncedP,
     stop() {
-      stopped = true;
-      stopWatchdog();
-      messages?.stop();
+      void kept.stop();
     },
   };
 }

@@ -2,7 +2,7 @@
 // restarted service has the same view), heartbeats and placements, and answers queries.
 // It never changes anything.
 import { hostname as osHostname } from 'node:os';
-import { jetstream, DeliverPolicy, type ConsumerMessages } from '@nats-io/jetstream';
+import { jetstream, DeliverPolicy } from '@nats-io/jetstream';
 import {
   BUCKET_HOSTS,
   BUCKET_PLACEMENT,
@@ -17,7 +17,7 @@ import {
   subjectTokens,
   subjects,
 } from '../../contracts/index.js';
-import { connectNats, followBucket, retrying, stallWatchdog, streamLastSeq, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection } from '../common/index.js';
+import { connectNats, followBucket, keepConsuming, retrying, streamLastSeq, type KeptConsumer, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection } from '../common/index.js';
 import { ClusterView } from './cluster-view.js';
 
 export interface StatusOptions {
@@ -28,12 +28,11 @@ export interface StatusOptions {
 
 export class StatusService {
   private nc?: NatsConnection;
-  private events?: ConsumerMessages;
+  private events?: KeptConsumer;
   private stopWatch?: () => void;
   private stopped = false;
   /** The event stream's sequence after the last event folded into the view. */
   private nextEvent = 0;
-  private stopEventsWatchdog?: () => void;
   readonly view: ClusterView;
   private readonly log: Logger;
 
@@ -82,37 +81,26 @@ export class StatusService {
    * sequence whenever the consumer fails (a broker of the cluster died), so the view is whole.
    */
   private followEvents(nc: NatsConnection) {
-    let lastDelivery = Date.now();
-    this.stopEventsWatchdog = stallWatchdog({
-      what: 'event consumer',
-      log: this.log,
-      lastDelivery: () => lastDelivery,
-      behind: async () => (await streamLastSeq(nc, EVT_STREAM)) >= this.nextEvent,
-      restart: () => this.events?.stop(),
-    });
-    void (async () => {
-      for (let round = 0; !this.stopped && !nc.isClosed(); round++) {
+    this.events = keepConsuming(
+      nc,
+      'event consumer',
+      this.log,
+      async () => {
+        const consumer = await jetstream(nc).consumers.get(EVT_STREAM, this.nextEvent > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.nextEvent } : { deliver_policy: DeliverPolicy.All });
+        return { messages: await consumer.consume(), behind: async () => (await streamLastSeq(nc, EVT_STREAM)) >= this.nextEvent };
+      },
+      (m) => {
+        this.nextEvent = m.seq + 1;
         try {
-          const consumer = await jetstream(nc).consumers.get(EVT_STREAM, this.nextEvent > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.nextEvent } : { deliver_policy: DeliverPolicy.All });
-          this.events = await consumer.consume();
-          for await (const m of this.events) {
-            this.nextEvent = m.seq + 1;
-            lastDelivery = Date.now();
-            try {
-              const e = decodeWith(stateEventSchema, m.data);
-              const from = subjectTokens(m.subject);
-              if (e.host !== from.host || e.jail !== from.jail) throw new Error(`event of ${e.host}/${e.jail} on ${m.subject}`);
-              this.view.applyEvent(e);
-            } catch (e) {
-              this.log.warn({ subject: m.subject, reason: (e as Error).message }, 'malformed event ignored');
-            }
-          }
-        } catch (err) {
-          if (round % 5 === 0 && !this.stopped) this.log.warn({ err: (err as Error).message }, 'event consumer failed: opening it again');
+          const e = decodeWith(stateEventSchema, m.data);
+          const from = subjectTokens(m.subject);
+          if (e.host !== from.host || e.jail !== from.jail) throw new Error(`event of ${e.host}/${e.jail} on ${m.subject}`);
+          this.view.applyEvent(e);
+        } catch (e) {
+          this.log.warn({ subject: m.subject, reason: (e as Error).message }, 'malformed event ignored');
         }
-        if (!this.stopped) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** Math.min(round, 5))));
-      }
-    })();
+      },
+    );
   }
 
   /** Resolves once the view holds every event the stream had when we asked, and the placements (at most 60 s). */
@@ -157,9 +145,8 @@ export class StatusService {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.stopEventsWatchdog?.();
     this.stopWatch?.();
-    await this.events?.close().catch(() => undefined);
+    await this.events?.stop();
     await this.nc?.drain().catch(() => undefined);
   }
 }
