@@ -1,0 +1,466 @@
+// The scheduler's executor: keeps what it hears (records, heartbeats, liveness, drains) and
+// carries out what decide.ts and move.ts say, through its ports (the store, a command sink, a
+// source of state events). No NATS and no timers of its own beyond a move's wait: the wiring
+// (scheduler.ts) feeds it and ticks it, and tests drive it in-process on the memory store.
+//
+// Work goes in passes: every jail marked dirty since the last pass is decided at once, the jails
+// that need a host are placed as one batch (so an apply of many packs as `plan` does), and the
+// actions run (32 jails at a time, each jail's actions in order, a failed one ending that jail's
+// turn with a retry). A jail whose actions changed a record is decided again in the next pass,
+// until nothing is left to do. Jails being moved by a drain sit out the passes until the move ends.
+import type { Command, Heartbeat, PlacementStrategy, StateEvent } from '../../contracts/index.js';
+import type { Logger } from '../common/index.js';
+import { decideJail, jailsToMove, placementOf, placementUnchanged, publishedKey, settled, type Action, type Facts, type JailView } from './decide.js';
+import { HostLiveness } from './host-liveness.js';
+import { LivePacking } from './live-packing.js';
+import { abandoned, checkMove, confirmMove, copyVerdict, dropNewCopy, movedPlacement, newCopyCommand, noHost, oldCopyCommand, touched, type MoveBasis, type MoveOutcome } from './move.js';
+import type { PlaceResult } from './packing.js';
+import { CasConflict, isReadable, type SchedulerStore, type StoreChange } from './store.js';
+
+/** Where commands go: a host's durable stream. Rejects when it cannot publish (not leading, broker down). */
+export interface CommandSink {
+  publish(host: string, command: Command): Promise<void>;
+}
+
+/** State events of one jail on one host, while the returned function is not called. */
+export interface EventSource {
+  follow(host: string, jail: string, each: (e: StateEvent) => void): () => void;
+}
+
+export interface ReconcilerOptions {
+  store: SchedulerStore;
+  commands: CommandSink;
+  events: EventSource;
+  log: Logger;
+  /** True while this scheduler holds the lease: only the leader acts. */
+  leading: () => boolean;
+  now: () => number;
+  hostTtlMs: number;
+  strategy: PlacementStrategy;
+  moveTimeoutMs: number;
+  /** How many jails' actions run at once in a pass. */
+  parallel?: number;
+}
+
+export class Reconciler {
+  readonly packing: LivePacking;
+  private readonly liveness: HostLiveness;
+  private readonly log: Logger;
+  private readonly dirty = new Set<string>();
+  /** Jails whose actions a pass is carrying out now (a drain leaves them alone meanwhile). */
+  private readonly executing = new Set<string>();
+  /** name → what was last published for it (see publishedKey). */
+  private readonly published = new Map<string, string>();
+  /** Revisions of unreadable records already reported, by `bucket/jail`. */
+  private readonly reported = new Map<string, number>();
+  /** What each host's last heartbeat says it holds (a move's new copy may be seen running there). */
+  private readonly held = new Map<string, Heartbeat['jails']>();
+  /** Jails being moved off a draining host (the target once chosen). */
+  private readonly moves = new Map<string, { from: string; to: string | null }>();
+  /** Jails a drain could not move: why, and not before when to try again. */
+  private readonly blocked = new Map<string, { host: string; reason: string | null; retryAt: number }>();
+  /** Moves waiting for their new copy: stop() ends the wait. */
+  private readonly waiting = new Set<() => void>();
+  private readonly work = new Set<Promise<unknown>>();
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
+  private downHosts = new Set<string>();
+  private warmUntil: number;
+  private passing: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(private readonly o: ReconcilerOptions) {
+    this.log = o.log;
+    this.liveness = new HostLiveness(o.hostTtlMs);
+    this.packing = new LivePacking(o.strategy);
+    this.warmUntil = o.now() + o.hostTtlMs;
+    o.store.onChange((c) => this.onStoreChange(c));
+  }
+
+  // --- what the scheduler hears -----------------------------------------------------------------
+
+  /** A host is down once it has been silent for a TTL (or was never heard in the TTL after the start). */
+  hostDown(host: string, now = this.o.now()): boolean {
+    return now >= this.warmUntil && !this.liveness.isUp(host, now);
+  }
+
+  /** Whether `host` was heard since the start, or holds a jail, or has a drain record. */
+  knownHost(host: string): boolean {
+    return this.liveness.hosts(this.o.now()).some((h) => h.name === host) || this.jailsOn(host).length > 0 || this.o.store.hosts.get(host) !== undefined;
+  }
+
+  /** Jails placed on `host` now, by name. */
+  jailsOn(host: string): string[] {
+    const out: string[] = [];
+    for (const p of this.o.store.placements.entries()) if (isReadable(p) && p.value.host === host) out.push(p.key);
+    return out.sort();
+  }
+
+  onHeartbeat(hb: Heartbeat): void {
+    this.held.set(hb.host, hb.jails);
+    this.packing.host({ name: hb.host, up: true, capacity: hb.capacity, labels: hb.labels });
+    if (this.liveness.seen(hb.host, this.o.now())) {
+      this.log.info({ host: hb.host }, 'host up');
+      this.resync();
+    }
+  }
+
+  private onStoreChange(c: StoreChange): void {
+    if (c.bucket === 'desired') {
+      const d = c.slot;
+      if (!d) this.packing.spec(c.key, undefined);
+      else if (isReadable(d)) this.packing.spec(c.key, (d.value as { spec: Parameters<LivePacking['place']>[0] }).spec);
+      // an unreadable record keeps what the packing held for the jail: it still runs as it was
+      this.mark(c.key);
+    } else if (c.bucket === 'placements') {
+      this.notePlacement(c.key);
+      this.mark(c.key);
+    } else {
+      const r = isReadable(c.slot) ? (c.slot.value as { draining: boolean }) : undefined;
+      this.packing.host({ name: c.key, draining: r?.draining ?? false });
+      if (!r?.draining) for (const [name, b] of this.blocked) if (b.host === c.key) this.blocked.delete(name);
+      this.drainSoon();
+    }
+  }
+
+  /** The packing's reservation follows the placement (a move in flight keeps its target). */
+  private notePlacement(name: string): void {
+    const p = this.o.store.placements.get(name);
+    this.packing.at(name, this.moves.get(name)?.to ?? (isReadable(p) ? p.value.host : null));
+  }
+
+  // --- ticks from the wiring ----------------------------------------------------------------------
+
+  /** Hosts that went down since the last check: their jails are reconciled (moved, or left `lost`). */
+  checkHosts(): void {
+    const now = this.o.now();
+    const down = new Set(this.liveness.hosts(now).filter((h) => this.hostDown(h.name, now)).map((h) => h.name));
+    for (const h of down) {
+      if (this.downHosts.has(h)) continue;
+      const jails = this.jailsOn(h);
+      this.packing.host({ name: h, up: false });
+      this.log.warn({ host: h, jails: jails.length }, 'host down');
+      for (const name of jails) this.mark(name);
+    }
+    this.downHosts = down;
+  }
+
+  /** The periodic pass: marks only what is not settled, from the caches, asking nothing of the KV. */
+  resync(): void {
+    if (!this.o.leading()) return;
+    const facts = this.facts();
+    for (const d of this.o.store.desired.entries()) {
+      if (!settled(this.view(d.key), facts)) this.mark(d.key);
+    }
+    this.drainSoon();
+  }
+
+  /** Now leading: what another leader published is unknown here, so whatever is unsettled is published again. */
+  gainedLead(): void {
+    this.published.clear();
+    this.resync();
+  }
+
+  /** Resolves when no pass runs, nothing is dirty and no move or retry is under way (for tests and shutdown). */
+  async idle(): Promise<void> {
+    for (;;) {
+      if (this.passing) await this.passing;
+      else if (this.work.size) await Promise.all(this.work);
+      else if (this.dirty.size && this.o.leading() && !this.stopped) await this.pass();
+      else return;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.retryTimers) clearTimeout(t);
+    // a move waiting for its new copy gives up now (the copy is told to go, the jail stays put)
+    for (const cancel of this.waiting) cancel();
+    await this.idle();
+  }
+
+  // --- passes ---------------------------------------------------------------------------------------
+
+  private facts(): Facts {
+    const now = this.o.now();
+    return { now, warming: now < this.warmUntil, hostDown: (h) => this.hostDown(h, now) };
+  }
+
+  private view(name: string): JailView {
+    return { name, desired: this.o.store.desired.get(name), placement: this.o.store.placements.get(name), published: this.published.get(name) };
+  }
+
+  /** Marks a jail for the next pass (only the leader acts). */
+  mark(name: string): void {
+    if (!this.o.leading() || this.stopped) return;
+    this.dirty.add(name);
+    if (!this.passing) void this.pass();
+  }
+
+  private retryLater(name: string, ms = 200 + Math.floor(Math.random() * 300)): void {
+    const t = setTimeout(() => {
+      this.retryTimers.delete(t);
+      this.mark(name);
+    }, ms);
+    t.unref();
+    this.retryTimers.add(t);
+  }
+
+  private pass(): Promise<void> {
+    if (this.passing) return this.passing;
+    const run = (async () => {
+      // let the changes of this moment gather: one pass then carries them all
+      await new Promise((r) => setImmediate(r));
+      while (this.dirty.size && this.o.leading() && !this.stopped) {
+        const names = [...this.dirty].filter((n) => !this.moves.has(n));
+        this.dirty.clear();
+        const facts = this.facts();
+        const plans = names.map((name) => ({ name, actions: decideJail(this.view(name), facts) }));
+        const places = plans.flatMap((p) => p.actions.filter((a): a is Extract<Action, { kind: 'place' }> => a.kind === 'place'));
+        const chosen = this.placeAll(places);
+        let next = 0;
+        const worker = async () => {
+          for (let i = next++; i < plans.length; i = next++) {
+            const { name, actions } = plans[i]!;
+            this.executing.add(name);
+            await this.execute(name, actions, chosen).finally(() => this.executing.delete(name));
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(this.o.parallel ?? 32, plans.length) }, worker));
+      }
+      // jails a pass held are free for a drain again
+      this.drainSoon();
+    })().finally(() => {
+      this.passing = null;
+    });
+    this.passing = run;
+    return run;
+  }
+
+  /** Hosts for every jail of a pass that needs one: one batch, so many new jails pack together. */
+  private placeAll(places: Extract<Action, { kind: 'place' }>[]): Map<string, PlaceResult> {
+    const out = new Map<string, PlaceResult>();
+    for (const a of places) out.set(a.jail, this.packing.place(a.spec));
+    return out;
+  }
+
+  /** Carries out one jail's actions in order; a failure ends its turn and retries it shortly. */
+  private async execute(name: string, actions: Action[], chosen: Map<string, PlaceResult>): Promise<void> {
+    const log = this.log.child({ jail: name });
+    const store = this.o.store;
+    for (const a of actions) {
+      try {
+        switch (a.kind) {
+          case 'report-unreadable': {
+            const key = `${a.bucket}/${name}`;
+            if (this.reported.get(key) !== a.revision) {
+              this.reported.set(key, a.revision);
+              log.error({ bucket: a.bucket, revision: a.revision, reason: a.reason }, `unreadable ${a.bucket} record: the jail is left as it is (apply its spec again, or rm it)`);
+            }
+            break;
+          }
+          case 'publish':
+            await this.o.commands.publish(a.host, a.command);
+            if (a.settles) this.published.set(name, a.settles);
+            break;
+          case 'raise-generation':
+            await store.desired.put(name, a.record, a.revision);
+            if (a.why === 'failover') log.warn({ generation: a.record.generation }, 'host down: rescheduling jail');
+            break;
+          case 'write-placement':
+            await store.placements.put(name, a.record, a.revision);
+            break;
+          case 'delete-placement':
+            await store.placements.remove(name, a.revision);
+            this.packing.at(name, null);
+            this.published.delete(name);
+            break;
+          case 'place': {
+            const r = chosen.get(name)!;
+            const record = placementOf(a.generation, r);
+            if (placementUnchanged(a.previous, record)) return;
+            try {
+              await store.placements.put(name, record, a.previous?.revision ?? 0);
+            } catch (err) {
+              this.notePlacement(name); // the reservation follows what the placement says
+              throw err;
+            }
+            if (!r.host) {
+              if (a.previous?.record?.reason !== record.reason) log.warn({ reason: record.reason }, 'jail not placed');
+              return;
+            }
+            log.info({ host: r.host, generation: a.generation }, 'jail placed');
+            break;
+          }
+        }
+      } catch (err) {
+        if (err instanceof CasConflict) log.debug({ err: err.message }, 'a write lost a race; retrying');
+        else log.warn({ err: (err as Error).message, action: a.kind }, 'action failed; retrying');
+        this.retryLater(name);
+        return;
+      }
+    }
+  }
+
+  // --- drains -------------------------------------------------------------------------------------
+  // A draining host takes no new jails (the packing skips it); the leader moves its jails off,
+  // `parallel` at a time, each by the move protocol of move.ts.
+
+  private drainSoon(): void {
+    if (!this.o.leading() || this.stopped) return;
+    const now = this.o.now();
+    for (const h of this.o.store.hosts.entries()) {
+      if (!isReadable(h) || !h.value.draining) continue;
+      const moving = [...this.moves.values()].filter((m) => m.from === h.key).length;
+      const start = jailsToMove(
+        { host: h.key, parallel: h.value.parallel, jails: this.jailsOn(h.key), moving },
+        (n) => this.moves.has(n) || this.dirty.has(n) || this.executing.has(n),
+        (n) => this.blocked.get(n)?.retryAt ?? 0,
+        now,
+        this.hostDown(h.key, now),
+      );
+      for (const name of start) this.startMove(name, h.key);
+      void this.reportBlocked(h.key);
+    }
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.work.add(p);
+    void p.finally(() => this.work.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  private startMove(name: string, from: string): void {
+    this.moves.set(name, { from, to: null });
+    void this.track(
+      this.move(name, from)
+        .catch((err: Error): MoveOutcome => ({ reason: `move failed: ${err.message}`, retryMs: 5000 }))
+        .then((outcome) => {
+          this.moves.delete(name);
+          this.notePlacement(name);
+          if (outcome) this.blocked.set(name, { host: from, reason: outcome.reason, retryAt: this.o.now() + outcome.retryMs });
+          else this.blocked.delete(name);
+          this.mark(name);
+          this.drainSoon();
+        }),
+    );
+  }
+
+  /** Runs the move protocol of move.ts for one jail; resolves null when it moved (or no longer needs to). */
+  private async move(name: string, from: string): Promise<MoveOutcome> {
+    const store = this.o.store;
+    const now = () => this.o.now();
+    const checked = checkMove(name, from, { desired: await store.desired.fetch(name), placement: await store.placements.fetch(name) });
+    if ('done' in checked) return checked.done;
+    const b: MoveBasis = checked.go;
+    const r = this.packing.place(b.desired.spec);
+    if (!r.host) {
+      this.notePlacement(name);
+      return noHost(r.reason ?? "no host fits");
+    }
+    const to = r.host;
+    this.moves.set(name, { from, to });
+    const log = this.log.child({ jail: name, from, to, generation: b.desired.generation + 1 });
+    if (b.desired.desired !== 'running') {
+      // nothing runs: the placement moves, and reconcile sends the new host its (stopped) copy
+      try {
+        await store.placements.put(name, movedPlacement(to, b), b.placementRevision);
+        const revision = await store.desired.put(name, { ...b.desired, generation: b.desired.generation + 1, updatedAt: new Date(now()).toISOString() }, b.desiredRevision);
+        await this.o.commands.publish(from, oldCopyCommand(b, revision, now()));
+      } catch {
+        return { reason: null, retryMs: 500 };
+      }
+      log.info('moved a stopped jail off a draining host');
+      return null;
+    }
+    // 2. a revision of this attempt's own
+    let touchRevision: number;
+    try {
+      touchRevision = await store.desired.put(name, touched(b, now()), b.desiredRevision);
+    } catch {
+      return { reason: null, retryMs: 500 };
+    }
+    const abandon = async (why: string): Promise<MoveOutcome> => {
+      const cur = await store.desired.fetch(name).catch(() => undefined);
+      let revision = touchRevision + 1;
+      if (isReadable(cur)) revision = await store.desired.put(name, { ...cur.value, updatedAt: new Date(now()).toISOString() }, cur.revision).catch(() => revision);
+      await this.o.commands.publish(to, dropNewCopy(b, revision, now())).catch((err) =>
+        // not the leader any more: the new host's agent fences the copy once it sees the placement
+        // of whoever leads now (it checks the placement right after it creates a copy)
+        log.warn({ err: (err as Error).message }, 'could not tell the new host to drop its copy'),
+      );
+      log.warn({ why }, 'move abandoned: the jail stays where it is');
+      return abandoned(why);
+    };
+    // 3. the new copy first
+    const generation = b.desired.generation + 1;
+    const copy = this.copyRunning(to, name, generation);
+    try {
+      await this.o.commands.publish(to, newCopyCommand(b, touchRevision, now()));
+    } catch (err) {
+      copy.cancel();
+      return abandon(`its new copy could not be commanded (${(err as Error).message})`);
+    }
+    const ran = await copy.result;
+    if (ran !== true) return abandon(`its new copy on ${to} ${ran}`);
+    if (!this.o.leading()) return abandon('this scheduler no longer leads');
+    // 4. the desired generation goes up, only if nothing changed since step 2
+    const confirmed = confirmMove(b, await store.desired.fetch(name).catch(() => undefined), touchRevision, now());
+    if ('abandon' in confirmed) return abandon(confirmed.abandon);
+    let revision: number;
+    try {
+      revision = await store.desired.put(name, confirmed.record, confirmed.revision);
+    } catch {
+      return abandon('was changed meanwhile');
+    }
+    // 5. the placement moves: the old host's agent fences its copy
+    await store.placements.put(name, movedPlacement(to, b), b.placementRevision).catch(() => log.warn('placement not written; reconcile settles it'));
+    await this.o.commands.publish(from, oldCopyCommand(b, revision, now()));
+    this.published.set(name, publishedKey(generation, revision, to));
+    log.info('moved off a draining host');
+    return null;
+  }
+
+  /** Resolves true once `host` runs `jail` at `generation` (its event or heartbeat), else what went wrong. */
+  private copyRunning(host: string, jail: string, generation: number): { result: Promise<true | string>; cancel: () => void } {
+    let cancel!: () => void;
+    const result = new Promise<true | string>((resolve) => {
+      let done = false;
+      const finish = (r: true | string) => {
+        if (done) return;
+        done = true;
+        this.waiting.delete(stopWait);
+        clearInterval(poll);
+        clearTimeout(timer);
+        unfollow();
+        resolve(r);
+      };
+      const stopWait = () => finish('was left waiting: the scheduler is stopping');
+      cancel = stopWait;
+      const unfollow = this.o.events.follow(host, jail, (e) => {
+        const v = copyVerdict(e, generation);
+        if (v !== undefined) finish(v);
+      });
+      const poll = setInterval(() => {
+        if (this.held.get(host)?.some((j) => j.name === jail && j.generation === generation && j.state === 'running')) finish(true);
+        else if (this.hostDown(host)) finish('lost its host (down)');
+      }, 200);
+      const timer = setTimeout(() => finish(`did not run within ${this.o.moveTimeoutMs / 1000} s`), this.o.moveTimeoutMs);
+      this.waiting.add(stopWait);
+    });
+    return { result, cancel };
+  }
+
+  /** Writes the jails a drain cannot move (and why) into the host's record, when that changed. */
+  private async reportBlocked(host: string): Promise<void> {
+    const cur = this.o.store.hosts.get(host);
+    if (!isReadable(cur) || !cur.value.draining) return;
+    const on = new Set(this.jailsOn(host));
+    const list = [...this.blocked]
+      .filter(([name, b]) => b.host === host && b.reason !== null && on.has(name))
+      .map(([name, b]) => ({ name, reason: b.reason! }))
+      .sort((a, b) => (a.name < b.name ? -1 : 1));
+    if (JSON.stringify(list) === JSON.stringify(cur.value.blocked)) return;
+    // written meanwhile (drain, undrain): the change brings it back here, to compare again
+    await this.o.store.hosts.put(host, { ...cur.value, blocked: list }, cur.revision).catch(() => undefined);
+  }
+}
