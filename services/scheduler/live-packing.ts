@@ -2,9 +2,12 @@
 // scheduler hears (heartbeats: capacity and labels; liveness; drains) and what its KV caches hold
 // (desired specs: resources and spread group; placements: which host). Pure bookkeeping, no I/O:
 // the scheduler calls it from its watches and its reconciles. It never writes a placement; it only
-// says where a jail would fit and remembers the reservation.
+// says where a jail would fit and remembers the reservation. One jail is placed online (`place`),
+// many at once with the batch engine of `jailfleet plan` (`placeBatch`, `dryRun`); both decide
+// with the same checkers (constraints.ts), so a plan is what an apply does.
 import type { JailSpec } from '../../contracts/index.js';
-import { ClusterPacking, type PackHost, type PackStrategy, type PlaceResult } from './packing.js';
+import { ClusterPacking, type PackHost, type PackStrategy, type PlacedJail, type PlaceResult } from './packing.js';
+import { planBatch, type BatchPlan, type PlanOptions, type PlanResult } from './plan.js';
 
 const hostKey = (h: PackHost) => JSON.stringify([h.up, h.draining, h.capacity.cpu, h.capacity.memoryMB, h.labels]);
 const heldKey = (spec: JailSpec, host: string) => JSON.stringify([host, spec.resources.cpu, spec.resources.memoryMB, spec.placement.spreadGroup ?? null]);
@@ -61,8 +64,50 @@ export class LivePacking {
     return r;
   }
 
+  /**
+   * Places new jails together, as `jailfleet plan` does (hardest and largest first, then the
+   * bounded local search), around the jails already placed, which do not move; reserves each
+   * one placed. A spec listed twice counts once (the last). Every spec gets an answer.
+   */
+  placeBatch(specs: readonly JailSpec[], options: PlanOptions = {}): Map<string, PlaceResult> {
+    const batch = [...new Map(specs.map((s) => [s.name, s])).values()];
+    const { placements } = this.batch(batch, options);
+    for (const spec of batch) {
+      const r = placements.get(spec.name)!;
+      this.specs.set(spec.name, spec);
+      if (r.host) {
+        this.where.set(spec.name, r.host);
+        this.held.set(spec.name, heldKey(spec, r.host));
+        this.packing.assign(spec.name, r.host, spec.resources, spec.placement.spreadGroup);
+      } else {
+        // as with `place`: nothing is reserved any more; `at` puts back what the placement says
+        this.where.delete(spec.name);
+        this.held.delete(spec.name);
+        this.packing.release(spec.name);
+      }
+    }
+    return placements;
+  }
+
+  /** What `placeBatch` would do now, reserving nothing: the answer to `jailfleet plan` on the live cluster. */
+  dryRun(specs: readonly JailSpec[], options: PlanOptions = {}): PlanResult {
+    return this.batch([...new Map(specs.map((s) => [s.name, s])).values()], options).result;
+  }
+
   hostOf(name: string): string | undefined {
     return this.packing.hostOf(name);
+  }
+
+  /** The batch engine run on a copy of the live hosts and of what they hold. */
+  private batch(specs: readonly JailSpec[], options: PlanOptions): BatchPlan {
+    const placed: PlacedJail[] = [];
+    for (const name of this.held.keys()) {
+      const spec = this.specs.get(name);
+      const host = this.packing.hostOf(name);
+      if (spec && host) placed.push({ name, host, resources: spec.resources, spreadGroup: spec.placement.spreadGroup });
+    }
+    const hosts = [...this.hosts.values()].map((h) => h.host);
+    return planBatch(specs, hosts, placed, this.strategy, options);
   }
 
   private sync(name: string): void {

@@ -1,8 +1,9 @@
-// Packing: which host a jail goes to when jails reserve cpu and memory. Pure and deterministic:
-// the same hosts, placements and jails in the same order give the same hosts (ties by host name);
-// no clock, no randomness. It must never put a host over capacity, on cpu or memory, nor break a
-// hard constraint (pinned host, required labels, host up and not draining, maxPerHost).
-// Spreading a group over hosts is soft: a host without a member is preferred while one fits.
+// Packing: which host a jail goes to when jails reserve cpu and memory, one jail at a time.
+// Pure and deterministic: the same hosts, placements and jails in the same order give the same
+// hosts (ties by host name); no clock, no randomness. Whether a host may take a jail at all is
+// never decided here but by the checkers of constraints.ts (capacity, pin, labels, up, not
+// draining, maxPerHost); this file only chooses among the hosts they accept. Spreading a group
+// over hosts is soft: a host without a member is preferred while one fits.
 //
 // Arithmetic is in integers (cpu in millicores, memory in MB), so 0.1 + 0.2 cores fit in 0.3.
 // Hosts that can take jails are indexed so that a placement looks at a few hosts rather than
@@ -12,6 +13,9 @@
 // hosts wait in a list by size, taken only when no used host fits.
 
 import type { PlacementStrategy } from '../../contracts/index.js';
+import { demandOf, explain, feasible, millicores, type HostView } from './constraints.js';
+
+export { millicores };
 
 /** `binpack`: fewest hosts (best fit, a new host only when no used one fits); `spread`: least loaded. */
 export type PackStrategy = PlacementStrategy;
@@ -45,18 +49,7 @@ export interface PlacedJail {
 
 export type PlaceResult = { host: string; reason: null } | { host: null; reason: string };
 
-/** Cores → integer millicores; every cpu comparison is done on these. */
-export const millicores = (cpu: number) => Math.round(cpu * 1000);
-const cores = (milli: number) => `${milli / 1000}`;
-
-/** True when the host carries every required label with its value. */
-export function hasLabels(host: Readonly<Record<string, string>>, required: Readonly<Record<string, string>> | undefined): boolean {
-  if (!required) return true;
-  for (const k in required) if (!Object.prototype.hasOwnProperty.call(host, k) || host[k] !== required[k]) return false;
-  return true;
-}
-
-interface Slot {
+interface Slot extends HostView {
   name: string;
   up: boolean;
   draining: boolean;
@@ -65,6 +58,8 @@ interface Slot {
   capMem: number;
   usedCpu: number;
   usedMem: number;
+  /** Spread group → its jails here (what the maxPerHost checker reads). */
+  groups: Map<string, number>;
   jails: number;
   /** Leaf of the tree (hosts in name order). */
   leaf: number;
@@ -221,29 +216,23 @@ export class ClusterPacking {
   // --- choosing ---------------------------------------------------------------------------
 
   private choose(jail: PackJail): Slot | undefined {
-    const cpu = millicores(jail.resources.cpu);
-    const mem = jail.resources.memoryMB;
-    const { host: pinned, labels, spreadGroup, maxPerHost } = jail.placement;
-    const members = spreadGroup === undefined ? undefined : this.groups.get(spreadGroup);
-    const fits = (s: Slot) =>
-      s.capCpu - s.usedCpu >= cpu &&
-      s.capMem - s.usedMem >= mem &&
-      hasLabels(s.labels, labels) &&
-      (maxPerHost === undefined || (members?.get(s) ?? 0) < maxPerHost);
+    const d = demandOf(jail);
+    const members = d.spreadGroup === undefined ? undefined : this.groups.get(d.spreadGroup);
+    const fits = (s: Slot) => feasible(s, d);
 
-    if (pinned !== undefined) {
-      const s = this.slots.get(pinned);
-      return s && s.where !== 'none' && fits(s) ? s : undefined;
+    if (d.pin !== undefined) {
+      const s = this.slots.get(d.pin);
+      return s && fits(s) ? s : undefined;
     }
     // first the hosts that hold no jail of the group, lowest key first
     const free = (s: Slot) => !members?.has(s) && fits(s);
-    const first = this.search(cpu, mem, free) ?? this.empty.find(free);
+    const first = this.search(d.cpu, d.memoryMB, free) ?? this.empty.find(free);
     if (first) return first;
     // then, spreading being soft, the hosts that do, fewest members first
     let best: Slot | undefined;
     let bestCount = 0;
     for (const [s, count] of members ?? []) {
-      if (s.where === 'none' || !fits(s)) continue;
+      if (!fits(s)) continue;
       if (!best || count < bestCount || (count === bestCount && (s.key < best.key || (s.key === best.key && s.name < best.name)))) {
         best = s;
         bestCount = count;
@@ -252,7 +241,10 @@ export class ClusterPacking {
     return best;
   }
 
-  /** The host of the tree with the lowest (key, name) that has the room and passes `ok`. */
+  /**
+   * The host of the tree with the lowest (key, name) that `ok` accepts. The tree only prunes
+   * subtrees without the room; `ok` (the checkers) has the last word on each host.
+   */
   private search(cpu: number, mem: number, ok: (s: Slot) => boolean): Slot | undefined {
     let best: Slot | undefined;
     let bestKey = Infinity;
@@ -265,7 +257,7 @@ export class ClusterPacking {
       if (k > bestKey || (k === bestKey && this.firstLeaf[n]! > bestLeaf)) continue;
       if (n >= this.width) {
         const s = this.leaves[n - this.width]!;
-        if (s.capCpu - s.usedCpu >= cpu && s.capMem - s.usedMem >= mem && ok(s)) {
+        if (ok(s)) {
           best = s;
           bestKey = s.key;
           bestLeaf = n - this.width;
@@ -286,56 +278,7 @@ export class ClusterPacking {
    * (down, draining, label, maxPerHost, memory, cpu), the largest count first.
    */
   explain(jail: PackJail): string {
-    const cpu = millicores(jail.resources.cpu);
-    const mem = jail.resources.memoryMB;
-    const { host: pinned, labels = {}, spreadGroup, maxPerHost } = jail.placement;
-    const members = spreadGroup === undefined ? undefined : this.groups.get(spreadGroup);
-    const hosts = [...this.slots.values()];
-    const failures = new Map<string, { order: number; count: number; most: number }>();
-    const fail = (what: string, order: number, free = 0) => {
-      const f = failures.get(what);
-      if (f) {
-        f.count++;
-        f.most = Math.max(f.most, free);
-      } else failures.set(what, { order, count: 1, most: free });
-    };
-    const required = Object.keys(labels).sort();
-    const check = (s: Slot) => {
-      if (!s.up) return fail('down', 0);
-      if (s.draining) return fail('draining', 1);
-      const missing = required.find((k) => s.labels[k] !== labels[k]);
-      if (missing !== undefined) return fail(`label ${missing}=${labels[missing]}`, 2);
-      if (maxPerHost !== undefined && (members?.get(s) ?? 0) >= maxPerHost) return fail('maxPerHost', 3);
-      if (s.capMem - s.usedMem < mem) return fail('memory', 4, s.capMem - s.usedMem);
-      if (s.capCpu - s.usedCpu < cpu) return fail('cpu', 5, s.capCpu - s.usedCpu);
-    };
-    if (pinned !== undefined) {
-      const s = this.slots.get(pinned);
-      if (!s) return `pinned host "${pinned}" is unknown (0 of ${this.slots.size} hosts match)`;
-      check(s);
-      const [what, f] = [...failures][0] ?? [];
-      if (what === undefined || f === undefined) return `pinned host "${pinned}" cannot take it`;
-      return `pinned host "${pinned}" ${this.describe(what, 1, f.most, cpu, mem, spreadGroup, maxPerHost).replace(/^(\d+ )/, '')}`;
-    }
-    if (hosts.length === 0) return 'no host fits: no host is known';
-    for (const s of hosts) check(s);
-    const parts = [...failures]
-      .sort(([, a], [, b]) => b.count - a.count || a.order - b.order)
-      .map(([what, f], i) => {
-        const text = this.describe(what, f.count, f.most, cpu, mem, spreadGroup, maxPerHost);
-        return i === 0 ? text.replace(/^(\d+) /, (_, n: string) => `${n} host${n === '1' ? '' : 's'} `) : text;
-      });
-    return `no host fits: ${parts.join(', ') || 'every host is full'}`;
-  }
-
-  private describe(what: string, n: number, most: number, cpu: number, mem: number, group: string | undefined, maxPerHost: number | undefined): string {
-    const one = n === 1;
-    if (what === 'down') return `${n} ${one ? 'is' : 'are'} down`;
-    if (what === 'draining') return `${n} ${one ? 'is' : 'are'} draining`;
-    if (what.startsWith('label ')) return `${n} ${one ? 'lacks' : 'lack'} ${what}`;
-    if (what === 'maxPerHost') return `${n} already ${one ? 'holds' : 'hold'} ${maxPerHost} of spread group ${group} (maxPerHost ${maxPerHost})`;
-    if (what === 'memory') return `${n} ${one ? 'lacks' : 'lack'} memory (needs ${mem} MB, ${one ? '' : 'most '}free ${Math.max(0, most)} MB)`;
-    return `${n} ${one ? 'lacks' : 'lack'} cpu (needs ${cores(cpu)} cores, ${one ? '' : 'most '}free ${cores(Math.max(0, most))})`;
+    return explain([...this.slots.values()], demandOf(jail));
   }
 
   // --- bookkeeping ------------------------------------------------------------------------
@@ -350,6 +293,7 @@ export class ClusterPacking {
       capMem: h.capacity.memoryMB,
       usedCpu: 0,
       usedMem: 0,
+      groups: new Map(),
       jails: 0,
       leaf: -1,
       where: 'none',
@@ -367,6 +311,7 @@ export class ClusterPacking {
       let m = this.groups.get(group);
       if (!m) this.groups.set(group, (m = new Map()));
       m.set(slot, (m.get(slot) ?? 0) + 1);
+      slot.groups.set(group, (slot.groups.get(group) ?? 0) + 1);
     }
     this.index(slot);
   }
@@ -381,9 +326,12 @@ export class ClusterPacking {
     if (h.group !== undefined) {
       const m = this.groups.get(h.group)!;
       const c = m.get(slot)! - 1;
-      if (c > 0) m.set(slot, c);
-      else {
+      if (c > 0) {
+        m.set(slot, c);
+        slot.groups.set(h.group, c);
+      } else {
         m.delete(slot);
+        slot.groups.delete(h.group);
         if (m.size === 0) this.groups.delete(h.group);
       }
     }

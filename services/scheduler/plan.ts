@@ -1,18 +1,28 @@
-// The batch planner behind `jailfleet plan`: places a whole fleet at once, largest jails first,
-// then (binpack) improves the packing by emptying the least-filled hosts into the others.
+// The batch planner: places a set of jails at once, hardest then largest first, then (binpack)
+// improves the packing by emptying the least-filled hosts into the others. It is the engine of
+// both `jailfleet plan` (offline: `plan`) and of the scheduler's placement of an `apply` of many
+// jails (`planBatch` through LivePacking.placeBatch/dryRun), so a plan is what apply does.
 // Pure and deterministic: its effort is counted in work units, never in time, so the same
-// input gives the same plan on any machine. It never breaks what the online packer guarantees
-// (capacity on cpu and memory, pin, labels, hosts up and not draining, maxPerHost) and never
-// puts two jails of a spread group together where the greedy pass had kept them apart.
-import { ClusterPacking, hasLabels, millicores, type PackHost, type PackJail, type PackStrategy } from './packing.js';
+// input gives the same plan on any machine. Whether a host may take a jail is decided only by the
+// checkers of constraints.ts; it never moves a jail placed before the batch nor a pinned one,
+// and never puts two jails of a spread group together where the greedy pass had kept them apart.
+import { ClusterPacking, type PackHost, type PackJail, type PackStrategy, type PlacedJail, type PlaceResult } from './packing.js';
+import { demandOf, emptyView, feasible, millicores, type Demand, type HostView } from './constraints.js';
 
 export interface PlanResult {
+  /** Hosts holding at least one jail once the plan is carried out (jails placed before it included). */
   hostsUsed: number;
   /** Hosts any packing needs at least (see `lowerBound`). */
   lowerBound: number;
-  /** The hosts that get jails, by name: their jails and what they reserve. */
+  /** The hosts that get jails of the plan, by name: those jails and what they reserve. */
   hosts: { host: string; jails: string[]; cpu: number; memoryMB: number }[];
   unplaced: { name: string; reason: string }[];
+}
+
+/** A plan and, for each jail asked for, where it goes or why nowhere. */
+export interface BatchPlan {
+  result: PlanResult;
+  placements: Map<string, PlaceResult>;
 }
 
 export interface PlanOptions {
@@ -22,11 +32,28 @@ export interface PlanOptions {
   maxEffort?: number;
 }
 
+// an index of the hosts worth searching; the checkers still have the last word on each
 const takesJails = (h: PackHost) => h.up && !h.draining;
 
-/** Places every jail (hardest first, then largest first), then improves a binpack plan. */
+/** Places every jail on hosts that hold nothing yet: what `apply` does on these hosts. */
 export function plan(jails: readonly PackJail[], hosts: readonly PackHost[], strategy: PackStrategy = 'binpack', options: PlanOptions = {}): PlanResult {
-  const packing = new ClusterPacking(hosts, [], strategy);
+  return planBatch(jails, hosts, [], strategy, options).result;
+}
+
+/**
+ * Places `jails` onto `hosts` around the jails already `placed` (never moved; a jail both asked
+ * for and placed is placed anew): hardest first, then largest first, then improves a binpack plan.
+ */
+export function planBatch(
+  jails: readonly PackJail[],
+  hosts: readonly PackHost[],
+  placed: readonly PlacedJail[] = [],
+  strategy: PackStrategy = 'binpack',
+  options: PlanOptions = {},
+): BatchPlan {
+  const asked = new Set(jails.map((j) => j.name));
+  const fixed = placed.filter((p) => !asked.has(p.name));
+  const packing = new ClusterPacking(hosts, fixed, strategy);
   const live = hosts.filter(takesJails);
   const refCpu = Math.max(1, ...live.map((h) => millicores(h.capacity.cpu)));
   const refMem = Math.max(1, ...live.map((h) => h.capacity.memoryMB));
@@ -36,19 +63,40 @@ export function plan(jails: readonly PackJail[], hosts: readonly PackHost[], str
     .map((j) => ({ j, hard: hardness(j), size: size(j) }))
     .sort((a, b) => a.hard - b.hard || b.size - a.size || (a.j.name < b.j.name ? -1 : a.j.name > b.j.name ? 1 : 0));
 
+  const placements = new Map<string, PlaceResult>();
   const unplaced: { name: string; reason: string }[] = [];
   for (const { j } of order) {
     const r = packing.place(j);
+    placements.set(j.name, r);
     if (r.host === null) unplaced.push({ name: j.name, reason: r.reason });
   }
-  const placeable = jails.filter((j) => live.some((h) => fitsEmpty(j, h)));
-  const lowerBound = lowerBoundOf(placeable, live);
+  const liveNames = new Set(live.map((h) => h.name));
+  const empty = live.map(emptyView);
+  const placeable = jails.filter((j) => {
+    const d = demandOf(j);
+    return empty.some((h) => feasible(h, d));
+  });
+  // jails placed before stay where they are: for the search they are pinned there
+  const staying: PackJail[] = fixed
+    .filter((p) => liveNames.has(p.host))
+    .map((p) => ({ name: p.name, resources: p.resources, placement: { host: p.host, spreadGroup: p.spreadGroup } }));
+  const lowerBound = lowerBoundOf([...placeable, ...staying], live);
 
-  let assignment = new Map(packing.hosts().flatMap((h) => h.jails.map((n) => [n, h.name] as const)));
+  let assignment = new Map<string, string>();
+  for (const [name, r] of placements) if (r.host !== null) assignment.set(name, r.host);
   if (strategy === 'binpack' && assignment.size > 0) {
     const budget = Math.min(options.maxEffort ?? 30_000_000, (options.effortPerJail ?? 15_000) * assignment.size);
-    const stopAt = Math.max(lowerBound, strongLowerBound(placeable, live));
-    assignment = improve(jails.filter((j) => assignment.has(j.name)), live, assignment, stopAt, budget);
+    const stopAt = Math.max(lowerBound, strongLowerBound([...placeable, ...staying], live));
+    const at = new Map([...assignment, ...staying.map((s) => [s.name, s.placement.host!] as const)]);
+    assignment = improve(
+      jails.filter((j) => assignment.has(j.name)),
+      staying,
+      live,
+      at,
+      stopAt,
+      budget,
+    );
+    for (const [name, host] of assignment) placements.set(name, { host, reason: null });
   }
 
   const byHost = new Map<string, { jails: string[]; cpu: number; mem: number }>();
@@ -62,22 +110,16 @@ export function plan(jails: readonly PackJail[], hosts: readonly PackHost[], str
     byHost.set(host, h);
   }
   const used = [...byHost].sort(([a], [b]) => (a < b ? -1 : 1));
+  const usedHosts = new Set([...byHost.keys(), ...fixed.map((p) => p.host)]);
   return {
-    hostsUsed: used.length,
-    lowerBound,
-    hosts: used.map(([host, h]) => ({ host, jails: h.jails.sort(), cpu: h.cpu / 1000, memoryMB: h.mem })),
-    unplaced: unplaced.sort((a, b) => (a.name < b.name ? -1 : 1)),
+    result: {
+      hostsUsed: usedHosts.size,
+      lowerBound,
+      hosts: used.map(([host, h]) => ({ host, jails: h.jails.sort(), cpu: h.cpu / 1000, memoryMB: h.mem })),
+      unplaced: unplaced.sort((a, b) => (a.name < b.name ? -1 : 1)),
+    },
+    placements,
   };
-}
-
-/** The jail fits on this host when it is empty (capacity, labels, pin). */
-function fitsEmpty(j: PackJail, h: PackHost): boolean {
-  return (
-    (j.placement.host === undefined || j.placement.host === h.name) &&
-    millicores(j.resources.cpu) <= millicores(h.capacity.cpu) &&
-    j.resources.memoryMB <= h.capacity.memoryMB &&
-    hasLabels(h.labels, j.placement.labels)
-  );
 }
 
 /**
@@ -145,17 +187,41 @@ export function martelloTothL2(sizes: readonly number[], cap: number): number {
 
 // --- the improvement step ------------------------------------------------------------------
 
-interface Bin {
-  name: string;
-  capCpu: number;
-  capMem: number;
+interface Bin extends HostView {
   usedCpu: number;
   usedMem: number;
-  labels: Readonly<Record<string, string>>;
+  groups: Map<string, number>;
   items: number[];
-  /** group id → members here */
-  groups: Map<number, number>;
 }
+
+/** The bin as it would be with the jails `out` taken off (b itself when none). */
+function without(b: Bin, out: readonly number[], cpu: readonly number[], mem: readonly number[], group: readonly (string | undefined)[]): HostView {
+  if (out.length === 0) return b;
+  let groups: ReadonlyMap<string, number> = b.groups;
+  if (out.some((i) => group[i] !== undefined)) {
+    const g = new Map(b.groups);
+    for (const i of out) if (group[i] !== undefined) g.set(group[i]!, g.get(group[i]!)! - 1);
+    groups = g;
+  }
+  const oc = out.reduce((s, i) => s + cpu[i]!, 0);
+  const om = out.reduce((s, i) => s + mem[i]!, 0);
+  return { ...viewOf(b), usedCpu: b.usedCpu - oc, usedMem: b.usedMem - om, groups };
+}
+
+/** The view with jail d put on it. */
+function adding(v: HostView, d: Demand): HostView {
+  let groups = v.groups;
+  if (d.spreadGroup !== undefined) {
+    const g = new Map(v.groups);
+    g.set(d.spreadGroup, (g.get(d.spreadGroup) ?? 0) + 1);
+    groups = g;
+  }
+  return { ...viewOf(v), usedCpu: v.usedCpu + d.cpu, usedMem: v.usedMem + d.memoryMB, groups };
+}
+
+const viewOf = (v: HostView): HostView => ({
+  name: v.name, up: v.up, draining: v.draining, labels: v.labels, capCpu: v.capCpu, usedCpu: v.usedCpu, capMem: v.capMem, usedMem: v.usedMem, groups: v.groups,
+});
 
 /**
  * Local search in the manner of Levine and Ducatelle (2004): take the jails off the k
@@ -164,30 +230,27 @@ interface Bin {
  * host more and leaves smaller jails to place. When all fit, k hosts are emptied; otherwise what
  * is left goes back onto the k hosts, kept only if the hosts' fills grew more uneven (the sum of
  * squared fills rose), so the search cannot cycle. It stops at the lower bound, when no attempt
- * helps, or when its work budget is spent. Pinned jails never move.
+ * helps, or when its work budget is spent. Pinned jails and the `staying` ones never move; a
+ * host is only ever given a jail the checkers accept, and (spreading) none of whose group it holds.
+ * Returns the host of each of `moving`.
  */
-function improve(jails: readonly PackJail[], hosts: readonly PackHost[], assignment: Map<string, string>, stopAt: number, budget: number): Map<string, string> {
+function improve(moving: readonly PackJail[], staying: readonly PackJail[], hosts: readonly PackHost[], assignment: Map<string, string>, stopAt: number, budget: number): Map<string, string> {
+  const jails = [...moving, ...staying];
   const refCpu = Math.max(1, ...hosts.map((h) => millicores(h.capacity.cpu)));
   const refMem = Math.max(1, ...hosts.map((h) => h.capacity.memoryMB));
-  const groupIds = new Map<string, number>();
   const n = jails.length;
-  const cpu = jails.map((j) => millicores(j.resources.cpu));
-  const mem = jails.map((j) => j.resources.memoryMB);
+  const demand = jails.map(demandOf);
+  const cpu = demand.map((d) => d.cpu);
+  const mem = demand.map((d) => d.memoryMB);
   const size = jails.map((_, i) => cpu[i]! / refCpu + mem[i]! / refMem);
-  const labels = jails.map((j) => (Object.keys(j.placement.labels ?? {}).length ? j.placement.labels : undefined));
-  const movable = jails.map((j) => j.placement.host === undefined);
-  const group = jails.map((j) => {
-    const g = j.placement.spreadGroup;
-    if (g === undefined) return -1;
-    if (!groupIds.has(g)) groupIds.set(g, groupIds.size);
-    return groupIds.get(g)!;
-  });
+  const movable = jails.map((j, i) => i < moving.length && j.placement.host === undefined);
+  const group = demand.map((d) => d.spreadGroup);
 
   const byName = new Map<string, Bin>();
   const bins: Bin[] = [...hosts]
     .sort((a, b) => (a.name < b.name ? -1 : 1))
     .map((h) => {
-      const b: Bin = { name: h.name, capCpu: millicores(h.capacity.cpu), capMem: h.capacity.memoryMB, usedCpu: 0, usedMem: 0, labels: h.labels, items: [], groups: new Map() };
+      const b: Bin = { ...emptyView(h), usedCpu: 0, usedMem: 0, groups: new Map(), items: [] };
       byName.set(h.name, b);
       return b;
     });
@@ -195,17 +258,18 @@ function improve(jails: readonly PackJail[], hosts: readonly PackHost[], assignm
   const undo: [number, Bin | null][] = [];
   const put = (i: number, b: Bin | null) => {
     const from = binOf[i]!;
+    const g = group[i];
     if (from) {
       from.items.splice(from.items.indexOf(i), 1);
       from.usedCpu -= cpu[i]!;
       from.usedMem -= mem[i]!;
-      if (group[i]! >= 0) from.groups.set(group[i]!, from.groups.get(group[i]!)! - 1);
+      if (g !== undefined) from.groups.set(g, from.groups.get(g)! - 1);
     }
     if (b) {
       b.items.push(i);
       b.usedCpu += cpu[i]!;
       b.usedMem += mem[i]!;
-      if (group[i]! >= 0) b.groups.set(group[i]!, (b.groups.get(group[i]!) ?? 0) + 1);
+      if (g !== undefined) b.groups.set(g, (b.groups.get(g) ?? 0) + 1);
     }
     binOf[i] = b;
     undo.push([i, from]);
@@ -217,9 +281,8 @@ function improve(jails: readonly PackJail[], hosts: readonly PackHost[], assignm
   undo.length = 0;
 
   const fill = (b: Bin) => b.usedCpu / refCpu + b.usedMem / refMem;
-  const allows = (b: Bin, i: number) => !labels[i] || hasLabels(b.labels, labels[i]);
-  const groupFree = (b: Bin, i: number, leaving: readonly number[]) =>
-    group[i]! < 0 || (b.groups.get(group[i]!) ?? 0) - leaving.filter((o) => group[o] === group[i]).length === 0;
+  /** The hard rules (the checkers), then the search's own: a jail joins no member of its group. */
+  const takes = (v: HostView, i: number) => feasible(v, demand[i]!) && (group[i] === undefined || (v.groups.get(group[i]!) ?? 0) === 0);
   let work = 0;
 
   /** Best fit of jail i into an open bin outside `closed`. */
@@ -228,9 +291,10 @@ function improve(jails: readonly PackJail[], hosts: readonly PackHost[], assignm
     let bestLeft = Infinity;
     for (const b of open) {
       work++;
-      if (b.usedCpu + cpu[i]! > b.capCpu || b.usedMem + mem[i]! > b.capMem || !allows(b, i) || !groupFree(b, i, [])) continue;
+      // the room is looked at first only to skip the checkers where they would surely refuse
+      if (b.usedCpu + cpu[i]! > b.capCpu || b.usedMem + mem[i]! > b.capMem) continue;
       const left = (b.capCpu - b.usedCpu - cpu[i]!) / refCpu + (b.capMem - b.usedMem - mem[i]!) / refMem;
-      if (left < bestLeft) {
+      if (left < bestLeft && takes(b, i)) {
         best = b;
         bestLeft = left;
       }
@@ -247,13 +311,16 @@ function improve(jails: readonly PackJail[], hosts: readonly PackHost[], assignm
     let bestOut: number[] | undefined;
     let bestIn: number[] | undefined;
     let bestGain = 1e-12;
+    // the room and the gain are looked at first; the checkers decide on what would be kept
     const consider = (out: number[], oc: number, om: number, os: number) => {
       const roomCpu = b.capCpu - b.usedCpu + oc;
       const roomMem = b.capMem - b.usedMem + om;
+      let view: HostView | undefined;
+      const rest = () => (view ??= without(b, out, cpu, mem, group));
       for (let x = 0; x < f; x++) {
         const a = free[x]!;
         work++;
-        if (cpu[a]! <= roomCpu && mem[a]! <= roomMem && size[a]! - os > bestGain && allows(b, a) && groupFree(b, a, out)) {
+        if (cpu[a]! <= roomCpu && mem[a]! <= roomMem && size[a]! - os > bestGain && takes(rest(), a)) {
           bestOut = out;
           bestIn = [a];
           bestGain = size[a]! - os;
@@ -263,8 +330,7 @@ function improve(jails: readonly PackJail[], hosts: readonly PackHost[], assignm
           work++;
           const gain = size[a]! + size[c]! - os;
           if (gain <= bestGain || cpu[a]! + cpu[c]! > roomCpu || mem[a]! + mem[c]! > roomMem) continue;
-          if (!allows(b, a) || !allows(b, c) || !groupFree(b, a, out) || !groupFree(b, c, out)) continue;
-          if (group[a]! >= 0 && group[a] === group[c]) continue;
+          if (!takes(rest(), a) || !takes(adding(rest(), demand[a]!), c)) continue;
           bestOut = out;
           bestIn = [a, c];
           bestGain = gain;
@@ -358,6 +424,6 @@ function improve(jails: readonly PackJail[], hosts: readonly PackHost[], assignm
   }
 
   const out = new Map<string, string>();
-  jails.forEach((j, i) => out.set(j.name, binOf[i]!.name));
+  moving.forEach((j, i) => out.set(j.name, binOf[i]!.name));
   return out;
 }

@@ -4,7 +4,8 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import { ClusterPacking, millicores, type PackHost, type PackJail, type PackStrategy } from '../../services/scheduler/packing.js';
-import { lowerBoundOf, martelloTothL2, plan } from '../../services/scheduler/plan.js';
+import { lowerBoundOf, martelloTothL2, plan, planBatch } from '../../services/scheduler/plan.js';
+import { CONSTRAINTS, demandOf, emptyView, explain, type HostView } from '../../services/scheduler/constraints.js';
 import { HostLiveness } from '../../services/scheduler/host-liveness.js';
 
 
@@ -411,6 +412,231 @@ describe('packing properties', () => {
         expect(r.hostsUsed).toBeGreaterThanOrEqual(martelloTothL2(sizes, 150));
       }),
       { numRuns: 200 },
+    );
+  });
+});
+
+// --- one checker per hard rule, shared by every engine ---------------------------------------
+
+/** Puts the jails of `where` on their hosts one by one (by name) and asks every checker first. */
+function replayThroughCheckers(hosts: PackHost[], jails: PackJail[], where: Map<string, string>) {
+  const views = new Map<string, HostView>(hosts.map((h) => [h.name, emptyView(h)]));
+  for (const j of [...jails].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const at = where.get(j.name);
+    if (at === undefined) continue;
+    const v = views.get(at)!;
+    const d = demandOf(j);
+    const refused = CONSTRAINTS.filter((c) => c.check(v, d) !== null).map((c) => c.name);
+    if (refused.length) expect([j.name, at, refused]).toEqual([j.name, at, []]);
+    const groups = new Map(v.groups);
+    if (d.spreadGroup !== undefined) groups.set(d.spreadGroup, (groups.get(d.spreadGroup) ?? 0) + 1);
+    views.set(at, { ...v, usedCpu: v.usedCpu + d.cpu, usedMem: v.usedMem + d.memoryMB, groups });
+  }
+}
+
+describe('capacity at the boundary: an exact fit is taken, one MB or one millicore more is not', () => {
+  const engines: [string, (hosts: PackHost[], jails: PackJail[]) => (string | null)[]][] = [
+    ['online', (hosts, jails) => placeAll(new ClusterPacking(hosts), jails)],
+    ['online, spread', (hosts, jails) => placeAll(new ClusterPacking(hosts, [], 'spread'), jails)],
+    ['batch', (hosts, jails) => {
+      const r = planBatch(jails, hosts);
+      return jails.map((j) => r.placements.get(j.name)!.host);
+    }],
+  ];
+
+  test.each(engines)('%s: memory', (_engine, run) => {
+    expect(run([host('a', 4, 1024)], [jail('x', 1, 512), jail('y', 1, 512)])).toEqual(['a', 'a']);
+    expect(run([host('a', 4, 1024)], [jail('x', 1, 1024)])).toEqual(['a']);
+    expect(run([host('a', 4, 1024)], [jail('x', 1, 1025)])).toEqual([null]);
+    expect(run([host('a', 4, 1024)], [jail('x', 1, 512), jail('y', 1, 513)])).toEqual(expect.arrayContaining([null]));
+    // the jail one MB too large for the room left is refused
+    expect(run([host('a', 4, 1024)], [jail('x', 1, 1000), jail('y', 1, 25)])).toEqual(['a', null]);
+    expect(run([host('a', 4, 1024)], [jail('x', 1, 1000), jail('y', 1, 24)])).toEqual(['a', 'a']);
+  });
+
+  test.each(engines)('%s: cpu', (_engine, run) => {
+    expect(run([host('a', 1, 4096)], [jail('x', 0.999, 64), jail('y', 0.001, 64)])).toEqual(['a', 'a']);
+    expect(run([host('a', 1, 4096)], [jail('x', 1.001, 64)])).toEqual([null]);
+    expect(run([host('a', 1, 4096)], [jail('x', 0.999, 64), jail('y', 0.002, 64)])).toEqual(['a', null]);
+  });
+
+  test('the refusal one MB short says how much is free, and a pinned jail is held to it too', () => {
+    const p = new ClusterPacking([host('a', 4, 1024)]);
+    p.place(jail('x', 1, 1000));
+    expect(p.place(jail('p', 1, 25, { host: 'a' })).reason).toBe('pinned host "a" lacks memory (needs 25 MB, free 24 MB)');
+    expect(p.place(jail('y', 1, 25)).reason).toBe('no host fits: 1 host lacks memory (needs 25 MB, free 24 MB)');
+    expect(p.place(jail('z', 3.001, 24)).reason).toBe('no host fits: 1 host lacks cpu (needs 3.001 cores, free 3)');
+    expect(p.place(jail('w', 3, 24)).host).toBe('a');
+  });
+});
+
+describe('explain: each failing rule named with how many hosts it refused', () => {
+  test('one host per rule, counts apart, the largest first and the earlier rule among equals', () => {
+    const hosts = [
+      host('d1', 8, 8192, { up: false }),
+      host('r1', 8, 8192, { draining: true }),
+      host('r2', 8, 8192, { draining: true }),
+      ...['l1', 'l2', 'l3'].map((n) => host(n, 8, 8192, { labels: {} })),
+      ...['m1', 'm2'].map((n) => host(n, 8, 256, { labels: { zone: 'eu' } })),
+      ...['c1', 'c2'].map((n) => host(n, 0.5, 8192, { labels: { zone: 'eu' } })),
+      host('g1', 8, 8192, { labels: { zone: 'eu' } }),
+    ];
+    const p = new ClusterPacking(hosts, [{ name: 'w0', host: 'g1', resources: { cpu: 0.1, memoryMB: 64 }, spreadGroup: 'web' }]);
+    expect(p.place(jail('x', 1, 512, { labels: { zone: 'eu' }, spreadGroup: 'web', maxPerHost: 1 })).reason).toBe(
+      'no host fits: 3 hosts lack label zone=eu, 2 are draining, 2 lack memory (needs 512 MB, most free 256 MB), 2 lack cpu (needs 1 cores, most free 0.5), 1 is down, 1 already holds 1 of spread group web (maxPerHost 1)',
+    );
+  });
+
+  test('the same reason whatever order the hosts are listed in, from every engine', () => {
+    const hosts = [host('b', 4, 4096, { labels: { zone: 'us' } }), host('a', 4, 4096, { labels: { disk: 'ssd' } })];
+    const j = jail('x', 1, 64, { labels: { disk: 'ssd', zone: 'eu' } });
+    // equal counts: the rule met first in host-name order (a lacks zone=eu) comes first
+    const reason = 'no host fits: 1 host lacks label zone=eu, 1 lacks label disk=ssd';
+    expect(new ClusterPacking(hosts).place(j).reason).toBe(reason);
+    expect(new ClusterPacking([...hosts].reverse()).place(j).reason).toBe(reason);
+    expect(plan([j], hosts).unplaced).toEqual([{ name: 'x', reason }]);
+    expect(explain(hosts.map(emptyView), demandOf(j))).toBe(reason);
+  });
+
+  test('property: the counts of a refusal add up to the hosts, each part the hosts its checker refuses first', () => {
+    fc.assert(
+      fc.property(hostsArb, jailsArb, (hosts, jails) => {
+        const p = new ClusterPacking(hosts);
+        for (const j of jails.filter((x) => x.placement.host === undefined)) {
+          const r = p.place(j);
+          if (r.host !== null && hosts.length > 0) continue;
+          if (hosts.length === 0) {
+            expect(r.reason).toBe('no host fits: no host is known');
+            continue;
+          }
+          const parts = r.reason!.replace(/^no host fits: /, '').split(/, (?=\d)/);
+          const counts = parts.map((s) => Number(/^(\d+) /.exec(s)![1]));
+          expect(counts.reduce((a, b) => a + b, 0)).toBe(hosts.length);
+          expect([...counts].sort((a, b) => b - a)).toEqual(counts);
+          const views = new Map(p.hosts().map((h) => [h.name, h]));
+          const firstRefusals = new Map<string, number>();
+          for (const h of hosts) {
+            const v = views.get(h.name)!;
+            const groupHere = j.placement.spreadGroup === undefined ? 0 : v.jails.filter((n) => jails.find((o) => o.name === n)!.placement.spreadGroup === j.placement.spreadGroup).length;
+            const view: HostView = { ...emptyView(h), usedCpu: millicores(v.allocated.cpu), usedMem: v.allocated.memoryMB, groups: new Map(j.placement.spreadGroup ? [[j.placement.spreadGroup, groupHere]] : []) };
+            const refusal = CONSTRAINTS.map((c) => c.check(view, demandOf(j))).find((x) => x !== null)!;
+            expect(refusal).not.toBeUndefined();
+            firstRefusals.set(refusal.constraint.name, (firstRefusals.get(refusal.constraint.name) ?? 0) + 1);
+          }
+          const words: Record<string, RegExp> = { 'host up': /down$/, 'not draining': /draining$/, labels: /lacks? label /, maxPerHost: /maxPerHost/, memory: /memory/, cpu: /cpu/ };
+          for (const [name, n] of firstRefusals) {
+            const named = parts.filter((s) => words[name]!.test(s)).reduce((a, s) => a + Number(/^(\d+) /.exec(s)![1]), 0);
+            expect([name, named]).toEqual([name, n]);
+          }
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
+// hosts and jails cut to fit each other exactly: each host's capacity split into jails whose sizes
+// add up to it, on cpu and memory, and sometimes one of them made a MB or a millicore larger
+const exactArb = fc
+  .array(
+    fc.record({
+      cpu: fc.integer({ min: 1, max: 4000 }),
+      memoryMB: fc.integer({ min: 1, max: 4096 }),
+      weights: fc.array(fc.tuple(fc.integer({ min: 1, max: 10 }), fc.integer({ min: 1, max: 10 })), { minLength: 1, maxLength: 6 }),
+    }),
+    { minLength: 1, maxLength: 4 },
+  )
+  .chain((hs) => {
+    const hosts = hs.map((h, i): PackHost => ({ name: `h${i}`, up: true, draining: false, capacity: { cpu: h.cpu / 1000, memoryMB: h.memoryMB }, labels: {} }));
+    const parts = hs.flatMap((h) => {
+      const split = (cap: number, w: number[]) => {
+        const total = w.reduce((a, b) => a + b, 0);
+        const out = w.map((x) => Math.floor((cap * x) / total));
+        out[out.length - 1]! += cap - out.reduce((a, b) => a + b, 0);
+        return out;
+      };
+      const cpu = split(h.cpu, h.weights.map(([c]) => c));
+      const mem = split(h.memoryMB, h.weights.map(([, m]) => m));
+      return cpu.map((c, i) => ({ cpu: c, mem: mem[i]! }));
+    });
+    return fc.tuple(
+      fc.constant(hosts),
+      fc.shuffledSubarray(parts, { minLength: parts.length }),
+      fc.option(fc.tuple(fc.nat({ max: parts.length - 1 }), fc.constantFrom<'cpu' | 'mem'>('cpu', 'mem')), { nil: undefined }),
+    );
+  })
+  .map(([hosts, parts, bump]) => {
+    const jails = parts.map((x, i): PackJail => {
+      const more = bump && bump[0] === i ? 1 : 0;
+      return jail(`j${String(i).padStart(2, '0')}`, (x.cpu + (bump?.[1] === 'cpu' ? more : 0)) / 1000, x.mem + (bump?.[1] === 'mem' ? more : 0));
+    });
+    return { hosts, jails, exact: bump === undefined };
+  });
+
+describe('packing properties at exact fits', () => {
+  test('online and batch: full hosts are never one MB or one millicore over, and one host cut exactly takes all its jails', () => {
+    fc.assert(
+      fc.property(exactArb, strategyArb, ({ hosts, jails, exact }, strategy) => {
+        const online = new ClusterPacking(hosts, [], strategy);
+        const onlineWhere = new Map<string, string>();
+        for (const j of jails) {
+          const r = online.place(j);
+          if (r.host) onlineWhere.set(j.name, r.host);
+        }
+        const batch = planBatch(jails, hosts, [], strategy);
+        const batchWhere = new Map(batch.result.hosts.flatMap((h) => h.jails.map((n) => [n, h.host] as const)));
+        for (const where of [onlineWhere, batchWhere]) {
+          checkAssignment(hosts, jails, where);
+          replayThroughCheckers(hosts, jails, where);
+          if (exact && hosts.length === 1) expect(where.size).toBe(jails.length);
+          if (!exact && hosts.length === 1) expect(where.size).toBeLessThan(jails.length);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('online, batch and plan agree on the hard rules', () => {
+  test('property: every host a batch or the online packing places on passes each checker, and plan is the batch on empty hosts', () => {
+    fc.assert(
+      fc.property(hostsArb, jailsArb, strategyArb, (hosts, jails, strategy) => {
+        const batch = planBatch(jails, hosts, [], strategy);
+        expect(plan(jails, hosts, strategy)).toEqual(batch.result);
+        const where = new Map([...batch.placements].flatMap(([n, r]) => (r.host ? [[n, r.host] as const] : [])));
+        replayThroughCheckers(hosts, jails, where);
+        const p = new ClusterPacking(hosts, [], strategy);
+        const online = new Map(jails.flatMap((j) => {
+          const r = p.place(j);
+          return r.host ? [[j.name, r.host] as const] : [];
+        }));
+        replayThroughCheckers(hosts, jails, online);
+        // a jail no empty host accepts is refused by both
+        for (const j of jails) {
+          if (hosts.some((h) => CONSTRAINTS.every((c) => c.check(emptyView(h), demandOf(j)) === null))) continue;
+          expect([j.name, where.has(j.name), online.has(j.name)]).toEqual([j.name, false, false]);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test('property: a batch around jails already placed never moves them and never puts a host over', () => {
+    fc.assert(
+      fc.property(hostsArb, jailsArb, jailsArb, strategyArb, (hosts, before, after, strategy) => {
+        const p = new ClusterPacking(hosts, [], strategy);
+        const old = before.map((j) => ({ ...j, name: `old-${j.name}` }));
+        const placed = old.flatMap((j) => {
+          const r = p.place(j);
+          return r.host ? [{ name: j.name, host: r.host, resources: j.resources, spreadGroup: j.placement.spreadGroup }] : [];
+        });
+        const batch = planBatch(after, hosts, placed, strategy);
+        const where = new Map([...placed.map((x) => [x.name, x.host] as const), ...[...batch.placements].flatMap(([n, r]) => (r.host ? [[n, r.host] as const] : []))]);
+        checkAssignment(hosts, [...old, ...after], where);
+        replayThroughCheckers(hosts, [...old, ...after], where);
+        expect(batch.placements.size).toBe(after.length);
+      }),
+      { numRuns: 300 },
     );
   });
 });
