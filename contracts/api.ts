@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { fleetSchema, labelsSchema, nameSchema } from './jail-spec.js';
 import { drainParallelSchema, hostRecordSchema } from './state.js';
+import { planResultSchema } from './plan.js';
 import { WIRE_VERSION, hostResourcesSchema, jailErrorSchema, jailStateSchema, execResultSchema, logsResultSchema } from './messages.js';
 
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
@@ -14,6 +15,9 @@ export type ApiError = z.infer<typeof apiErrorSchema>;
 
 export const applyRequestSchema = z.object({ v, fleet: fleetSchema });
 export type ApplyRequest = z.input<typeof applyRequestSchema>;
+/** `jailfleet plan` on the live cluster: what an apply of this fleet would do now (nothing is written). */
+export const planRequestSchema = z.object({ v, fleet: fleetSchema });
+export type PlanRequest = z.input<typeof planRequestSchema>;
 export const nameRequestSchema = z.object({ v, name: nameSchema });
 export type NameRequest = z.infer<typeof nameRequestSchema>;
 
@@ -72,6 +76,7 @@ export const replySchema = <T extends z.ZodTypeAny>(body: T) =>
 
 export const applyReplySchema = replySchema(applyReplyBody);
 export const nameReplySchema = replySchema(nameReplyBody);
+export const planReplySchema = replySchema(planResultSchema);
 export const psReplySchema = replySchema(psReplyBody);
 export const hostsReplySchema = replySchema(hostsReplyBody);
 export const drainReplySchema = replySchema(drainReplyBody);

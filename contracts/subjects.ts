@@ -16,7 +16,7 @@ export const BUCKET_HOSTS = 'jailfleet_hosts';
 export const SCHEDULER_QUEUE = 'jailfleet-scheduler';
 export const STATUS_QUEUE = 'jailfleet-status';
 
-export const API_VERBS = ['apply', 'stop', 'start', 'rm', 'drain', 'undrain'] as const;
+export const API_VERBS = ['apply', 'stop', 'start', 'rm', 'drain', 'undrain', 'plan'] as const;
 export type ApiVerb = (typeof API_VERBS)[number];
 export const STATUS_QUERIES = ['ps', 'hosts'] as const;
 export type StatusQuery = (typeof STATUS_QUERIES)[number];

@@ -8,6 +8,7 @@ import {
   desiredRecordSchema,
   drainRequestSchema,
   nameRequestSchema,
+  planRequestSchema,
   undrainRequestSchema,
   type ApiVerb,
   type DesiredRecord,
@@ -15,6 +16,7 @@ import {
   type JailSpec,
 } from '../../contracts/index.js';
 import { decodeWith } from '../common/index.js';
+import type { PlanResult } from './plan.js';
 import { isReadable, type RecordBucket, type SchedulerStore } from './store.js';
 
 /** A request the API refuses or could not carry out; `code` is what the CLI decides by. */
@@ -32,6 +34,8 @@ export class ApiError extends Error {
 export interface ClusterFacts {
   jailsOn(host: string): string[];
   knownHost(host: string): boolean;
+  /** What an apply of these specs would do now, writing nothing. */
+  planFleet(specs: JailSpec[]): PlanResult;
 }
 
 const decodeDesired = (r: unknown): DesiredRecord => desiredRecordSchema.parse(r);
@@ -71,6 +75,8 @@ export class SchedulerApi {
       case 'drain':
       case 'undrain':
         return this.setDrain(verb, data);
+      case 'plan':
+        return Promise.resolve(this.cluster.planFleet(decodeWith(planRequestSchema, data).fleet.jails));
       default:
         return this.setDesired(verb, data);
     }

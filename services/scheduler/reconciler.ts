@@ -8,13 +8,14 @@
 // actions run (32 jails at a time, each jail's actions in order, a failed one ending that jail's
 // turn with a retry). A jail whose actions changed a record is decided again in the next pass,
 // until nothing is left to do. Jails being moved by a drain sit out the passes until the move ends.
-import type { Command, Heartbeat, PlacementStrategy, StateEvent } from '../../contracts/index.js';
+import type { Command, Heartbeat, JailSpec, PlacementStrategy, StateEvent } from '../../contracts/index.js';
 import type { Logger } from '../common/index.js';
 import { decideJail, jailsToMove, placementOf, placementUnchanged, publishedKey, settled, type Action, type Facts, type JailView } from './decide.js';
 import { HostLiveness } from './host-liveness.js';
 import { LivePacking } from './live-packing.js';
 import { abandoned, checkMove, confirmMove, copyVerdict, dropNewCopy, movedPlacement, newCopyCommand, noHost, oldCopyCommand, touched, type MoveBasis, type MoveOutcome } from './move.js';
 import type { PlaceResult } from './packing.js';
+import type { PlanResult } from './plan.js';
 import { CasConflict, isReadable, type SchedulerStore, type StoreChange } from './store.js';
 
 /** Where commands go: a host's durable stream. Rejects when it cannot publish (not leading, broker down). */
@@ -236,11 +237,37 @@ export class Reconciler {
     return run;
   }
 
-  /** Hosts for every jail of a pass that needs one: one batch, so many new jails pack together. */
+  /** Hosts for every jail of a pass that needs one: one batch, so many new jails pack together as `plan` packs them. */
   private placeAll(places: Extract<Action, { kind: 'place' }>[]): Map<string, PlaceResult> {
-    const out = new Map<string, PlaceResult>();
-    for (const a of places) out.set(a.jail, this.packing.place(a.spec));
-    return out;
+    if (places.length === 1) return new Map([[places[0]!.jail, this.packing.place(places[0]!.spec)]]);
+    return this.packing.placeBatch(places.map((a) => a.spec));
+  }
+
+  /**
+   * `jailfleet plan` on the live cluster: what an apply of `specs` would do now. A jail already
+   * placed on a live host (and pinned there, if pinned) stays where it is, as apply leaves it; the
+   * rest go through the same batch engine the passes use. Nothing is reserved or written.
+   */
+  planFleet(specs: JailSpec[]): PlanResult {
+    const stay = new Map<string, JailSpec & { host: string }>();
+    const fresh: JailSpec[] = [];
+    for (const s of specs) {
+      const p = this.o.store.placements.get(s.name);
+      const d = this.o.store.desired.get(s.name);
+      const host = isReadable(p) && isReadable(d) && d.value.desired !== 'removed' ? p.value.host : null;
+      if (host && (!s.placement.host || s.placement.host === host) && !this.hostDown(host)) stay.set(s.name, { ...s, host });
+      else fresh.push(s);
+    }
+    const r = this.packing.dryRun(fresh);
+    for (const s of stay.values()) {
+      let row = r.hosts.find((h) => h.host === s.host);
+      if (!row) r.hosts.push((row = { host: s.host, jails: [], cpu: 0, memoryMB: 0 }));
+      row.jails.push(s.name);
+      row.cpu = Math.round((row.cpu + s.resources.cpu) * 1000) / 1000;
+      row.memoryMB += s.resources.memoryMB;
+    }
+    r.hosts.sort((a, b) => (a.host < b.host ? -1 : 1));
+    return r;
   }
 
   /** Carries out one jail's actions in order; a failure ends its turn and retries it shortly. */

@@ -3,7 +3,7 @@
 // makes a running copy, reported by event and heartbeat; a `destroy` removes copies of that
 // generation or older). Nomad's scheduler/testing.go Harness plays the same part.
 import pino from 'pino';
-import { WIRE_VERSION, type Command, type Heartbeat, type JailSpec, type StateEvent } from '../../contracts/index.js';
+import { WIRE_VERSION, type Command, type Heartbeat, type StateEvent } from '../../contracts/index.js';
 import { SchedulerApi } from '../../services/scheduler/api.js';
 import { MemoryStore } from '../../services/scheduler/memory-store.js';
 import { Reconciler } from '../../services/scheduler/reconciler.js';
@@ -141,7 +141,7 @@ export class SchedulerHarness {
     return r;
   }
 
-  apply(...specs: (Partial<JailSpec> & { name: string })[]) {
+  apply(...specs: ({ name: string } & Record<string, unknown>)[]) {
     return this.call('apply', { fleet: { jails: specs.map((s) => ({ command: ['/bin/sleep', '3600'], ...s })) } });
   }
 
