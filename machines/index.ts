@@ -2,7 +2,6 @@
 // persist and restore it. Everything else in this folder is internal.
 export {
   jailLifecycleMachine,
-  outOfMemoryError,
   persistedJailOf,
   restartDelayMs,
   stableStateOf,

@@ -77,7 +77,7 @@ function describeFailure(step: DriverStep, error: unknown): JailError {
 }
 
 /** The failure of a jail that its memory limit killed, as events and `jailfleet ps` show it. */
-export function outOfMemoryError(spec: JailSpec): JailError {
+function outOfMemoryError(spec: JailSpec): JailError {
   return { step: 'run', message: `out of memory: killed at the ${spec.resources.memoryMB} MB limit` };
 }
 
@@ -301,7 +301,8 @@ export const jailLifecycleMachine = setup({
         { guard: 'startsNow', target: 'preparing' },
       ],
       // A pending restart waits here. After an agent restart this timer starts over from the full
-      // backoff; the agent resends START itself once the saved `restartAt` has passed.
+      // backoff; the agent sends START itself once the saved `restartAt` has passed
+      // (Agent.resumeRestart), which cancels it.
       after: {
         restartDelay: { guard: 'restartDue', target: 'preparing', actions: assign({ restartAt: null }) },
       },

@@ -32,7 +32,7 @@ import {
   type PersistedJail,
 } from '../../machines/index.js';
 import { connectNats, followBucket, keepConsuming, type KeptConsumer, decodeWith, encodeJson, ensureTopology, type Logger, type NatsConnection, type Topology } from '../common/index.js';
-import type { JailDriver } from './drivers/driver.js';
+import { DriverStepFailed, type JailDriver } from './drivers/driver.js';
 import { JailStore, type StoredJail } from './jail-store.js';
 
 export interface AgentOptions {
@@ -54,7 +54,7 @@ export interface AgentOptions {
 export const machineCapacity = (): HostResources => ({ cpu: os.cpus().length, memoryMB: Math.floor((os.totalmem() / 1024 / 1024) * 0.95) });
 
 /** The resources that `specs` reserve together (cpu rounded to 1/1000 core, against float drift). */
-export const allocatedOf = (specs: readonly JailSpec[]): HostResources => ({
+const allocatedOf = (specs: readonly JailSpec[]): HostResources => ({
   cpu: Math.round(specs.reduce((a, s) => a + s.resources.cpu, 0) * 1000) / 1000,
   memoryMB: specs.reduce((a, s) => a + s.resources.memoryMB, 0),
 });
@@ -68,7 +68,6 @@ const within = (ms: number, p: Promise<unknown> | undefined): Promise<boolean> =
     void Promise.resolve(p).finally(() => (clearTimeout(t), resolve(true)));
   });
 
-/** At most `n` tasks at once; the rest wait their turn in order. */
 /**
  * At most `n` tasks at once; the rest wait their turn, the highest priority first, then in order.
  * Later lifecycle steps go first, so a burst of jails comes up one after another (the first runs
@@ -98,7 +97,7 @@ export class StepLimit {
 }
 
 /** Step priorities: a jail further along its way up (or going away) goes first. */
-const STEP_PRIORITY: Record<string, number> = { prepare: 0, mount: 1, start: 2, stop: 3, unmount: 3, destroy: 3 };
+const STEP_PRIORITY = { prepare: 0, mount: 1, start: 2, stop: 3, unmount: 3, destroy: 3 } as const;
 
 interface JailEntry {
   spec: JailSpec;
@@ -112,6 +111,8 @@ interface JailEntry {
   lastKey: string;
   savedKey: string;
   record: PersistedJail | null;
+  /** The START that a restored restart backoff is due to send (see resumeRestart). */
+  restartTimer?: NodeJS.Timeout;
 }
 
 export class Agent {
@@ -146,10 +147,6 @@ export class Agent {
     this.store = new JailStore(join(opts.dataDir, 'state'));
     this.log = opts.logger;
     this.steps = new StepLimit(opts.maxParallelSteps ?? 4);
-  }
-
-  get host() {
-    return this.opts.host;
   }
 
   async start(): Promise<void> {
@@ -207,7 +204,10 @@ export class Agent {
       }
       this.log.info('teardown done');
     }
-    for (const e of this.jails.values()) e.actor.stop();
+    for (const e of this.jails.values()) {
+      clearTimeout(e.restartTimer);
+      e.actor.stop();
+    }
     if (!(await within(5000, this.publishChain))) this.log.warn('stopping with state events not yet published');
     await within(5000, this.nc?.drain().catch(() => undefined));
   }
@@ -223,7 +223,7 @@ export class Agent {
     for (const stored of jails) {
       const seen = await this.opts.driver.inspect(stored.name);
       this.log.info({ jail: stored.name, generation: stored.generation, state: stored.record.state, pid: seen.pid }, 're-adopting jail');
-      this.createJail(stored.spec, stored.generation, stored.desired, stored.revision, stored);
+      this.resumeRestart(this.createJail(stored.spec, stored.generation, stored.desired, stored.revision, stored));
     }
     const known = new Set(jails.map((j) => j.name));
     for (const name of await this.opts.driver.list()) {
@@ -382,24 +382,39 @@ export class Agent {
     }
   }
 
+  /**
+   * A restored jail in restart backoff: XState does not restore the `after` timer (the machine's
+   * starts over from the full backoff), so the agent sends START itself once the saved
+   * `restartAt` has passed, at once when it already has. A STOP, a DESTROY or a START that came
+   * first ended that backoff, and then the timer does nothing.
+   */
+  private resumeRestart(entry: JailEntry) {
+    const due = entry.actor.getSnapshot().context.restartAt;
+    if (due === null) return;
+    entry.restartTimer = setTimeout(() => {
+      const snap = entry.actor.getSnapshot();
+      if (this.stopping || this.jails.get(entry.spec.name) !== entry || snap.value !== 'stopped' || snap.context.restartAt !== due) return;
+      this.log.info({ jail: entry.spec.name, generation: entry.generation, restartAt: due }, 'restart backoff over: starting the jail again');
+      entry.actor.send({ type: 'START' });
+    }, Math.max(0, due - Date.now()));
+  }
+
   private machineFor() {
     const d = this.opts.driver;
-    // a driver error says "<step> of jail <name> failed: <why>"; the event already names the step
-    // and the jail, so it carries the why
-    const step = <T>(name: string, spec: JailSpec, run: () => Promise<T>): Promise<T> =>
-      this.steps.run(run, STEP_PRIORITY[name] ?? 0).catch((err: Error) => {
-        const prefix = `${name} of jail ${spec.name} failed: `;
-        throw new Error(err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message, { cause: err });
+    // the event names the step and the jail already: a driver's failure gives it the reason alone
+    const step = <T>(name: keyof typeof STEP_PRIORITY, run: () => Promise<T>): Promise<T> =>
+      this.steps.run(run, STEP_PRIORITY[name]).catch((err: unknown) => {
+        throw err instanceof DriverStepFailed ? new Error(err.reason, { cause: err }) : err;
       });
     type In = { input: { spec: JailSpec } };
     return jailLifecycleMachine.provide({
       actors: {
-        prepare: fromPromise(({ input }: In) => step('prepare', input.spec, () => d.prepare(input.spec))),
-        mount: fromPromise(({ input }: In) => step('mount', input.spec, () => d.mount(input.spec))),
-        start: fromPromise(({ input }: In) => step('start', input.spec, () => d.start(input.spec))),
-        stop: fromPromise(({ input }: In) => step('stop', input.spec, () => d.stop(input.spec))),
-        unmount: fromPromise(({ input }: In) => step('unmount', input.spec, () => d.unmount(input.spec))),
-        destroy: fromPromise(({ input }: In) => step('destroy', input.spec, () => d.destroy(input.spec.name))),
+        prepare: fromPromise(({ input }: In) => step('prepare', () => d.prepare(input.spec))),
+        mount: fromPromise(({ input }: In) => step('mount', () => d.mount(input.spec))),
+        start: fromPromise(({ input }: In) => step('start', () => d.start(input.spec))),
+        stop: fromPromise(({ input }: In) => step('stop', () => d.stop(input.spec))),
+        unmount: fromPromise(({ input }: In) => step('unmount', () => d.unmount(input.spec))),
+        destroy: fromPromise(({ input }: In) => step('destroy', () => d.destroy(input.spec.name))),
         watch: fromCallback(({ sendBack, input }: { sendBack: (e: any) => void; input: { spec: JailSpec; pid: number } }) => {
           const ac = new AbortController();
           d.wait(input.spec.name, input.pid, ac.signal).then(

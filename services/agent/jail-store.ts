@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { jailErrorSchema, jailSpecSchema, jailStateSchema, nameSchema } from '../../contracts/index.js';
 
-export const storedJailSchema = z.object({
+const storedJailSchema = z.object({
   v: z.literal(1),
   name: nameSchema,
   spec: jailSpecSchema,

@@ -197,6 +197,57 @@ d('agent with a real nats-server and the linux driver', () => {
     await until('looping destroyed', () => latest('looping')?.state === 'destroyed');
   }, 30_000);
 
+  describe('a jail in restart backoff when the agent restarts is started again at its saved deadline', () => {
+    const crashing = (name: string) => spec(name, { command: ['/bin/sh', '-c', 'exit 1'], restart: 'always' });
+    /** Runs `name` under an agent with a 3 s backoff until it sits in that backoff; its stopped event. */
+    const intoBackoff = async (name: string) => {
+      await agent.stop();
+      agent = newAgent({ baseMs: 3000, maxMs: 3000 });
+      await agent.start();
+      await send({ op: 'ensure', jail: name, generation: 1, desired: 'running', spec: crashing(name) });
+      return until(`${name} in backoff`, () => events.find((e) => e.jail === name && e.state === 'stopped' && e.restarts === 1));
+    };
+    /** The next agent's own backoff is 20 s: a start before then is the saved deadline's. */
+    const restartAgentWithSlowBackoff = async () => {
+      await agent.stop();
+      agent = newAgent({ baseMs: 20_000, maxMs: 20_000 });
+      await agent.start();
+    };
+    const startedAgain = (name: string) =>
+      until(`${name} started again`, () => events.find((e) => e.jail === name && e.state === 'running' && e.restarts === 1), 15_000);
+    const destroy = async (name: string) => {
+      await send({ op: 'destroy', jail: name, generation: 1 });
+      await until(`${name} destroyed`, () => latest(name)?.state === 'destroyed');
+    };
+
+    it('at about the deadline when it is still ahead', async () => {
+      const stopped = await intoBackoff('crashing');
+      await restartAgentWithSlowBackoff();
+      const again = await startedAgain('crashing');
+      // the deadline is 3 s after the exit, which came just before the stopped event
+      const waited = Date.parse(again.at) - Date.parse(stopped.at);
+      expect(waited).toBeGreaterThanOrEqual(2000);
+      expect(waited).toBeLessThan(8000);
+      await destroy('crashing');
+    }, 40_000);
+
+    it('at once when the deadline passed while no agent ran', async () => {
+      await intoBackoff('overdue');
+      await agent.stop();
+      await new Promise((r) => setTimeout(r, 3500));
+      const restartedAt = Date.now();
+      agent = newAgent({ baseMs: 20_000, maxMs: 20_000 });
+      await agent.start();
+      const again = await startedAgain('overdue');
+      expect(Date.parse(again.at) - restartedAt).toBeLessThan(5000);
+      await destroy('overdue');
+      // the tests below run with the usual quick backoff
+      await agent.stop();
+      agent = newAgent();
+      await agent.start();
+    }, 40_000);
+  });
+
   it('reports a failing step with the step and the reason', async () => {
     await send({ op: 'ensure', jail: 'badmount', generation: 1, desired: 'running', spec: spec('badmount', { mounts: [{ source: '/nonexistent-jailfleet-src', target: '/x', readOnly: true }] }) });
     const failed = await until('badmount failed', () => latest('badmount')?.state === 'failed' && latest('badmount'));

@@ -9,7 +9,8 @@ import { lstat, mkdir, mkdtemp, readFile, realpath, rm, stat, symlink, writeFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jailSpecSchema, type JailSpec, type JailSpecInput } from '../../contracts/index.js';
-import { DriverStepFailed } from '../../services/agent/drivers/driver.js';
+import { DriverStepFailed, SavedSpecInvalid } from '../../services/agent/drivers/driver.js';
+import { readSavedSpec } from '../../services/agent/drivers/driver-base.js';
 import {
   FreebsdDriver,
   execaRunner,
@@ -451,7 +452,10 @@ describe('start creates a persistent jail and runs the command detached with dae
       argv: ['jail', '-c', 'name=web', `path=${root}`, 'host.hostname=web.example', 'ip4=inherit', 'ip6=inherit', 'persist'],
       stderr,
     });
-    expect((err as Error).message).toContain('Operation not permitted');
+    const jailC = 'jail -c name=web path=' + root + ' host.hostname=web.example ip4=inherit ip6=inherit persist';
+    // the reason leaves out what a state event names already (the step and the jail); the message names all
+    expect((err as DriverStepFailed).reason).toBe(`${jailC}: ${stderr.trim()}`);
+    expect((err as Error).message).toBe(`start of jail web failed: ${jailC}: ${stderr.trim()}`);
     expect(host.calls.some((c) => c[0] === 'daemon')).toBe(false);
   });
 
@@ -616,6 +620,27 @@ describe('unmount and destroy', () => {
     const driver = driverFor();
     host.overrides.push((argv) => (argv[0] === 'rctl' ? { exitCode: 1, stderr: 'rctl: RACCT/RCTL present, but disabled\n' } : undefined));
     await expect(driver.destroy('web')).resolves.toBeUndefined();
+  });
+
+  test('a hand-edited spec.json is refused by its contract, naming the file and the field, and destroy still removes the jail', async () => {
+    const warnings: unknown[] = [];
+    const logger = { debug: () => undefined, info: () => undefined, warn: (obj: unknown) => void warnings.push(obj) };
+    const driver = new FreebsdDriver({ dataDir: data, run: host.run, logger: logger as never });
+    await driver.prepare(sampleSpec({ mounts: [] }));
+    const file = join(dir, 'spec.json');
+    await writeFile(file, JSON.stringify({ ...sampleSpec({ mounts: [] }), stopTimeoutMs: 'soon' }));
+    const err = await readSavedSpec(file).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SavedSpecInvalid);
+    expect(err).toMatchObject({ name: 'SavedSpecInvalid', file, field: 'stopTimeoutMs', message: expect.stringMatching(/spec\.json: stopTimeoutMs: /) });
+
+    await expect(driver.destroy('web')).resolves.toBeUndefined();
+    expect(warnings).toEqual([expect.objectContaining({ jail: 'web', file, field: 'stopTimeoutMs', err: expect.any(SavedSpecInvalid) })]);
+    await expect(lstat(dir)).rejects.toMatchObject({ code: 'ENOENT' });
+
+    await mkdir(dir, { recursive: true });
+    await writeFile(file, '{"name": "web",');
+    await expect(readSavedSpec(file)).rejects.toMatchObject({ name: 'SavedSpecInvalid', file, field: null, message: expect.stringMatching(/not valid JSON/) });
+    await expect(readSavedSpec(join(dir, 'missing.json'))).resolves.toBeNull();
   });
 
   test('destroy never removes a directory that is still mounted', async () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Resources } from '../../../contracts/index.js';
 import { errCode, ifExists, sleep } from './host-files.js';
 
-export const CGROUP_CONTROLLERS = ['memory', 'cpu', 'pids'] as const;
+const CGROUP_CONTROLLERS = ['memory', 'cpu', 'pids'] as const;
 export type CgroupController = (typeof CGROUP_CONTROLLERS)[number];
 
 /**
@@ -22,7 +22,7 @@ export type CgroupLayout =
   | { version: null; why: string };
 
 /** The CFS period the quota is measured in (the kernel's default): 100 ms. */
-export const CPU_PERIOD_US = 100_000;
+const CPU_PERIOD_US = 100_000;
 /** The smallest quota the kernel accepts (1 ms per period). */
 const CPU_MIN_QUOTA_US = 1_000;
 
@@ -54,7 +54,7 @@ export function detectCgroupLayout(mountinfo: string): CgroupLayout {
 
 /** cpu cores → the CFS quota per CPU_PERIOD_US: 0.5 → 50000 (half of every period). */
 export const cpuQuotaUs = (cores: number) => Math.max(CPU_MIN_QUOTA_US, Math.round(cores * CPU_PERIOD_US));
-export const memoryBytes = (memoryMB: number) => memoryMB * 1024 * 1024;
+const memoryBytes = (memoryMB: number) => memoryMB * 1024 * 1024;
 
 /** One value for one file of a jail's cgroup; `ifPresent` files are skipped where the kernel lacks them (no swap accounting). */
 export interface CgroupWrite {
@@ -88,8 +88,8 @@ export function cgroupLimitWrites(version: 1 | 2, r: Resources): CgroupWrite[] {
   ];
 }
 
-/** The file that counts a cgroup's out-of-memory kills, and the counter's key in it. */
-export const OOM_COUNTER = { 1: 'memory.oom_control', 2: 'memory.events' } as const;
+/** The file that counts a cgroup's out-of-memory kills (its `oom_kill` line), per cgroup version. */
+const OOM_COUNTER = { 1: 'memory.oom_control', 2: 'memory.events' } as const;
 
 /** The `oom_kill N` line of memory.oom_control (v1) or memory.events (v2); null when absent (v1 before linux 4.13). */
 export function oomKillsIn(text: string): number | null {

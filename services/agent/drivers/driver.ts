@@ -57,16 +57,42 @@ export interface JailDriver {
   exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult>;
 }
 
-/** A driver step failed: carries the step, the argv that failed and its stderr. */
+export type DriverStepName = 'prepare' | 'mount' | 'start' | 'stop' | 'unmount' | 'destroy' | 'exec';
+
+/**
+ * A driver step failed: carries the step, the argv that failed and its stderr. `reason` is the
+ * failure without the step and the jail, which a state event names already; `message` names all.
+ */
 export class DriverStepFailed extends Error {
+  readonly reason: string;
   constructor(
-    readonly step: 'prepare' | 'mount' | 'start' | 'stop' | 'unmount' | 'destroy' | 'exec',
+    readonly step: DriverStepName,
     message: string,
     readonly argv: string[] = [],
     readonly stderr = '',
+    options: { cause?: unknown; reason?: string } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'DriverStepFailed';
+    this.reason = options.reason ?? message;
+  }
+
+  /** `<step> of jail <jail> failed: <reason>`, the one form of a failed step's message. */
+  static of(step: DriverStepName, jail: string, reason: string, detail: { argv?: string[]; stderr?: string; cause?: unknown } = {}): DriverStepFailed {
+    return new DriverStepFailed(step, `${step} of jail ${jail} failed: ${reason}`, detail.argv, detail.stderr, { cause: detail.cause, reason });
+  }
+}
+
+/** A jail's spec.json, read back from the driver's directory, is not what its contract says. */
+export class SavedSpecInvalid extends Error {
+  constructor(
+    readonly file: string,
+    /** The first field that broke its rule (dotted path), or null when the file is no JSON at all. */
+    readonly field: string | null,
+    why: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
-    this.name = 'DriverStepFailed';
+    super(`${file}: ${why}`, options);
+    this.name = 'SavedSpecInvalid';
   }
 }

@@ -7,19 +7,17 @@
 // redirected with a symlink, and never delete files through a mount.
 //
 // Every argv below was checked against the FreeBSD 14 manual pages named next to its builder.
-import { lstat, mkdir, readFile, readdir, realpath, rm, stat, unlink } from 'node:fs/promises';
+import { lstat, readFile, readdir, realpath, rm, unlink } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { execa } from 'execa';
-import type { Logger } from 'pino';
 import { z } from 'zod';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec, type Resources } from '../../../contracts/index.js';
-import { DriverStepFailed, type ExecOptions, type JailDriver, type JailInspection } from './driver.js';
-import { JailDirs, abortError, checkMountSource, ensureRealDir, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
-import { JailSteps, checkJailName, type Step } from './jail-steps.js';
-import { readConsoleTail } from './console-log.js';
-
+import { DriverStepFailed, type DriverStepName, type ExecOptions, type JailDriver, type JailExit, type JailInspection } from './driver.js';
+import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
+import { abortError, ensureRealDir, ifExists, isWithin, sleep, writeFileAtomic } from './host-files.js';
+import { checkJailName } from './jail-steps.js';
 
 /** Runs one program (argv[0], looked up in a fixed PATH) with arguments; never through a shell. */
 export type CommandRunner = (
@@ -40,7 +38,7 @@ export interface FreebsdDriverOptions {
    */
   zfsDataset?: string;
   run?: CommandRunner;
-  logger?: Pick<Logger, 'debug' | 'info' | 'warn'>;
+  logger?: DriverLogger;
 }
 
 /** Host directories a thin root borrows read-only (the FreeBSD base system outside /etc and /var). */
@@ -52,8 +50,6 @@ const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
 const POLL_MS = 100;
 /** How long start() waits for daemon(8) to write the pid file and the command to enter the jail. */
 const START_WAIT_MS = 10_000;
-/** How long destroy() lets a jail handle SIGTERM before it is removed, at most. */
-const DESTROY_GRACE_MS = 2_000;
 /** The exit code of exec() when its timeout killed the command (as timeout(1) reports it). */
 const TIMEOUT_EXIT_CODE = 124;
 
@@ -303,12 +299,6 @@ export const execaRunner: CommandRunner = async (argv, opts = {}) => {
   return { exitCode: 127, stdout: stdout.text, stderr: stderr.text || (r.shortMessage ?? ''), truncated };
 };
 
-// ---- file helpers (the jail can write in its root: never follow what it may have planted) ----
-
-
-
-
-
 /** The generated /etc of a jail: enough for libc and jexec -U root, nothing of the host's. */
 function generatedEtc(hostname: string): Record<string, { content: string; mode: number }> {
   return {
@@ -325,18 +315,15 @@ function generatedEtc(hostname: string): Record<string, { content: string; mode:
 }
 
 /** Runs jails with jail(8), jexec(8), nullfs, devfs and (optionally) zfs clones on a FreeBSD host, as root. */
-export class FreebsdDriver implements JailDriver {
+export class FreebsdDriver extends DriverBase implements JailDriver {
   readonly kind = 'freebsd' as const;
   private readonly base: string;
   private readonly devfsRuleset: number;
   private readonly zfsDataset: string | undefined;
   private readonly runner: CommandRunner;
-  private readonly log?: FreebsdDriverOptions['logger'];
-  private readonly dirs: JailDirs;
-  private readonly steps = new JailSteps();
 
   constructor(options: FreebsdDriverOptions) {
-    this.dirs = new JailDirs(options.dataDir);
+    super(options.dataDir, options.logger);
     this.base = options.base ?? '/';
     this.devfsRuleset = options.devfsRuleset ?? 4;
     if (!Number.isInteger(this.devfsRuleset) || this.devfsRuleset < 1) {
@@ -344,7 +331,6 @@ export class FreebsdDriver implements JailDriver {
     }
     this.zfsDataset = options.zfsDataset?.replace(/\/+$/, '');
     this.runner = options.run ?? execaRunner;
-    this.log = options.logger;
   }
 
   async prepare(spec: JailSpec): Promise<void> {
@@ -353,8 +339,7 @@ export class FreebsdDriver implements JailDriver {
       // Never write into the root of a running jail: its processes could swap a directory for a
       // symlink between our check and a write. A running jail was prepared already.
       if (await this.jail(spec.name)) return;
-      await mkdir(p.dir, { recursive: true, mode: 0o700 });
-      await writeFileAtomic(p.spec, JSON.stringify(spec), 0o600);
+      await this.saveSpec(spec);
 
       if (this.zfsDataset) await this.prepareZfsRoot(spec.name, p.root);
       else await this.prepareNullfsRoot(spec.name, p.root);
@@ -391,9 +376,10 @@ export class FreebsdDriver implements JailDriver {
       const tmp = await ensureRealDir(p.root, 'tmp');
       if (!mounts.has(tmp)) await this.tool('mount', spec.name, tmpfsArgv(tmp));
 
-      // Parents before children, so a mount at /a/b lands on top of the one at /a.
-      const ordered = [...spec.mounts].sort((a, b) => a.target.split('/').length - b.target.split('/').length);
-      for (const m of ordered) await this.mountUser(spec.name, p.root, m, mounts);
+      for (const m of parentsFirst(spec.mounts)) {
+        const checked = await this.userMount(spec.name, p.root, m, (path) => mounts.has(path));
+        if (checked) await this.tool('mount', spec.name, nullfsArgv(checked.source, checked.target, checked.readOnly));
+      }
       this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mounts made');
     });
   }
@@ -437,15 +423,15 @@ export class FreebsdDriver implements JailDriver {
           return { pid };
         }
         if (Date.now() >= until) {
-          const tail = (await ifExists(readFile(p.console, 'utf8')))?.split('\n').slice(-6).join('\n').trim() ?? '';
-          throw new DriverStepFailed('start', `start of jail ${spec.name} failed: its command did not start${tail ? `: ${tail}` : ''}`, argv, tail);
+          const tail = await this.startFailureTail(spec.name);
+          throw DriverStepFailed.of('start', spec.name, `its command did not start${tail ? `: ${tail}` : ''}`, { argv, stderr: tail });
         }
       }
     });
   }
 
-  async wait(name: string, pid: number, signal: AbortSignal): Promise<{ exitCode: number | null }> {
-    this.checkName('inspect', name);
+  async wait(name: string, pid: number, signal: AbortSignal): Promise<JailExit> {
+    checkJailName('inspect', name);
     for (;;) {
       if (signal.aborted) throw abortError(signal);
       if (!(await this.jailPids(name)).includes(pid)) break;
@@ -478,18 +464,9 @@ export class FreebsdDriver implements JailDriver {
   }
 
   async destroy(name: string): Promise<void> {
-    this.checkName('destroy', name);
     await this.step('destroy', name, async () => {
       const p = await this.paths(name);
-      const saved = await ifExists(readFile(p.spec, 'utf8'));
-      let graceMs = DESTROY_GRACE_MS;
-      try {
-        const t = saved === null ? undefined : (JSON.parse(saved) as Partial<JailSpec>).stopTimeoutMs;
-        if (typeof t === 'number') graceMs = Math.min(t, DESTROY_GRACE_MS);
-      } catch {
-        // an unreadable spec.json: use the default grace
-      }
-      await this.stopJail('destroy', name, graceMs);
+      await this.stopJail('destroy', name, await this.destroyGraceMs(name));
       await this.unmountUnder('destroy', name, p.dir);
       if (this.zfsDataset) {
         const dataset = `${this.zfsDataset}/${name}`;
@@ -507,7 +484,7 @@ export class FreebsdDriver implements JailDriver {
   }
 
   async inspect(name: string): Promise<JailInspection> {
-    this.checkName('inspect', name);
+    checkJailName('inspect', name);
     const p = await this.paths(name);
     const mounts = new MountTable((await this.checked(`inspect of jail ${name}`, mountListArgv())).stdout);
     const prepared = this.rootMounted(p.root, mounts) && (await ifExists(lstat(join(p.root, 'etc', 'master.passwd')))) !== null;
@@ -518,10 +495,7 @@ export class FreebsdDriver implements JailDriver {
 
   async list(): Promise<string[]> {
     const jails = join(await this.dataDir(), 'jails');
-    const names = new Set<string>();
-    for (const e of (await ifExists(readdir(jails, { withFileTypes: true }))) ?? []) {
-      if (e.isDirectory() && nameSchema.safeParse(e.name).success) names.add(e.name);
-    }
+    const names = new Set(await this.jailDirNames());
     // A jail still running after its directory went away is still ours: its root is under ours.
     const r = await this.checked('listing the jails', jlsArgv());
     for (const j of parseJlsJson(r.stdout)) {
@@ -531,7 +505,7 @@ export class FreebsdDriver implements JailDriver {
   }
 
   async exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult> {
-    this.checkName('exec', spec.name);
+    checkJailName('exec', spec.name);
     checkCommand('exec', spec.name, argv);
     const running = await this.jail(spec.name).catch((err: unknown) => {
       throw new DriverStepFailed('exec', `exec in jail ${spec.name} failed: ${(err as Error).message}`, [], '', { cause: err });
@@ -550,33 +524,13 @@ export class FreebsdDriver implements JailDriver {
 
   // ---- internals ----
 
-  private step<T>(step: Step, name: string, fn: () => Promise<T>): Promise<T> {
-    return this.steps.run(step, name, fn);
-  }
-
-  private checkName(step: Step | 'inspect', name: string): void {
-    checkJailName(step, name);
-  }
-
-  private dataDir(): Promise<string> {
-    return this.dirs.resolved();
-  }
-
-  async consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }> {
-    return readConsoleTail((await this.paths(name)).console, lines);
-  }
-
-  private paths(name: string) {
-    return this.dirs.of(name);
-  }
-
   /** Runs a tool; a non-zero exit is a DriverStepFailed naming the step, the jail, the argv and stderr. */
-  private async tool(step: Step, jail: string, argv: string[]) {
+  private async tool(step: DriverStepName, jail: string, argv: string[]) {
     this.log?.debug({ jail, argv }, 'run');
     const r = await this.runner(argv);
     if (r.exitCode !== 0) {
       const why = r.stderr.trim() || `exit code ${r.exitCode}`;
-      throw new DriverStepFailed(step, `${step} of jail ${jail} failed: ${argv.join(' ')}: ${why}`, argv, r.stderr);
+      throw DriverStepFailed.of(step, jail, `${argv.join(' ')}: ${why}`, { argv, stderr: r.stderr });
     }
     return r;
   }
@@ -588,7 +542,7 @@ export class FreebsdDriver implements JailDriver {
     return r;
   }
 
-  private async mountTable(step: Step, jail: string): Promise<MountTable> {
+  private async mountTable(step: DriverStepName, jail: string): Promise<MountTable> {
     return new MountTable((await this.tool(step, jail, mountListArgv())).stdout);
   }
 
@@ -633,7 +587,7 @@ export class FreebsdDriver implements JailDriver {
   }
 
   /** SIGTERM to every process of the jail, up to `graceMs` for them to exit, then jail -R. */
-  private async stopJail(step: Step, name: string, graceMs: number): Promise<{ exitCode: number | null }> {
+  private async stopJail(step: DriverStepName, name: string, graceMs: number): Promise<{ exitCode: number | null }> {
     const p = await this.paths(name);
     if (await this.jail(name)) {
       // kill(1) -1 as root: "broadcast the signal to all processes"; inside a jail only its own.
@@ -654,13 +608,8 @@ export class FreebsdDriver implements JailDriver {
   }
 
   /** Unmounts everything at or under `dir`, in reverse mount order (deepest first on ties). */
-  private async unmountUnder(step: Step, jail: string, dir: string): Promise<void> {
-    const found = (await this.mountTable(step, jail)).under(dir);
-    const order = found
-      .map((node, i) => ({ node, i }))
-      .sort((a, b) => b.node.split('/').length - a.node.split('/').length || b.i - a.i)
-      .map((m) => m.node);
-    for (const node of order) {
+  private async unmountUnder(step: DriverStepName, jail: string, dir: string): Promise<void> {
+    for (const node of unmountOrder((await this.mountTable(step, jail)).under(dir))) {
       const r = await this.runner(umountArgv(node));
       if (r.exitCode !== 0) await this.tool(step, jail, umountArgv(node, true));
     }
@@ -700,25 +649,6 @@ export class FreebsdDriver implements JailDriver {
     }
     if (!(await this.mountTable('prepare', name)).has(root)) await this.tool('prepare', name, zfsMountArgv(dataset));
   }
-
-  /** One of the spec's mounts: checked source, target resolved inside the root, nullfs-mounted. */
-  private async mountUser(jail: string, root: string, m: JailSpec['mounts'][number], mounts: MountTable): Promise<void> {
-    const refuse = (why: string): never => {
-      throw new DriverStepFailed('mount', `mount ${m.source} -> ${m.target} of jail ${jail} refused: ${why}`);
-    };
-    const source = await ifExists(realpath(m.source));
-    if (source === null) return refuse('the source does not exist');
-    await this.checkSourceAgainstDataDir(source, refuse);
-    const sourceIsDir = (await stat(source)).isDirectory();
-    const target = await resolveMountTarget(root, m.target, sourceIsDir, refuse);
-    if (mounts.has(target)) return;
-    await this.tool('mount', jail, nullfsArgv(source, target, m.readOnly));
-  }
-
-  private async checkSourceAgainstDataDir(source: string, refuse: (why: string) => never): Promise<void> {
-    await checkMountSource(source, await this.dataDir(), refuse);
-  }
-
 }
 
 /**
@@ -726,7 +656,7 @@ export class FreebsdDriver implements JailDriver {
  * leading "-" as one of its options, so such a program name cannot follow `env -i`: refuse it
  * rather than run something else.
  */
-function checkCommand(step: Step, jail: string, argv: string[]): void {
+function checkCommand(step: DriverStepName, jail: string, argv: string[]): void {
   if (argv.length === 0 || argv[0] === '') throw new DriverStepFailed(step, `${step} in jail ${jail} refused: no program to run`);
   if (argv[0].includes('=') || argv[0].startsWith('-')) {
     throw new DriverStepFailed(

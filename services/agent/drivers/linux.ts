@@ -13,7 +13,6 @@ import {
   mkdir,
   open,
   readFile,
-  readdir,
   readlink,
   realpath,
   rm,
@@ -27,14 +26,12 @@ import { constants as osConstants } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import type { Logger } from 'pino';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
-import { DriverStepFailed, type ExecOptions, type JailDriver, type JailExit, type JailInspection } from './driver.js';
+import { DriverStepFailed, type DriverStepName, type ExecOptions, type JailDriver, type JailExit, type JailInspection } from './driver.js';
+import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
 import { JailCgroups, type CgroupController } from './cgroup-limits.js';
-import { JailDirs, abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
-import { JailSteps, checkJailName, type Step } from './jail-steps.js';
-import { readConsoleTail } from './console-log.js';
-
+import { abortError, ensureRealDir, errCode, ifExists, isWithin, sleep, writeFileAtomic } from './host-files.js';
+import { checkJailName } from './jail-steps.js';
 
 export interface LinuxDriverOptions {
   /** Where the driver keeps its state: `${dataDir}/jails/<name>/`. Never visible inside a jail. */
@@ -48,7 +45,7 @@ export interface LinuxDriverOptions {
    * `data-` and a hash of the data directory, so that two agents on one machine never share one.
    */
   cgroupScope?: string;
-  logger?: Pick<Logger, 'debug' | 'info' | 'warn'>;
+  logger?: DriverLogger;
 }
 
 /** One jailmount operation: [bind|tmpfs|devpts|umount, source or options, target, flags]. */
@@ -71,8 +68,6 @@ const TOOL_ENV = { PATH: TOOL_DIRS.join(':'), LC_ALL: 'C' };
 const POLL_MS = 200;
 /** How long start() waits for jailinit's start report (setup, hardening and the exec). */
 const START_REPORT_MS = 10_000;
-/** How long destroy() lets a jail handle SIGTERM before SIGKILL, at most. */
-const DESTROY_GRACE_MS = 2_000;
 /** How long a SIGKILLed init may take to disappear before stop() gives up. */
 const KILL_WAIT_MS = 10_000;
 const SIGKILL_CODE = 128 + osConstants.signals.SIGKILL;
@@ -160,8 +155,6 @@ function readStartReport(stream: NodeJS.ReadableStream | null | undefined, timeo
   });
 }
 
-
-
 /** `promise`, or an AbortError as soon as `signal` aborts (also when it already has). */
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(abortError(signal));
@@ -200,8 +193,6 @@ async function isAlive(pid: number, startTime: string | null): Promise<boolean> 
   return startTime === null || st.startTime === startTime;
 }
 
-
-
 /** Makes `path` an empty regular file unless it is one (a bind-mount target for a file). */
 async function ensureEmptyFile(path: string): Promise<void> {
   const st = await ifExists(lstat(path));
@@ -235,33 +226,28 @@ function generatedEtc(hostname: string): Record<string, string> {
 }
 
 /** Runs jails with unshare, chroot and bind mounts on a Linux host (as root). */
-export class LinuxDriver implements JailDriver {
+export class LinuxDriver extends DriverBase implements JailDriver {
   readonly kind = 'linux' as const;
   private readonly initPath: string;
   private readonly mountPath: string;
-  private readonly log?: LinuxDriverOptions['logger'];
-  private readonly dirs: JailDirs;
   private readonly tools = new Map<string, string>();
   /** Jails started by this very process: their exit comes from the child, not from polling. */
   private readonly children = new Map<string, OwnChild>();
-  private readonly steps = new JailSteps();
   private readonly cgroups: JailCgroups;
 
   constructor(options: LinuxDriverOptions) {
-    this.dirs = new JailDirs(options.dataDir);
+    super(options.dataDir, options.logger);
     const scope = options.cgroupScope;
     if (scope !== undefined && !nameSchema.safeParse(scope).success) throw new Error(`invalid cgroup scope ${JSON.stringify(scope)}`);
     this.cgroups = new JailCgroups(async () => scope ?? `data-${createHash('sha256').update(await this.dataDir()).digest('hex').slice(0, 12)}`);
     this.initPath = options.initPath ?? join(repoRoot(), 'dist', 'native', 'jailinit');
     this.mountPath = options.mountPath ?? join(repoRoot(), 'dist', 'native', 'jailmount');
-    this.log = options.logger;
   }
 
   async prepare(spec: JailSpec): Promise<void> {
     await this.step('prepare', spec.name, async () => {
       const p = await this.paths(spec.name);
-      await mkdir(p.dir, { recursive: true, mode: 0o700 });
-      await writeFileAtomic(p.spec, JSON.stringify(spec), 0o600);
+      await this.saveSpec(spec);
       await mkdir(p.root, { mode: 0o755 }).catch((err) => {
         if (errCode(err) !== 'EEXIST') throw err;
       });
@@ -302,12 +288,12 @@ export class LinuxDriver implements JailDriver {
       await this.mountOps('mount', spec.name, first);
       const then: MountOp[] = [];
       await this.devOps(dev, isMounted, then);
-      // Parents before children, so a mount at /a/b lands on top of the one at /a.
-      const ordered = [...spec.mounts].sort((a, b) => a.target.split('/').length - b.target.split('/').length);
+      const ordered = parentsFirst(spec.mounts);
       for (const m of ordered) {
         // a target inside an earlier user mount is resolved (and made) only once that one is in place
         if (ordered.some((o) => o !== m && m.target.startsWith(`${o.target}/`))) await this.mountOps('mount', spec.name, then.splice(0));
-        await this.userMountOp(spec.name, p.root, m, isMounted, then);
+        const checked = await this.userMount(spec.name, p.root, m, isMounted);
+        if (checked) then.push(['bind', checked.source, checked.target, checked.readOnly ? 'ro,private' : 'private']);
       }
       await this.mountOps('mount', spec.name, then);
       this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mounts made');
@@ -354,7 +340,7 @@ export class LinuxDriver implements JailDriver {
       const unsharePid = child.pid;
       if (unsharePid === undefined) {
         const r = await child;
-        throw new DriverStepFailed('start', `start of jail ${spec.name} failed: cannot run ${argv[0]}: ${r.shortMessage}`, argv, r.stderr ?? '', { cause: r });
+        throw DriverStepFailed.of('start', spec.name, `cannot run ${argv[0]}: ${r.shortMessage}`, { argv, stderr: r.stderr ?? '', cause: r });
       }
 
       let record: PidRecord | null = null;
@@ -365,8 +351,8 @@ export class LinuxDriver implements JailDriver {
           const st = Number.isInteger(initPid) && (await this.initReady(initPid)) ? await procStat(initPid) : null;
           if (st) record = { pid: initPid, startTime: st.startTime, unsharePid };
           else if (unshareDone || tries > 1000) {
-            const tail = (await ifExists(readFile(p.console, 'utf8')))?.split('\n').slice(-6).join('\n').trim() ?? '';
-            throw new DriverStepFailed('start', `start of jail ${spec.name} failed: its init did not start${tail ? `: ${tail}` : ''}`, argv, tail);
+            const tail = await this.startFailureTail(spec.name);
+            throw DriverStepFailed.of('start', spec.name, `its init did not start${tail ? `: ${tail}` : ''}`, { argv, stderr: tail });
           } else await sleep(5);
         }
         // its init joins the jail's cgroup while it still waits at the barrier: whatever it
@@ -387,7 +373,7 @@ export class LinuxDriver implements JailDriver {
       const report = await readStartReport(child.stdio[3] as NodeJS.ReadableStream | undefined, START_REPORT_MS);
       if (report !== null && report !== 'ok') {
         const why = report.replace(/^failed: /, '');
-        throw new DriverStepFailed('start', `start of jail ${spec.name} failed: ${why}`, argv, why);
+        throw DriverStepFailed.of('start', spec.name, why, { argv, stderr: why });
       }
       this.children.set(spec.name, { pid: record.pid, exited });
       this.log?.info({ jail: spec.name, pid: record.pid }, 'jail started');
@@ -428,8 +414,7 @@ export class LinuxDriver implements JailDriver {
     await this.step('destroy', name, async () => {
       const p = await this.paths(name);
       if (!(await ifExists(lstat(p.dir)))) return;
-      const spec = await ifExists(readFile(p.spec, 'utf8')).then((t) => (t ? (JSON.parse(t) as Partial<JailSpec>) : null)).catch(() => null);
-      await this.stopInit(name, Math.min(spec?.stopTimeoutMs ?? DESTROY_GRACE_MS, DESTROY_GRACE_MS));
+      await this.stopInit(name, await this.destroyGraceMs(name));
       await this.unmountUnder('destroy', name, p.dir);
       await this.cgroups.remove(name);
       // Never delete through a mount: rm would walk into the host's files bound there.
@@ -444,7 +429,7 @@ export class LinuxDriver implements JailDriver {
   }
 
   async inspect(name: string): Promise<JailInspection> {
-    this.checkName('inspect', name);
+    checkJailName('inspect', name);
     const p = await this.paths(name);
     const mounts = new Set((await readMounts()).map((m) => m.mountPoint));
     const prepared = mounts.has(p.root) && (await ifExists(lstat(join(p.root, 'etc', 'passwd')))) !== null;
@@ -454,9 +439,7 @@ export class LinuxDriver implements JailDriver {
   }
 
   async list(): Promise<string[]> {
-    const jails = join(await this.dataDir(), 'jails');
-    const entries = (await ifExists(readdir(jails, { withFileTypes: true }))) ?? [];
-    return entries.filter((e) => e.isDirectory() && nameSchema.safeParse(e.name).success).map((e) => e.name).sort();
+    return (await this.jailDirNames()).sort();
   }
 
   async exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult> {
@@ -530,33 +513,13 @@ export class LinuxDriver implements JailDriver {
     };
   }
 
-  // ---- internals ----
-
-  private step<T>(step: Step, name: string, fn: () => Promise<T>): Promise<T> {
-    return this.steps.run(step, name, fn);
-  }
-
-  private checkName(step: Step | 'inspect', name: string): void {
-    checkJailName(step, name);
-  }
-
-  private dataDir(): Promise<string> {
-    return this.dirs.resolved();
-  }
-
   /** The jail's cgroup directory in each hierarchy (the same one thrice on cgroup v2). */
   cgroupPaths(name: string): Promise<Record<CgroupController, string>> {
-    this.checkName('inspect', name);
+    checkJailName('inspect', name);
     return this.cgroups.paths(name);
   }
 
-  async consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }> {
-    return readConsoleTail((await this.paths(name)).console, lines);
-  }
-
-  private paths(name: string) {
-    return this.dirs.of(name);
-  }
+  // ---- internals ----
 
   private async toolPath(name: string): Promise<string> {
     const known = this.tools.get(name);
@@ -571,16 +534,18 @@ export class LinuxDriver implements JailDriver {
     throw new Error(`${name} not found in ${TOOL_DIRS.join(', ')} (install util-linux)`);
   }
 
-  /** Runs one of the driver's tools; a failure names the step, the jail, the argv and stderr. */
-  /** Runs a batch of mount operations in one jailmount process, in order; stops at the first failure. */
-  private async mountOps(step: Step, jail: string, ops: MountOp[]): Promise<void> {
+  /**
+   * Runs a batch of mount operations in one jailmount process, in order; stops at the first
+   * failure, which names the step, the jail, the argv and stderr.
+   */
+  private async mountOps(step: DriverStepName, jail: string, ops: MountOp[]): Promise<void> {
     if (ops.length === 0) return;
     const argv = [this.mountPath, ...ops.flat()];
     this.log?.debug({ jail, argv }, 'run');
     const r = await execa(argv[0]!, argv.slice(1), { reject: false, stdin: 'ignore', env: TOOL_ENV, extendEnv: false });
     if (r.failed) {
       const why = r.code === 'ENOENT' ? `${this.mountPath} is missing (build it with: node scripts/setup.mjs)` : r.stderr.trim() || r.shortMessage;
-      throw new DriverStepFailed(step, `${step} of jail ${jail} failed: ${why}`, argv, r.stderr, { cause: r });
+      throw DriverStepFailed.of(step, jail, why ?? `exit code ${r.exitCode}`, { argv, stderr: r.stderr, cause: r });
     }
   }
 
@@ -600,7 +565,6 @@ export class LinuxDriver implements JailDriver {
     ops.push(['bind', host, target, 'ro,private']);
   }
 
-  /** A tmpfs /dev with the host's harmless device nodes bound in, /dev/pts, /dev/shm, links. */
   /** The nodes of a jail's /dev (bound from the host's), /dev/pts, /dev/shm and the usual links. */
   private async devOps(dev: string, isMounted: (p: string) => boolean, ops: MountOp[]): Promise<void> {
     for (const node of DEV_NODES) {
@@ -617,45 +581,25 @@ export class LinuxDriver implements JailDriver {
     for (const [link, target] of Object.entries(DEV_LINKS)) await ensureSymlink(join(dev, link), target);
   }
 
-  private async userMountOp(
-    jail: string,
-    root: string,
-    m: JailSpec['mounts'][number],
-    isMounted: (p: string) => boolean,
-    ops: MountOp[],
-  ): Promise<void> {
-    const refuse = (why: string): never => {
-      throw new DriverStepFailed('mount', `mount ${m.source} -> ${m.target} of jail ${jail} refused: ${why}`);
-    };
-    const source = await ifExists(realpath(m.source));
-    if (source === null) return refuse('the source does not exist');
-    await this.checkSourceAgainstDataDir(source, refuse);
-    const sourceIsDir = (await stat(source)).isDirectory();
-    const target = await resolveMountTarget(root, m.target, sourceIsDir, refuse);
-    if (isMounted(target)) return;
-    ops.push(['bind', source, target, m.readOnly ? 'ro,private' : 'private']);
-  }
-
-  private async checkSourceAgainstDataDir(source: string, refuse: (why: string) => never): Promise<void> {
-    await checkMountSource(source, await this.dataDir(), refuse);
-  }
-
-
   /** Unmounts everything at or under `dir`, deepest first; lazily when a mount is busy. */
-  private async unmountUnder(step: Step, jail: string, dir: string): Promise<void> {
+  private async unmountUnder(step: DriverStepName, jail: string, dir: string): Promise<void> {
+    // mount ids rise with mount order: the later of two mounts at one depth goes first
     const under = async () =>
-      (await readMounts())
-        .filter((m) => m.mountPoint === dir || isWithin(dir, m.mountPoint))
-        .sort((a, b) => b.mountPoint.split('/').length - a.mountPoint.split('/').length || b.id - a.id);
+      unmountOrder(
+        (await readMounts())
+          .filter((m) => m.mountPoint === dir || isWithin(dir, m.mountPoint))
+          .sort((a, b) => a.id - b.id)
+          .map((m) => m.mountPoint),
+      );
     for (let left = await under(); left.length; ) {
       let failure: unknown = null;
       // deepest first, in one process; jailmount detaches a busy mount instead
-      await this.mountOps(step, jail, left.map((m): MountOp => ['umount', '-', m.mountPoint, '-'])).catch((err: unknown) => (failure = err));
+      await this.mountOps(step, jail, left.map((node): MountOp => ['umount', '-', node, '-'])).catch((err: unknown) => (failure = err));
       const before = left.length;
       left = await under();
       // A mount hidden under another one comes free once that one is gone: go round again,
       // as long as every round releases something.
-      if (left.length >= before) throw failure ?? new Error(`cannot unmount ${left.map((m) => m.mountPoint).join(', ')}`);
+      if (left.length >= before) throw failure ?? new Error(`cannot unmount ${left.join(', ')}`);
     }
   }
 
