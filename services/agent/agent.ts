@@ -8,6 +8,8 @@ import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type JsMsg } fro
 import {
   BUCKET_PLACEMENT,
   CMD_STREAM,
+  Conflict,
+  NotFound,
   WIRE_VERSION,
   agentConsumerName,
   commandMsgId,
@@ -17,7 +19,9 @@ import {
   placementRecordSchema,
   subjects,
   type Command,
+  type ExecRequest,
   type Heartbeat,
+  type LogsRequest,
   type HostResources,
   type Labels,
   type JailSpec,
@@ -31,7 +35,22 @@ import {
   type DesiredState,
   type PersistedJail,
 } from '../../machines/index.js';
-import { connectNats, followBucket, keepConsuming, type KeptConsumer, decodeWith, encodeJson, ensureTopology, type Logger, type NatsConnection, type Topology } from '../common/index.js';
+import {
+  DEFAULT_HEARTBEAT_MS,
+  DEFAULT_PARALLEL_STEPS,
+  KeyedQueue,
+  connectNats,
+  decodeWith,
+  encodeJson,
+  ensureTopology,
+  followBucket,
+  keepConsuming,
+  serveRpc,
+  type KeptConsumer,
+  type Logger,
+  type NatsConnection,
+  type Topology,
+} from '../common/index.js';
 import { DriverStepFailed, type JailDriver } from './drivers/driver.js';
 import { JailStore, type StoredJail } from './jail-store.js';
 
@@ -118,7 +137,8 @@ interface JailEntry {
 export class Agent {
   private nc?: NatsConnection;
   private readonly jails = new Map<string, JailEntry>();
-  private readonly queues = new Map<string, Promise<void>>();
+  /** Commands and fencing, one at a time per jail. */
+  private readonly perJail = new KeyedQueue();
   private readonly store: JailStore;
   private heartbeatTimer?: NodeJS.Timeout;
   /** The host's durable command consumer, made and consumed anew whenever it fails. */
@@ -146,7 +166,7 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     this.store = new JailStore(join(opts.dataDir, 'state'));
     this.log = opts.logger;
-    this.steps = new StepLimit(opts.maxParallelSteps ?? 4);
+    this.steps = new StepLimit(opts.maxParallelSteps ?? DEFAULT_PARALLEL_STEPS);
   }
 
   async start(): Promise<void> {
@@ -159,19 +179,11 @@ export class Agent {
     await this.startFencing();
     this.watchConnection(nc);
     this.commands = this.consumeCommands(nc);
-    nc.subscribe(subjects.exec(this.opts.host), {
-      callback: (err, msg) => {
-        if (!err) void this.onExec(msg);
-      },
-    });
-    nc.subscribe(subjects.logs(this.opts.host), {
-      callback: (err, msg) => {
-        if (!err) void this.onLogs(msg);
-      },
-    });
+    serveRpc(nc, subjects.exec(this.opts.host), execRequestSchema, (req) => this.exec(req), { log: this.log });
+    serveRpc(nc, subjects.logs(this.opts.host), logsRequestSchema, (req) => this.logs(req), { log: this.log });
     const beat = () => this.heartbeat();
     beat();
-    this.heartbeatTimer = setInterval(beat, this.opts.heartbeatMs ?? 1000);
+    this.heartbeatTimer = setInterval(beat, this.opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
     this.log.info({ jails: this.jails.size, driver: this.opts.driver.kind }, 'agent started');
   }
 
@@ -296,25 +308,12 @@ export class Agent {
             ? `it is placed on ${p.host ?? 'no host'}`
             : null;
     if (!why) return;
-    this.enqueue(name, async () => {
+    void this.perJail.run(name, async () => {
       if (this.jails.get(name) !== entry || entry.actor.getSnapshot().status === 'done') return 'done';
       this.log.warn({ jail: name, generation: entry.generation, why }, 'fencing: destroying a stale copy');
       entry.actor.send({ type: 'DESTROY' });
       return (await this.settled(entry)) ? 'done' : 'retry';
     });
-  }
-
-  /** Runs `task` after everything queued for the jail (commands and fencing are serialised per jail). */
-  private enqueue(name: string, task: () => Promise<'done' | 'retry'>): Promise<'done' | 'retry'> {
-    const prev = this.queues.get(name) ?? Promise.resolve();
-    const next = prev.then(task);
-    const tail = next.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.queues.set(name, tail);
-    void tail.then(() => this.queues.get(name) === tail && this.queues.delete(name));
-    return next;
   }
 
   /**
@@ -544,7 +543,8 @@ export class Agent {
     }
     // a long wait (an old generation stopping) must not make the broker redeliver meanwhile
     const working = setInterval(() => m.working(), 20_000);
-    void this.enqueue(cmd.jail, () => this.apply(cmd))
+    void this.perJail
+      .run(cmd.jail, () => this.apply(cmd))
       .then(
         (outcome) => (outcome === 'retry' ? m.nak(2000) : m.ack()),
         (err) => {
@@ -624,31 +624,15 @@ export class Agent {
     this.nc.publish(subjects.hb(this.opts.host), encodeJson(hb));
   }
 
-  private async onLogs(msg: import('@nats-io/transport-node').Msg) {
-    const reply = (body: unknown) => msg.respond(encodeJson(body));
-    try {
-      const req = decodeWith(logsRequestSchema, msg.data);
-      if (!this.jails.has(req.jail)) return reply({ ok: false, error: { code: 'not_found', message: `no jail "${req.jail}" on host ${this.opts.host}` } });
-      reply({ ok: true, result: await this.opts.driver.consoleTail(req.jail, req.lines) });
-    } catch (err) {
-      const e = err as Error & { code?: string };
-      reply({ ok: false, error: { code: e.code === 'invalid' ? 'invalid' : 'internal', message: e.message } });
-    }
+  private async logs(req: LogsRequest) {
+    if (!this.jails.has(req.jail)) throw new NotFound(`no jail "${req.jail}" on host ${this.opts.host}`);
+    return this.opts.driver.consoleTail(req.jail, req.lines);
   }
 
-  private async onExec(msg: import('@nats-io/transport-node').Msg) {
-    const reply = (body: unknown) => msg.respond(encodeJson(body));
-    try {
-      const req = decodeWith(execRequestSchema, msg.data);
-      const entry = this.jails.get(req.jail);
-      if (!entry) return reply({ ok: false, error: { code: 'not_found', message: `no jail "${req.jail}" on host ${this.opts.host}` } });
-      if (entry.record?.state !== 'running')
-        return reply({ ok: false, error: { code: 'conflict', message: `jail "${req.jail}" is ${entry.record?.state ?? 'pending'}, not running` } });
-      const result = await this.opts.driver.exec(entry.spec, req.command, { timeoutMs: req.timeoutMs, maxOutputBytes: req.maxOutputBytes });
-      reply({ ok: true, result });
-    } catch (err) {
-      const e = err as Error & { code?: string };
-      reply({ ok: false, error: { code: e.code === 'invalid' ? 'invalid' : 'internal', message: e.message } });
-    }
+  private async exec(req: ExecRequest) {
+    const entry = this.jails.get(req.jail);
+    if (!entry) throw new NotFound(`no jail "${req.jail}" on host ${this.opts.host}`);
+    if (entry.record?.state !== 'running') throw new Conflict(`jail "${req.jail}" is ${entry.record?.state ?? 'pending'}, not running`);
+    return this.opts.driver.exec(entry.spec, req.command, { timeoutMs: req.timeoutMs, maxOutputBytes: req.maxOutputBytes });
   }
 }

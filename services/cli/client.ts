@@ -3,20 +3,23 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { z } from 'zod';
 import {
+  CodedError,
   WIRE_VERSION,
-  applyReplySchema,
-  drainReplySchema,
-  execReplySchema,
-  logsReplySchema,
-  hostsReplySchema,
-  nameReplySchema,
-  psReplySchema,
+  applyReplyBody,
+  drainReplyBody,
+  execResultSchema,
+  hostsReplyBody,
+  logsResultSchema,
+  nameReplyBody,
+  psReplyBody,
   subjects,
+  type ErrorCode,
   type ExecRequest,
   type Fleet,
   type PsRequest,
 } from '../../contracts/index.js';
-import { decodeWith, encodeJson } from '../common/codec.js';
+import { DEFAULT_REQUEST_TIMEOUT_MS } from '../common/defaults.js';
+import { ConnectionClosed, NoReply, NoResponders, RequestFailed, request } from '../common/rpc.js';
 
 /** A failure the CLI reports as `jailfleet: <message>` and a non-zero exit. */
 export class CliError extends Error {
@@ -28,6 +31,11 @@ export class CliError extends Error {
     this.name = 'CliError';
   }
 }
+
+/** The exit code of a failure with this code: 2 when the input was refused, 1 otherwise. */
+export const exitCodeOf = (code: ErrorCode) => (code === 'invalid' ? 2 : 1);
+
+type Who = 'scheduler' | 'status' | 'agent';
 
 export class Client {
   private constructor(
@@ -51,69 +59,70 @@ export class Client {
   /**
    * One request, retried while nobody answers or the answer is late: every request here is
    * idempotent (apply of the same spec keeps its generation), and a scheduler or a broker that
-   * died mid-request is replaced by a standby within seconds.
+   * died mid-request is replaced by a standby within seconds. An agent is asked once: nobody
+   * stands by for it.
    */
-  private async request<T>(subject: string, body: unknown, schema: z.ZodType<{ ok: true; result: T } | { ok: false; error: { code: string; message: string } }>, who: string, timeoutMs = 10_000): Promise<T> {
-    const data = encodeJson(body);
+  private async request<S extends z.ZodTypeAny>(subject: string, body: unknown, result: S, who: Who, timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS): Promise<z.output<S>> {
     const started = Date.now();
     // a standby scheduler takes over within its lease (3 s); a late answer is worth one more wait
     const retryUntil = started + Math.max(15_000, timeoutMs);
-    let reply;
     for (let attempt = 0; ; attempt++) {
       try {
-        reply = await this.nc.request(subject, data, { timeout: timeoutMs });
-        break;
+        return await request(this.nc, subject, body, result, { timeoutMs });
       } catch (err) {
-        const msg = (err as Error).message ?? '';
-        const noResponders = /no responders|503/i.test(msg) || (err as { code?: string }).code === '503';
-        const retriable = who !== 'agent' && (noResponders ? Date.now() - started < 6000 : /timeout|disconnect|reconnect/i.test(msg) && Date.now() < retryUntil);
-        if (retriable && !this.nc.isClosed()) {
+        const transient =
+          err instanceof NoResponders ? Date.now() - started < 6000 : (err instanceof NoReply || err instanceof RequestFailed) && Date.now() < retryUntil;
+        if (who !== 'agent' && transient && !this.nc.isClosed()) {
           await new Promise((r) => setTimeout(r, Math.min(1000, 100 * 2 ** attempt)));
           continue;
         }
-        if (noResponders)
-          throw new CliError(`no ${who} is answering on ${this.servers.join(',')} (start one with: jailfleet up, or jailfleet serve ${who === 'agent' ? 'agent' : who})`);
-        if (/timeout/i.test(msg)) throw new CliError(`the ${who} did not answer within ${timeoutMs / 1000} s`);
-        throw new CliError(`request to the ${who} failed: ${msg}`);
+        throw this.failure(err, who, timeoutMs);
       }
     }
-    const r = decodeWith(schema, reply.data);
-    if (!r.ok) throw new CliError(r.error.message, r.error.code === 'invalid' ? 2 : 1);
-    return r.result;
+  }
+
+  /** The one line for a failed request: what the server said, or why nobody said anything. */
+  private failure(err: unknown, who: Who, timeoutMs: number): Error {
+    if (err instanceof NoResponders)
+      return new CliError(`no ${who} is answering on ${this.servers.join(',')} (start one with: jailfleet up, or jailfleet serve ${who})`);
+    if (err instanceof NoReply) return new CliError(`the ${who} did not answer within ${timeoutMs / 1000} s`);
+    if (err instanceof ConnectionClosed || err instanceof RequestFailed) return new CliError(`request to the ${who} failed: ${err.message}`);
+    if (err instanceof CodedError) return new CliError(err.message, exitCodeOf(err.code));
+    return err instanceof Error ? err : new Error(String(err));
   }
 
   apply(fleet: Fleet) {
     // a large fleet takes the scheduler a while to record: allow for it
-    const timeoutMs = 10_000 + fleet.jails.length * 5;
-    return this.request(subjects.api('apply'), { v: WIRE_VERSION, fleet }, applyReplySchema, 'scheduler', timeoutMs);
+    const timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS + fleet.jails.length * 5;
+    return this.request(subjects.api('apply'), { v: WIRE_VERSION, fleet }, applyReplyBody, 'scheduler', timeoutMs);
   }
 
   /** Asks the scheduler to drain a host (`parallel` jails moved at a time), or to take jails again. */
   drain(host: string, parallel: number) {
-    return this.request(subjects.api('drain'), { v: WIRE_VERSION, host, parallel }, drainReplySchema, 'scheduler');
+    return this.request(subjects.api('drain'), { v: WIRE_VERSION, host, parallel }, drainReplyBody, 'scheduler');
   }
 
   undrain(host: string) {
-    return this.request(subjects.api('undrain'), { v: WIRE_VERSION, host }, drainReplySchema, 'scheduler');
+    return this.request(subjects.api('undrain'), { v: WIRE_VERSION, host }, drainReplyBody, 'scheduler');
   }
 
   setDesired(verb: 'stop' | 'start' | 'rm', name: string) {
-    return this.request(subjects.api(verb), { v: WIRE_VERSION, name }, nameReplySchema, 'scheduler');
+    return this.request(subjects.api(verb), { v: WIRE_VERSION, name }, nameReplyBody, 'scheduler');
   }
 
-  ps(filter: Omit<PsRequest, 'v'> = {}, timeoutMs = 10_000) {
-    return this.request(subjects.status('ps'), { v: WIRE_VERSION, ...filter }, psReplySchema, 'status', timeoutMs);
+  ps(filter: Omit<PsRequest, 'v'> = {}, timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS) {
+    return this.request(subjects.status('ps'), { v: WIRE_VERSION, ...filter }, psReplyBody, 'status', timeoutMs);
   }
 
   hosts() {
-    return this.request(subjects.status('hosts'), { v: WIRE_VERSION }, hostsReplySchema, 'status');
+    return this.request(subjects.status('hosts'), { v: WIRE_VERSION }, hostsReplyBody, 'status');
   }
 
   logs(host: string, jail: string, lines: number) {
-    return this.request(subjects.logs(host), { v: WIRE_VERSION, jail, lines }, logsReplySchema, 'agent');
+    return this.request(subjects.logs(host), { v: WIRE_VERSION, jail, lines }, logsResultSchema, 'agent');
   }
 
   exec(host: string, req: Omit<ExecRequest, 'v'>) {
-    return this.request(subjects.exec(host), { v: WIRE_VERSION, ...req }, execReplySchema, 'agent', req.timeoutMs + 5000);
+    return this.request(subjects.exec(host), { v: WIRE_VERSION, ...req }, execResultSchema, 'agent', req.timeoutMs + 5000);
   }
 }

@@ -5,6 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
+import { DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL, DEFAULT_PARALLEL_STEPS } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
 import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, portSchema, readFleetFile, readHostsFile } from './flags.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
@@ -16,7 +17,7 @@ import type { Fleet } from '../../contracts/index.js';
 const program = new Command('jailfleet')
   .description('Run jails across many hosts: scheduler, agents and status over NATS.')
   .version('0.1.0')
-  .addOption(new Option('--nats <urls>', 'NATS server URL(s), comma-separated').env('JAILFLEET_NATS_URL').default('nats://127.0.0.1:4222'))
+  .addOption(new Option('--nats <urls>', 'NATS server URL(s), comma-separated').env('JAILFLEET_NATS_URL').default(DEFAULT_NATS_URL))
   .exitOverride()
   .configureOutput({ outputError: (str, write) => write(`jailfleet: ${str.replace(/^error: /, '')}`) });
 
@@ -300,7 +301,7 @@ program
   .description('start a local cluster: nats-server, scheduler, status and N agents')
   .option('--hosts <n>', 'number of agents (host-1 … host-N)', '2')
   .option('--data-dir <dir>', 'where jails, logs and the broker store live', '/var/lib/jailfleet')
-  .option('--nats-port <port>', 'nats-server port (the first of three with --nats-cluster 3)', '4222')
+  .option('--nats-port <port>', 'nats-server port (the first of three with --nats-cluster 3)', String(DEFAULT_NATS_PORT))
   .option('--nats-cluster <n>', 'nats-servers: 1, or 3 for a cluster with replicated streams (R3)', '1')
   .option('--schedulers <n>', 'scheduler processes: one leads, the others stand by', '1')
   .option('--agent-cpu <cores>', "cores each agent offers to jails (default: the machine's)")
@@ -324,13 +325,13 @@ serve
   .description('the per-host agent')
   .requiredOption('--host <name>', 'this host\'s name')
   .requiredOption('--data-dir <dir>', 'jail roots and agent state')
-  .option('--heartbeat-ms <ms>', 'heartbeat interval', '1000')
+  .option('--heartbeat-ms <ms>', 'heartbeat interval', String(DEFAULT_HEARTBEAT_MS))
   .option('--teardown-on-exit', 'destroy every jail when stopped (jailfleet up)')
   .option('--backoff-base-ms <ms>', 'first restart delay')
   .option('--cpu <cores>', "cores this host offers to jails (default: the machine's)")
   .option('--memory-mb <mb>', "memory this host offers to jails, in MB (default: the machine's, less 5 %)")
   .option('--label <KEY=VALUE>', 'a label of this host, for placement (repeatable)', collect, [])
-  .option('--parallel-steps <n>', 'driver steps (prepare, mount, start, ...) run at once', '4')
+  .option('--parallel-steps <n>', 'driver steps (prepare, mount, start, ...) run at once', String(DEFAULT_PARALLEL_STEPS))
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
@@ -349,8 +350,8 @@ serve
 serve
   .command('scheduler')
   .description('the scheduler (API and reconciler)')
-  .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', '3000')
-  .option('--lease-ms <ms>', 'leader lease: a standby takes over within this long (fixed when the bucket is first made)', '3000')
+  .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', String(DEFAULT_HOST_TTL_MS))
+  .option('--lease-ms <ms>', 'leader lease: a standby takes over within this long (fixed when the bucket is first made)', String(DEFAULT_LEASE_MS))
   .option('--strategy <strategy>', 'how new jails are packed: binpack (fewest hosts) or spread (least loaded)', 'binpack')
   .action(async (o) => {
     const { serveScheduler } = await import('./serve.js');
@@ -364,7 +365,7 @@ serve
 serve
   .command('status')
   .description('the status service (cluster view)')
-  .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', '3000')
+  .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', String(DEFAULT_HOST_TTL_MS))
   .action(async (o) => {
     const { serveStatus } = await import('./serve.js');
     await serveStatus({ servers: servers(), hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs) });

@@ -2,8 +2,7 @@
 // code so that light clients (the CLI) load no more than they need.
 import type { z } from 'zod';
 import { InvalidInput, describeIssues } from '../../contracts/errors.js';
-
-export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
+import { DEFAULT_NATS_URL } from './defaults.js';
 
 /** Server URLs from a comma-separated list (flag or JAILFLEET_NATS_URL). */
 export function natsServers(flag?: string): string[] {

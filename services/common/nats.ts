@@ -12,6 +12,7 @@ import {
   EVT_STREAM,
   subjects,
 } from '../../contracts/index.js';
+import { DEFAULT_LEASE_MS } from './defaults.js';
 
 export type { NatsConnection, Msg, KV };
 
@@ -40,9 +41,6 @@ export function replicasFor(nc: NatsConnection): number {
   if (Number.isInteger(forced) && forced >= 1 && forced <= 5) return forced;
   return nc.info?.cluster ? 3 : 1;
 }
-
-/** Default lease of the leading scheduler: a standby takes over within this long. */
-export const DEFAULT_LEASE_MS = 3000;
 
 export interface Topology {
   desired: KV;
@@ -117,4 +115,4 @@ async function createTopology(nc: NatsConnection, replicas: number, leaderTtlMs:
   return { desired, placement, leader, hosts };
 }
 
-export { encodeJson, decodeWith, natsServers, DEFAULT_NATS_URL } from './codec.js';
+export { encodeJson, decodeWith, natsServers } from './codec.js';

@@ -1,6 +1,7 @@
 // The cluster view: folds state events, heartbeats and placements into rows for `ps` and
 // `hosts`. Pure: the caller feeds it messages in stream order and passes the clock.
 import type { Heartbeat, HostRecord, HostRow, PlacementRecord, PsRow, StateEvent } from '../../contracts/index.js';
+import { HostLiveness } from '../common/heartbeat-feed.js';
 
 interface JailRow extends PsRow {
   seq: number;
@@ -18,21 +19,21 @@ export class ClusterView {
   private readonly previous = new Map<string, JailRow>();
   /** Drains by host, from the hosts bucket. */
   private readonly hostRecords = new Map<string, HostRecord>();
-  private readonly hostsSeen = new Map<string, { lastSeen: number; jails: number } & Pick<Heartbeat, 'capacity' | 'labels' | 'allocated'>>();
+  private readonly hostsSeen = new Map<string, { jails: number } & Pick<Heartbeat, 'capacity' | 'labels' | 'allocated'>>();
+  /** When each host was last heard, judged by the one liveness rule the scheduler applies too. */
+  private readonly liveness: HostLiveness;
 
   /** Set once the placement bucket has been read whole: from then on a missing placement means removed. */
   placementsSynced = false;
 
   /** `startedAt`: when this view began listening; a host not heard within a TTL of it is down. */
-  constructor(
-    private readonly hostTtlMs: number,
-    private readonly startedAt = 0,
-  ) {}
+  constructor(hostTtlMs: number, startedAt = 0) {
+    this.liveness = new HostLiveness(hostTtlMs, startedAt);
+  }
 
   /** Down: silent for longer than the TTL, or never heard in the TTL since the view started. */
   hostDown(host: string, now: number): boolean {
-    const seen = this.hostsSeen.get(host);
-    return now - (seen?.lastSeen ?? this.startedAt) > this.hostTtlMs;
+    return this.liveness.isDown(host, now);
   }
 
   /** Newest generation wins; within one generation the highest seq. */
@@ -85,7 +86,8 @@ export class ClusterView {
   }
 
   applyHeartbeat(hb: Heartbeat, now: number): void {
-    this.hostsSeen.set(hb.host, { lastSeen: now, jails: hb.jails.length, capacity: hb.capacity, labels: hb.labels, allocated: hb.allocated });
+    this.liveness.seen(hb.host, now);
+    this.hostsSeen.set(hb.host, { jails: hb.jails.length, capacity: hb.capacity, labels: hb.labels, allocated: hb.allocated });
   }
 
   /**
@@ -138,7 +140,7 @@ export class ClusterView {
           host,
           status,
           jails: h.jails,
-          lastSeen: new Date(h.lastSeen).toISOString(),
+          lastSeen: new Date(this.liveness.lastSeenOf(host)!).toISOString(),
           capacity: h.capacity,
           labels: h.labels,
           allocated: h.allocated,

@@ -8,7 +8,6 @@ import {
   BUCKET_PLACEMENT,
   EVT_STREAM,
   STATUS_QUEUE,
-  heartbeatSchema,
   hostRecordSchema,
   hostsRequestSchema,
   placementRecordSchema,
@@ -17,7 +16,21 @@ import {
   subjectTokens,
   subjects,
 } from '../../contracts/index.js';
-import { connectNats, followBucket, keepConsuming, retrying, streamLastSeq, type KeptConsumer, decodeWith, encodeJson, ensureTopology, type Logger, type Msg, type NatsConnection } from '../common/index.js';
+import {
+  DEFAULT_HOST_TTL_MS,
+  HeartbeatFeed,
+  connectNats,
+  decodeWith,
+  ensureTopology,
+  followBucket,
+  keepConsuming,
+  retrying,
+  serveRpc,
+  streamLastSeq,
+  type KeptConsumer,
+  type Logger,
+  type NatsConnection,
+} from '../common/index.js';
 import { ClusterView } from './cluster-view.js';
 
 export interface StatusOptions {
@@ -29,6 +42,7 @@ export interface StatusOptions {
 export class StatusService {
   private nc?: NatsConnection;
   private events?: KeptConsumer;
+  private heartbeats?: HeartbeatFeed;
   private stopWatch?: () => void;
   private stopped = false;
   /** The event stream's sequence after the last event folded into the view. */
@@ -37,7 +51,7 @@ export class StatusService {
   private readonly log: Logger;
 
   constructor(private readonly opts: StatusOptions) {
-    this.view = new ClusterView(opts.hostTtlMs ?? 3000, Date.now());
+    this.view = new ClusterView(opts.hostTtlMs ?? DEFAULT_HOST_TTL_MS, Date.now());
     this.log = opts.logger;
   }
 
@@ -45,19 +59,10 @@ export class StatusService {
     const nc = await connectNats(this.opts.servers, `jailfleet-status@${osHostname()}`, { waitOnFirstConnect: true });
     this.nc = nc;
     await ensureTopology(nc);
-    nc.subscribe(subjects.hbAll, {
-      callback: (err, msg) => {
-        if (err) return;
-        try {
-          const hb = decodeWith(heartbeatSchema, msg.data);
-          // a host speaks only for itself: its credentials confine it to its own subjects
-          if (hb.host !== subjectTokens(msg.subject).host) throw new Error(`heartbeat of ${hb.host} on ${msg.subject}`);
-          this.view.applyHeartbeat(hb, Date.now());
-        } catch (e) {
-          this.log.warn({ subject: msg.subject, reason: (e as Error).message }, 'malformed heartbeat dropped');
-        }
-      },
-    });
+    // the view judges liveness by the feed's rule itself (it is pure, the clock passed in): the
+    // feed only admits heartbeats
+    this.heartbeats = new HeartbeatFeed({ log: this.log, ttlMs: this.opts.hostTtlMs, onHeard: (hb, now) => this.view.applyHeartbeat(hb, now) });
+    this.heartbeats.start(nc);
     const watch = followBucket(
       nc,
       BUCKET_PLACEMENT,
@@ -71,8 +76,9 @@ export class StatusService {
     // a restarted service answers only once it has caught up with the stream (and the
     // placements): meanwhile another one answers, or the CLI retries
     await this.catchUp(nc, watch.synced);
-    nc.subscribe(subjects.status('ps'), { queue: STATUS_QUEUE, callback: (err, msg) => this.answer(err, msg, 'ps') });
-    nc.subscribe(subjects.status('hosts'), { queue: STATUS_QUEUE, callback: (err, msg) => this.answer(err, msg, 'hosts') });
+    const rpc = { queue: STATUS_QUEUE, log: this.log };
+    serveRpc(nc, subjects.status('ps'), psRequestSchema, (req) => ({ jails: this.view.ps(req, Date.now()) }), rpc);
+    serveRpc(nc, subjects.status('hosts'), hostsRequestSchema, () => ({ hosts: this.view.hosts(Date.now()) }), rpc);
     this.log.info('status service started');
   }
 
@@ -129,22 +135,9 @@ export class StatusService {
     this.stopWatch = () => (stopPlacements?.(), watch.stop());
   }
 
-  private answer(err: Error | null, msg: Msg, query: 'ps' | 'hosts') {
-    if (err) return;
-    try {
-      const result =
-        query === 'ps'
-          ? { jails: this.view.ps(decodeWith(psRequestSchema, msg.data), Date.now()) }
-          : (decodeWith(hostsRequestSchema, msg.data), { hosts: this.view.hosts(Date.now()) });
-      msg.respond(encodeJson({ ok: true, result }));
-    } catch (e) {
-      const x = e as Error & { code?: string };
-      msg.respond(encodeJson({ ok: false, error: { code: x.code === 'invalid' ? 'invalid' : 'internal', message: x.message } }));
-    }
-  }
-
   async stop(): Promise<void> {
     this.stopped = true;
+    this.heartbeats?.stop();
     this.stopWatch?.();
     await this.events?.stop();
     await this.nc?.drain().catch(() => undefined);

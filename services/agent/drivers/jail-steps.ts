@@ -1,6 +1,8 @@
-// The drivers' step discipline: one mutating step per jail at a time (in this process), the
-// jail's name checked before any path or argv is built from it, every failure a DriverStepFailed.
+// The drivers' step discipline: one mutating step per jail at a time (in this process, by the
+// shared KeyedQueue), the jail's name checked before any path or argv is built from it, every
+// failure a DriverStepFailed.
 import { NAME_RULE, nameSchema } from '../../../contracts/index.js';
+import { KeyedQueue } from '../../common/keyed-queue.js';
 import { DriverStepFailed } from './driver.js';
 
 export type Step = DriverStepFailed['step'];
@@ -14,29 +16,19 @@ export function checkJailName(step: Step | 'inspect', name: string): void {
 }
 
 export class JailSteps {
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly queue = new KeyedQueue();
 
   /** Runs `fn` after the jail's previous step; wraps any failure as `<step> of jail <name> failed`. */
   run<T>(step: Step, name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(name) ?? Promise.resolve();
-    const run = prev
-      .catch(() => undefined)
-      .then(async () => {
-        checkJailName(step, name);
-        try {
-          return await fn();
-        } catch (err) {
-          if (err instanceof DriverStepFailed) throw err;
-          const message = err instanceof Error ? err.message : String(err);
-          throw new DriverStepFailed(step, `${step} of jail ${name} failed: ${message}`, [], '', { cause: err });
-        }
-      });
-    this.locks.set(name, run);
-    void run
-      .finally(() => {
-        if (this.locks.get(name) === run) this.locks.delete(name);
-      })
-      .catch(() => undefined);
-    return run;
+    return this.queue.run(name, async () => {
+      checkJailName(step, name);
+      try {
+        return await fn();
+      } catch (err) {
+        if (err instanceof DriverStepFailed) throw err;
+        const message = err instanceof Error ? err.message : String(err);
+        throw new DriverStepFailed(step, `${step} of jail ${name} failed: ${message}`, [], '', { cause: err });
+      }
+    });
   }
 }

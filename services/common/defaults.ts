@@ -1,0 +1,23 @@
+// Every default that more than one place relies on: the services' option defaults and the CLI's
+// flag defaults read them from here, so a flag's help text and the service it starts can never
+// disagree. Plain values only: nothing here reads the environment or does I/O.
+
+/** Where clients look for NATS when neither --nats nor JAILFLEET_NATS_URL says. */
+export const DEFAULT_NATS_PORT = 4222;
+export const DEFAULT_NATS_URL = `nats://127.0.0.1:${DEFAULT_NATS_PORT}`;
+
+/** How often an agent heartbeats. */
+export const DEFAULT_HEARTBEAT_MS = 1000;
+/** A host is down once silent this long (three missed heartbeats). */
+export const DEFAULT_HOST_TTL_MS = 3000;
+/** The leading scheduler's lease: a standby takes over within this long. */
+export const DEFAULT_LEASE_MS = 3000;
+/** The scheduler's full reconcile pass (new hosts, unplaced jails). */
+export const DEFAULT_RESYNC_MS = 2000;
+/** How long a drain waits for a jail's new copy to run before it gives up on that move. */
+export const DEFAULT_MOVE_TIMEOUT_MS = 120_000;
+/** Driver steps (prepare, mount, start, ...) an agent runs at once. */
+export const DEFAULT_PARALLEL_STEPS = 4;
+
+/** How long the CLI waits for one answer from a service. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
