@@ -10,25 +10,19 @@ import {
   nameRequestSchema,
   planRequestSchema,
   undrainRequestSchema,
+  Conflict,
+  JailNotFound,
+  NotFound,
+  parseOrThrow,
   type ApiVerb,
+  type NameRequest,
   type DesiredRecord,
   type HostRecord,
   type JailSpec,
 } from '../../contracts/index.js';
-import { decodeWith } from '../common/index.js';
+import type { z } from 'zod';
 import type { PlanResult } from './plan.js';
 import { isReadable, type RecordBucket, type SchedulerStore } from './store.js';
-
-/** A request the API refuses or could not carry out; `code` is what the CLI decides by. */
-export class ApiError extends Error {
-  constructor(
-    readonly code: 'invalid' | 'not_found' | 'conflict' | 'internal',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'ApiError';
-  }
-}
 
 /** What the API asks of the cluster as this scheduler knows it. */
 export interface ClusterFacts {
@@ -38,13 +32,17 @@ export interface ClusterFacts {
   planFleet(specs: JailSpec[]): PlanResult;
 }
 
+type ApplyRequestBody = z.output<typeof applyRequestSchema>;
+type DrainRequestBody = z.output<typeof drainRequestSchema>;
+type PlanRequestBody = z.output<typeof planRequestSchema>;
+
 const decodeDesired = (r: unknown): DesiredRecord => desiredRecordSchema.parse(r);
 const sameSpec = (a: JailSpec, b: JailSpec) => JSON.stringify(a) === JSON.stringify(b);
 const iso = () => new Date().toISOString();
 
 /**
  * Read-modify-write of one record, from the bucket itself, retried on a concurrent write.
- * `change` returns the new record (or throws an ApiError).
+ * `change` returns the new record (or throws a typed error of contracts/errors.ts).
  */
 async function cas<T, R extends { record: T; unchanged?: boolean }>(bucket: RecordBucket<T>, key: string, what: string, change: (cur: T | undefined, unreadable: string | null) => R): Promise<R & { revision: number }> {
   for (let attempt = 0; attempt < 20; attempt++) {
@@ -58,7 +56,7 @@ async function cas<T, R extends { record: T; unchanged?: boolean }>(bucket: Reco
       await new Promise((res) => setTimeout(res, 5 * (attempt + 1)));
     }
   }
-  throw new ApiError('conflict', `${what} "${key}" is being changed by someone else; try again`);
+  throw new Conflict(`${what} "${key}" is being changed by someone else; try again`);
 }
 
 export class SchedulerApi {
@@ -67,23 +65,24 @@ export class SchedulerApi {
     private readonly cluster: ClusterFacts,
   ) {}
 
-  /** Handles one request's body; resolves the reply's result or throws (ApiError, InvalidInput). */
-  handle(verb: ApiVerb, data: Uint8Array): Promise<unknown> {
-    switch (verb) {
-      case 'apply':
-        return this.apply(data);
-      case 'drain':
-      case 'undrain':
-        return this.setDrain(verb, data);
-      case 'plan':
-        return Promise.resolve(this.cluster.planFleet(decodeWith(planRequestSchema, data).fleet.jails));
-      default:
-        return this.setDesired(verb, data);
-    }
+  /** Each verb's request contract and handler: the wiring serves them with serveRpc, tests call them directly. */
+  readonly verbs = {
+    apply: { request: applyRequestSchema, handle: (r: ApplyRequestBody) => this.apply(r) },
+    stop: { request: nameRequestSchema, handle: (r: NameRequest) => this.setDesired('stop', r.name) },
+    start: { request: nameRequestSchema, handle: (r: NameRequest) => this.setDesired('start', r.name) },
+    rm: { request: nameRequestSchema, handle: (r: NameRequest) => this.setDesired('rm', r.name) },
+    drain: { request: drainRequestSchema, handle: (r: DrainRequestBody) => this.setDrain('drain', r.host, r.parallel) },
+    undrain: { request: undrainRequestSchema, handle: (r: { host: string }) => this.setDrain('undrain', r.host, 1) },
+    plan: { request: planRequestSchema, handle: (r: PlanRequestBody) => this.cluster.planFleet(r.fleet.jails) },
+  } as const;
+
+  /** One request's JSON body through its verb's contract and handler (InvalidInput when it does not fit). */
+  async handle(verb: ApiVerb, body: unknown): Promise<unknown> {
+    const v = this.verbs[verb] as { request: z.ZodTypeAny; handle: (r: unknown) => unknown };
+    return v.handle(parseOrThrow(v.request, body));
   }
 
-  private async apply(data: Uint8Array) {
-    const req = decodeWith(applyRequestSchema, data);
+  private async apply(req: ApplyRequestBody) {
     // one read-modify-write per jail, 32 in flight: a fleet of thousands is answered in seconds
     const specs = req.fleet.jails;
     const out: { name: string; generation: number; changed: boolean }[] = new Array(specs.length);
@@ -108,17 +107,16 @@ export class SchedulerApi {
     });
   }
 
-  private async setDesired(verb: 'stop' | 'start' | 'rm', data: Uint8Array) {
-    const { name } = decodeWith(nameRequestSchema, data);
+  private async setDesired(verb: 'stop' | 'start' | 'rm', name: string) {
     const target = verb === 'stop' ? 'stopped' : verb === 'start' ? 'running' : 'removed';
     const r = await cas(this.store.desired, name, 'jail', (cur, unreadable) => {
-      if (unreadable !== null && target !== 'removed') throw new ApiError('conflict', `the desired record of "${name}" is unreadable (${unreadable}): apply its spec again, or rm it`);
+      if (unreadable !== null && target !== 'removed') throw new Conflict(`the desired record of "${name}" is unreadable (${unreadable}): apply its spec again, or rm it`);
       if (unreadable !== null) {
         // rm of an unreadable record: a tombstone above any generation placed, with a spec that says nothing
         const record = { v: WIRE_VERSION, spec: { name, command: ['/bin/true'] }, desired: 'removed', generation: this.placedGeneration(name) + 1, updatedAt: iso() };
         return { record: decodeDesired(record) };
       }
-      if (!cur || cur.desired === 'removed') throw new ApiError('not_found', `no jail named "${name}"`);
+      if (!cur || cur.desired === 'removed') throw new JailNotFound(name);
       return { record: { ...cur, desired: target, updatedAt: iso() } as DesiredRecord };
     });
     return { name, generation: r.record.generation };
@@ -131,10 +129,10 @@ export class SchedulerApi {
   }
 
   /** `drain` / `undrain`: records the request in the hosts bucket; the leader acts on it. */
-  private async setDrain(verb: 'drain' | 'undrain', data: Uint8Array) {
-    const req = verb === 'drain' ? decodeWith(drainRequestSchema, data) : { ...decodeWith(undrainRequestSchema, data), parallel: 1 };
+  private async setDrain(verb: 'drain' | 'undrain', host: string, parallel: number) {
+    const req = { host, parallel };
     const jails = this.cluster.jailsOn(req.host);
-    if (!this.cluster.knownHost(req.host)) throw new ApiError('not_found', `no host named "${req.host}" (not heard from since this scheduler started, and no jail is placed on it)`);
+    if (!this.cluster.knownHost(req.host)) throw new NotFound(`no host named "${req.host}" (not heard from since this scheduler started, and no jail is placed on it)`);
     const hosts = this.store.hosts;
     if (verb === 'undrain') {
       for (let attempt = 0; attempt < 20; attempt++) {

@@ -9,9 +9,8 @@
 // turn with a retry). A jail whose actions changed a record is decided again in the next pass,
 // until nothing is left to do. Jails being moved by a drain sit out the passes until the move ends.
 import type { Command, Heartbeat, JailSpec, PlacementStrategy, StateEvent } from '../../contracts/index.js';
-import type { Logger } from '../common/index.js';
+import type { HostLiveness, Logger } from '../common/index.js';
 import { decideJail, jailsToMove, placementOf, placementUnchanged, publishedKey, settled, type Action, type Facts, type JailView } from './decide.js';
-import { HostLiveness } from './host-liveness.js';
 import { LivePacking } from './live-packing.js';
 import { abandoned, checkMove, confirmMove, copyVerdict, dropNewCopy, movedPlacement, newCopyCommand, noHost, oldCopyCommand, touched, type MoveBasis, type MoveOutcome } from './move.js';
 import type { PlaceResult } from './packing.js';
@@ -33,10 +32,11 @@ export interface ReconcilerOptions {
   commands: CommandSink;
   events: EventSource;
   log: Logger;
+  /** The one liveness rule (services/common), fed by the heartbeat feed the wiring owns. */
+  liveness: HostLiveness;
   /** True while this scheduler holds the lease: only the leader acts. */
   leading: () => boolean;
   now: () => number;
-  hostTtlMs: number;
   strategy: PlacementStrategy;
   moveTimeoutMs: number;
   /** How many jails' actions run at once in a pass. */
@@ -64,16 +64,16 @@ export class Reconciler {
   private readonly waiting = new Set<() => void>();
   private readonly work = new Set<Promise<unknown>>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
-  private downHosts = new Set<string>();
-  private warmUntil: number;
+  private readonly warmUntil: number;
   private passing: Promise<void> | null = null;
   private stopped = false;
 
   constructor(private readonly o: ReconcilerOptions) {
     this.log = o.log;
-    this.liveness = new HostLiveness(o.hostTtlMs);
+    this.liveness = o.liveness;
     this.packing = new LivePacking(o.strategy);
-    this.warmUntil = o.now() + o.hostTtlMs;
+    // a scheduler that has just started has not heard every live host: for one TTL it places nothing new
+    this.warmUntil = o.liveness.startedAt + o.liveness.ttlMs;
     o.store.onChange((c) => this.onStoreChange(c));
   }
 
@@ -81,7 +81,7 @@ export class Reconciler {
 
   /** A host is down once it has been silent for a TTL (or was never heard in the TTL after the start). */
   hostDown(host: string, now = this.o.now()): boolean {
-    return now >= this.warmUntil && !this.liveness.isUp(host, now);
+    return this.liveness.isDown(host, now);
   }
 
   /** Whether `host` was heard since the start, or holds a jail, or has a drain record. */
@@ -96,13 +96,16 @@ export class Reconciler {
     return out.sort();
   }
 
+  /** A heartbeat the feed admitted (liveness has noted it): the host's capacity, labels and what it holds. */
   onHeartbeat(hb: Heartbeat): void {
     this.held.set(hb.host, hb.jails);
     this.packing.host({ name: hb.host, up: true, capacity: hb.capacity, labels: hb.labels });
-    if (this.liveness.seen(hb.host, this.o.now())) {
-      this.log.info({ host: hb.host }, 'host up');
-      this.resync();
-    }
+  }
+
+  /** A host heard for the first time, or again after it was down. */
+  hostUp(host: string): void {
+    this.log.info({ host }, 'host up');
+    this.resync();
   }
 
   private onStoreChange(c: StoreChange): void {
@@ -131,18 +134,12 @@ export class Reconciler {
 
   // --- ticks from the wiring ----------------------------------------------------------------------
 
-  /** Hosts that went down since the last check: their jails are reconciled (moved, or left `lost`). */
-  checkHosts(): void {
-    const now = this.o.now();
-    const down = new Set(this.liveness.hosts(now).filter((h) => this.hostDown(h.name, now)).map((h) => h.name));
-    for (const h of down) {
-      if (this.downHosts.has(h)) continue;
-      const jails = this.jailsOn(h);
-      this.packing.host({ name: h, up: false });
-      this.log.warn({ host: h, jails: jails.length }, 'host down');
-      for (const name of jails) this.mark(name);
-    }
-    this.downHosts = down;
+  /** A host went down: its jails are reconciled (moved, or left `lost`). */
+  hostWentDown(host: string): void {
+    const jails = this.jailsOn(host);
+    this.packing.host({ name: host, up: false });
+    this.log.warn({ host, jails: jails.length }, 'host down');
+    for (const name of jails) this.mark(name);
   }
 
   /** The periodic pass: marks only what is not settled, from the caches, asking nothing of the KV. */

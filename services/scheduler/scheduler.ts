@@ -4,18 +4,22 @@
 // host except through NATS, and it holds no scheduling logic of its own.
 import { hostname as osHostname } from 'node:os';
 import { jetstream } from '@nats-io/jetstream';
+import type { z } from 'zod';
+import { API_VERBS, SCHEDULER_QUEUE, commandMsgId, stateEventSchema, subjects, type Command, type PlacementStrategy } from '../../contracts/index.js';
 import {
-  API_VERBS,
-  SCHEDULER_QUEUE,
-  commandMsgId,
-  heartbeatSchema,
-  stateEventSchema,
-  subjectTokens,
-  subjects,
-  type Command,
-  type PlacementStrategy,
-} from '../../contracts/index.js';
-import { DEFAULT_LEASE_MS, connectNats, decodeWith, encodeJson, ensureTopology, type Logger, type NatsConnection } from '../common/index.js';
+  DEFAULT_HOST_TTL_MS,
+  DEFAULT_LEASE_MS,
+  DEFAULT_MOVE_TIMEOUT_MS,
+  DEFAULT_RESYNC_MS,
+  HeartbeatFeed,
+  connectNats,
+  decodeWith,
+  encodeJson,
+  ensureTopology,
+  serveRpc,
+  type Logger,
+  type NatsConnection,
+} from '../common/index.js';
 import { SchedulerApi } from './api.js';
 import { KvStore } from './kv-store.js';
 import { LeaderLease } from './leader-lease.js';
@@ -40,6 +44,7 @@ export class Scheduler {
   private store?: KvStore;
   private reconciler?: Reconciler;
   private lease?: LeaderLease;
+  private feed?: HeartbeatFeed;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly log: Logger;
 
@@ -54,21 +59,30 @@ export class Scheduler {
 
   async start(): Promise<void> {
     const o = this.opts;
-    const hostTtlMs = o.hostTtlMs ?? 3000;
     const nc = await connectNats(o.servers, `jailfleet-scheduler@${osHostname()}`, { waitOnFirstConnect: true });
     this.nc = nc;
     const topology = await ensureTopology(nc, { leaseMs: o.leaseMs });
     const store = new KvStore(nc, topology, this.log);
     this.store = store;
     const js = jetstream(nc);
-    const reconciler = new Reconciler({
+    let reconciler: Reconciler | undefined;
+    // heartbeats and the one liveness rule; the feed tells the reconciler who came up and went down
+    const feed = new HeartbeatFeed({
+      log: this.log,
+      ttlMs: o.hostTtlMs ?? DEFAULT_HOST_TTL_MS,
+      onHeard: (hb) => reconciler?.onHeartbeat(hb),
+      onUp: (host) => reconciler?.hostUp(host),
+      onDown: (host) => reconciler?.hostWentDown(host),
+    });
+    this.feed = feed;
+    reconciler = new Reconciler({
       store,
       log: this.log,
+      liveness: feed.liveness,
       leading: () => this.isLeader,
       now: () => Date.now(),
-      hostTtlMs,
       strategy: o.strategy ?? 'binpack',
-      moveTimeoutMs: o.moveTimeoutMs ?? 120_000,
+      moveTimeoutMs: o.moveTimeoutMs ?? DEFAULT_MOVE_TIMEOUT_MS,
       commands: {
         publish: async (host: string, cmd: Command) => {
           if (!this.isLeader) throw new Error('not the leader: command not published');
@@ -92,45 +106,21 @@ export class Scheduler {
       },
     });
     this.reconciler = reconciler;
-    nc.subscribe(subjects.hbAll, {
-      callback: (err, msg) => {
-        if (err) return;
-        try {
-          const hb = decodeWith(heartbeatSchema, msg.data);
-          if (hb.host !== subjectTokens(msg.subject).host) throw new Error(`heartbeat of ${hb.host} on ${msg.subject}`);
-          reconciler.onHeartbeat(hb);
-        } catch (e) {
-          this.log.warn({ subject: msg.subject, reason: (e as Error).message }, 'malformed heartbeat dropped');
-        }
-      },
-    });
-    const api = new SchedulerApi(store, reconciler);
+    const rec = reconciler;
+    feed.start(nc);
+    const api = new SchedulerApi(store, rec);
     for (const verb of API_VERBS) {
-      nc.subscribe(subjects.api(verb), {
-        queue: SCHEDULER_QUEUE,
-        callback: (err, msg) => {
-          if (err) return;
-          api.handle(verb, msg.data).then(
-            (result) => msg.respond(encodeJson({ ok: true, result })),
-            (e: Error & { code?: string }) => {
-              const code = e.code === 'invalid' || e.code === 'not_found' || e.code === 'conflict' ? e.code : 'internal';
-              if (code === 'internal') this.log.error({ err: e, verb }, 'API request failed');
-              msg.respond(encodeJson({ ok: false, error: { code, message: e.message } }));
-            },
-          );
-        },
-      });
+      const v = api.verbs[verb] as { request: z.ZodTypeAny; handle: (r: unknown) => unknown };
+      serveRpc(nc, subjects.api(verb), v.request, (req) => v.handle(req), { queue: SCHEDULER_QUEUE, log: this.log });
     }
     await store.synced;
-    this.timers.push(setInterval(() => reconciler.resync(), o.resyncMs ?? 2000));
+    this.timers.push(setInterval(() => rec.resync(), o.resyncMs ?? DEFAULT_RESYNC_MS));
     // after one TTL every live host has spoken: what waited for them is placed
-    this.timers.push(setTimeout(() => reconciler.resync(), hostTtlMs));
-    // a host going down is noticed within a quarter of the TTL of its last heartbeat
-    this.timers.push(setInterval(() => reconciler.checkHosts(), Math.max(50, Math.min(250, hostTtlMs / 4))));
+    this.timers.push(setTimeout(() => rec.resync(), Math.max(0, feed.liveness.startedAt + feed.liveness.ttlMs - Date.now())));
     this.lease = new LeaderLease(topology.leader, `${osHostname()}/${process.pid}/${Math.random().toString(36).slice(2, 8)}`, o.leaseMs ?? DEFAULT_LEASE_MS, {
       onGained: () => {
         this.log.info('leading: this scheduler places and commands');
-        reconciler.gainedLead();
+        rec.gainedLead();
       },
       onLost: () => this.log.warn('lease lost: standing by'),
     });
@@ -140,6 +130,7 @@ export class Scheduler {
 
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
+    this.feed?.stop();
     this.store?.close();
     await this.reconciler?.stop();
     await this.lease?.stop();

@@ -4,6 +4,7 @@
 // generation or older). Nomad's scheduler/testing.go Harness plays the same part.
 import pino from 'pino';
 import { WIRE_VERSION, type Command, type Heartbeat, type StateEvent } from '../../contracts/index.js';
+import { HeartbeatFeed } from '../../services/common/heartbeat-feed.js';
 import { SchedulerApi } from '../../services/scheduler/api.js';
 import { MemoryStore } from '../../services/scheduler/memory-store.js';
 import { Reconciler } from '../../services/scheduler/reconciler.js';
@@ -25,7 +26,7 @@ export class SchedulerHarness {
   readonly store = new MemoryStore();
   readonly hosts = new Map<string, SimHost>();
   readonly commands: { host: string; command: Command; at: number }[] = [];
-  readonly schedulers: { rec: Reconciler; api: SchedulerApi; leading: boolean }[] = [];
+  readonly schedulers: { rec: Reconciler; api: SchedulerApi; feed: HeartbeatFeed; leading: boolean }[] = [];
   now = 0;
   private readonly followers = new Map<string, Set<(e: StateEvent) => void>>();
   private seq = 0;
@@ -41,13 +42,22 @@ export class SchedulerHarness {
   }
 
   addScheduler(leading: boolean) {
-    const slot = { leading } as { rec: Reconciler; api: SchedulerApi; leading: boolean };
+    const slot = { leading } as { rec: Reconciler; api: SchedulerApi; feed: HeartbeatFeed; leading: boolean };
+    // the feed the wiring would own: the same liveness rule, fed the same bytes, no NATS
+    slot.feed = new HeartbeatFeed({
+      log: pino({ level: 'silent' }),
+      ttlMs: 3000,
+      now: () => this.now,
+      onHeard: (hb) => slot.rec.onHeartbeat(hb),
+      onUp: (host) => slot.rec.hostUp(host),
+      onDown: (host) => slot.rec.hostWentDown(host),
+    });
     slot.rec = new Reconciler({
+      liveness: slot.feed.liveness,
       store: this.store,
       log: pino({ level: process.env.HARNESS_LOG ?? 'silent' }),
       leading: () => slot.leading,
       now: () => this.now,
-      hostTtlMs: 3000,
       strategy: 'binpack',
       moveTimeoutMs: 5000,
       commands: { publish: async (host, command) => this.deliver(slot, host, command) },
@@ -62,15 +72,19 @@ export class SchedulerHarness {
     });
     slot.api = new SchedulerApi(this.store, slot.rec);
     this.schedulers.push(slot);
-    for (const h of this.hosts.values()) if (h.alive) slot.rec.onHeartbeat(this.heartbeat(h));
+    for (const h of this.hosts.values()) if (h.alive) this.beat(slot, h);
     return slot;
   }
 
   addHost(name: string, capacity = { cpu: 64, memoryMB: 65536 }) {
     const h: SimHost = { name, alive: true, copies: new Map(), capacity, mute: false };
     this.hosts.set(name, h);
-    for (const s of this.schedulers) s.rec.onHeartbeat(this.heartbeat(h));
+    for (const s of this.schedulers) this.beat(s, h);
     return h;
+  }
+
+  private beat(s: { feed: HeartbeatFeed }, h: SimHost) {
+    s.feed.receive(`jailfleet.hb.${h.name}`, enc(this.heartbeat(h)));
   }
 
   private heartbeat(h: SimHost): Heartbeat {
@@ -92,8 +106,8 @@ export class SchedulerHarness {
   async advance(ms: number) {
     for (let t = 0; t < ms; t += 1000) {
       this.now += Math.min(1000, ms - t);
-      for (const h of this.hosts.values()) if (h.alive) for (const s of this.schedulers) s.rec.onHeartbeat(this.heartbeat(h));
-      for (const s of this.schedulers) s.rec.checkHosts();
+      for (const h of this.hosts.values()) if (h.alive) for (const s of this.schedulers) this.beat(s, h);
+      for (const s of this.schedulers) s.feed.check();
       // the wiring's periodic pass runs every 2 s
       if (Math.floor(this.now / 2000) !== Math.floor((this.now - 1000) / 2000)) for (const s of this.schedulers) s.rec.resync();
     }
@@ -136,7 +150,7 @@ export class SchedulerHarness {
   }
 
   async call(verb: 'apply' | 'stop' | 'start' | 'rm' | 'drain' | 'undrain', body: Record<string, unknown>, via = this.leader ?? this.schedulers[0]!) {
-    const r = await via.api.handle(verb, enc({ v: WIRE_VERSION, ...body }));
+    const r = await via.api.handle(verb, { v: WIRE_VERSION, ...body });
     await this.settle();
     return r;
   }

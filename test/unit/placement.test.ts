@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { ClusterPacking, millicores, type PackHost, type PackJail, type PackStrategy } from '../../services/scheduler/packing.js';
 import { lowerBoundOf, martelloTothL2, plan, planBatch } from '../../services/scheduler/plan.js';
 import { CONSTRAINTS, demandOf, emptyView, explain, type HostView } from '../../services/scheduler/constraints.js';
-import { HostLiveness } from '../../services/scheduler/host-liveness.js';
+import { HostLiveness } from '../../services/common/heartbeat-feed.js';
 
 
 describe('HostLiveness', () => {

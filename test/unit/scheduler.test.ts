@@ -131,7 +131,7 @@ describe('scheduler, in-process', () => {
     await drained;
     await new Promise((r) => setTimeout(r, 50));
     expect(h.commandsFor('s')).toContain('ensure:running g2 → h2');
-    await h.leader.api.handle('stop', new TextEncoder().encode(JSON.stringify({ v: 1, name: 's' })));
+    await h.leader.api.handle('stop', { v: 1, name: 's' });
     h.hosts.get('h2')!.mute = false;
     await h.settle(); // the move waits out its 5 s timeout, then abandons
     expect(h.desired('s')).toMatchObject({ desired: 'stopped', generation: 1 });
