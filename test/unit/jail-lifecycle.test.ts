@@ -164,6 +164,17 @@ describe('restartDelayMs: capped exponential backoff', () => {
 
   test('a zero base means no delay', () => {
     expect(restartDelayMs(10, { baseMs: 0, maxMs: 30_000 })).toBe(0);
+    // 0 × 2^5000 is NaN, not 0: a zero base must not fall through to the cap after many restarts
+    expect(restartDelayMs(5000, { baseMs: 0, maxMs: 30_000 })).toBe(0);
+  });
+
+  test('a negative cap is no delay rather than a negative one', () => {
+    expect(restartDelayMs(3, { baseMs: 1000, maxMs: -5 })).toBe(0);
+    expect(restartDelayMs(5000, { baseMs: 1000, maxMs: -5 })).toBe(0);
+  });
+
+  test('a fractional restart count counts the restarts completed', () => {
+    expect(restartDelayMs(2.9, { baseMs: 1000, maxMs: 30_000 })).toBe(4000);
   });
 });
 
