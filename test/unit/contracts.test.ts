@@ -353,6 +353,11 @@ describe('other fields are refused outside their rules', () => {
     expect(parts).toHaveLength(5);
     for (const p of parts) expect(p).toMatch(/^[a-zA-Z.0-9]+: \S/);
   });
+  test('a typo is named before the missing field it leaves, so the user sees the cause first', () => {
+    expect(refusal(jailSpecSchema, { name: 'web', comand: ['/x'] })).toBe(
+      '(root): Unrecognized key: "comand"; command: Invalid input: expected array, received undefined',
+    );
+  });
   test('a prefix is put in front of every path', () => {
     expect(refusal(jailSpecSchema, spec({ name: 'X', command: [] }), 'jails.3')).toMatch(/^jails\.3\.name: .*; jails\.3\.command: /);
   });

@@ -176,6 +176,17 @@ describe('restartDelayMs: capped exponential backoff', () => {
 
   test('a zero base means no delay', () => {
     expect(restartDelayMs(10, { baseMs: 0, maxMs: 30_000 })).toBe(0);
+    // 0 × 2^5000 is NaN, not 0: a zero base must not fall through to the cap after many restarts
+    expect(restartDelayMs(5000, { baseMs: 0, maxMs: 30_000 })).toBe(0);
+  });
+
+  test('a negative cap is no delay rather than a negative one', () => {
+    expect(restartDelayMs(3, { baseMs: 1000, maxMs: -5 })).toBe(0);
+    expect(restartDelayMs(5000, { baseMs: 1000, maxMs: -5 })).toBe(0);
+  });
+
+  test('a fractional restart count counts the restarts completed', () => {
+    expect(restartDelayMs(2.9, { baseMs: 1000, maxMs: 30_000 })).toBe(4000);
   });
 });
 
@@ -1042,5 +1053,38 @@ describe('model-based: the shortest paths replayed on a live actor with fake ste
       }
       actor.stop();
     }
+  });
+});
+
+describe('the default backoff is the one the README documents', () => {
+  // README, spec format: "restart: always ... backoff 1 s doubling to 30 s". The agent runs the
+  // machine without a backoff of its own unless --backoff-base-ms is given.
+  test('a jail that keeps exiting waits 1 s, then twice as long each time, never more than 30 s', async () => {
+    const { snap, driver, clock } = await runningJail();
+    const waits = [1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000];
+    for (const [i, wait] of waits.entries()) {
+      const at = clock.now();
+      driver.exit(1, at);
+      await settled();
+      expect(snap().context).toMatchObject({ restarts: i + 1, restartAt: at + wait });
+      clock.increment(wait - 1);
+      await settled();
+      expect(snap().value).toBe('stopped');
+      clock.increment(1);
+      await settled();
+      expect(snap().value).toBe('running');
+    }
+  });
+
+  test('a jail that failed many times is retried after the 30 s cap, not later', async () => {
+    const restore = record({ state: 'failed', restarts: 40, error: { step: 'mount', message: 'busy' } });
+    const { snap, clock } = startJail({ restore, restart: 'always' });
+    await settled();
+    clock.increment(30_000 - 1);
+    await settled();
+    expect(snap().value).toBe('failed');
+    clock.increment(1);
+    await settled();
+    expect(snap().value).toBe('running');
   });
 });
