@@ -31,7 +31,7 @@ export class SchedulerHarness {
   private readonly followers = new Map<string, Set<(e: StateEvent) => void>>();
   private seq = 0;
 
-  constructor(hostNames: string[] = [], opts: { capacity?: { cpu: number; memoryMB: number } } = {}) {
+  constructor(hostNames: string[] = [], private readonly opts: { capacity?: { cpu: number; memoryMB: number }; moveTimeoutMs?: number } = {}) {
     for (const name of hostNames) this.addHost(name, opts.capacity);
     this.addScheduler(true);
   }
@@ -59,7 +59,7 @@ export class SchedulerHarness {
       leading: () => slot.leading,
       now: () => this.now,
       strategy: 'binpack',
-      moveTimeoutMs: 5000,
+      moveTimeoutMs: this.opts.moveTimeoutMs ?? 1000,
       commands: { publish: async (host, command) => this.deliver(slot, host, command) },
       events: {
         follow: (host, jail, each) => {

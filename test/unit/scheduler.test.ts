@@ -133,12 +133,12 @@ describe('scheduler, in-process', () => {
     expect(h.commandsFor('s')).toContain('ensure:running g2 → h2');
     await h.leader.api.handle('stop', { v: 1, name: 's' });
     h.hosts.get('h2')!.mute = false;
-    await h.settle(); // the move waits out its 5 s timeout, then abandons
+    await h.settle(); // the move waits out its 1 s timeout, then abandons
     expect(h.desired('s')).toMatchObject({ desired: 'stopped', generation: 1 });
     expect(h.placement('s')).toMatchObject({ host: 'h1', generation: 1 });
     expect(h.commandsFor('s')).toContain('ensure:stopped g1 → h1');
     expect(h.commandsFor('s').filter((c) => c.startsWith('destroy g2 → h2'))).toHaveLength(1);
-  }, 20_000);
+  }, 10_000);
 
   test('the leader changes halfway through a move: the new leader finishes the drain with one copy', async () => {
     const h = new SchedulerHarness(['h1', 'h2']);
@@ -154,7 +154,7 @@ describe('scheduler, in-process', () => {
     h.handOver(standby);
     h.hosts.get('h2')!.mute = false;
     await h.advance(1000);
-    await new Promise((r) => setTimeout(r, 5500));
+    await new Promise((r) => setTimeout(r, 1500));
     await h.advance(1000);
     expect(first.leading).toBe(false);
     expect(h.placement('x')?.host).toBe('h2');
