@@ -3,7 +3,10 @@
 // why, and a host drained for maintenance with every jail running somewhere at every moment
 // (checked in the kernel's process table and in `ps` while the drain runs). That a memory hog is
 // killed at its limit while its neighbour runs is test/e2e/limits.test.ts.
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+// Placement depends on what every host already holds, so each test starts from an empty cluster
+// (every jail removed, every host taking jails) and builds the layout it needs itself: any one of
+// them runs alone (`jest -t NAME`).
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,6 +49,20 @@ d('consolidation: packing by resources, reasons, drain', () => {
     await c?.stop();
   }, 300_000);
 
+  // every jail removed and every host undrained, until the kernel and the hosts' own reports show nothing held
+  beforeEach(async () => {
+    for (const row of await ps()) expect((await c.cli(['rm', row.name])).exitCode).toBe(0);
+    for (const h of await hosts()) if (h.status === 'draining' || h.status === 'drained') expect((await c.cli(['undrain', h.host])).exitCode).toBe(0);
+    await c.until(
+      'an empty cluster',
+      async () => {
+        const rows = await hosts();
+        return (await ps()).length === 0 && Object.keys(runningCopies(c.dir)).length === 0 && rows.length === HOSTS.length && rows.every((h) => h.status === 'up' && h.jails === 0 && h.allocated?.memoryMB === 0);
+      },
+      60_000,
+    );
+  }, 90_000);
+
   it('packs a fleet that fits onto the fewest hosts', async () => {
     const r = await c.cli(['apply', '-f', fleetFile(PACKED.map((n) => sleeper(n, { cpu: 0.5, memoryMB: 128 }))), '--wait']);
     expect(r.exitCode).toBe(0);
@@ -83,6 +100,8 @@ d('consolidation: packing by resources, reasons, drain', () => {
   });
 
   it('drains the full host: every jail has a running copy at every moment, then the host is drained', async () => {
+    // four jails on one host, two on another (as packed above)
+    expect((await c.cli(['apply', '-f', fleetFile(PACKED.map((n) => sleeper(n, { cpu: 0.5, memoryMB: 128 }))), '--wait'])).exitCode).toBe(0);
     const before = (await ps()).filter((row) => PACKED.includes(row.name));
     const victim = before.find((row) => before.filter((x) => x.host === row.host).length === 4)!.host!;
     const moving = before.filter((row) => row.host === victim).map((row) => row.name);
@@ -130,7 +149,10 @@ d('consolidation: packing by resources, reasons, drain', () => {
   }, 180_000);
 
   it('a drained host takes no jail, not even one pinned to it, until it is undrained', async () => {
-    const victim = (await hosts()).find((h) => h.status === 'drained')!.host;
+    const victim = 'host-2';
+    const d = await c.cli(['drain', victim, '--wait', '--timeout', '30000']);
+    expect(d).toMatchObject({ exitCode: 0, stderr: '' });
+    expect((await hosts()).find((h) => h.host === victim)).toMatchObject({ status: 'drained', jails: 0 });
     const fleet = fleetFile([sleeper('pin', { cpu: 0.1, memoryMB: 64 }, { placement: { host: victim } })]);
     const r = await c.cli(['apply', '-f', fleet, '--wait', '--timeout', '10000']);
     expect(r.exitCode).toBe(1);
@@ -144,15 +166,22 @@ d('consolidation: packing by resources, reasons, drain', () => {
   }, 60_000);
 
   it('drain --wait names a jail that cannot move and why, exits non-zero, and leaves it running', async () => {
-    // the host with the two moved jails gets a wide one; the undrained host has room for the two
-    // small ones only (1.9 cores and 448 MB free, then 0.9 and 192)
-    const rows = (await ps()).filter((row) => PACKED.includes(row.name));
-    const perHost = new Map<string, string[]>();
-    for (const row of rows) perHost.set(row.host!, [...(perHost.get(row.host!) ?? []), row.name]);
-    const half = [...perHost].find(([, names]) => names.length === 2)![0];
-    const w = await c.cli(['apply', '-f', fleetFile([sleeper('zz-wide', { cpu: 1, memoryMB: 256 })]), '--wait']);
+    // host-1 full (four jails pinned to it); two small jails and a wide one packed together on a
+    // second host, which is drained; the third host holds a small pinned jail, which leaves room
+    // for the two small ones only (1.9 cores and 448 MB free, then 0.9 and 192). The small ones
+    // move first (by name), so the wide one finds no room.
+    const fill = Array.from({ length: 4 }, (_, i) => sleeper(`fill-${i}`, { cpu: 0.5, memoryMB: 128 }, { placement: { host: 'host-1' } }));
+    expect((await c.cli(['apply', '-f', fleetFile(fill), '--wait'])).exitCode).toBe(0);
+    const packed = [sleeper('pair-0', { cpu: 0.5, memoryMB: 128 }), sleeper('pair-1', { cpu: 0.5, memoryMB: 128 }), sleeper('zz-wide', { cpu: 1, memoryMB: 256 })];
+    const w = await c.cli(['apply', '-f', fleetFile(packed), '--wait']);
     expect(w.exitCode).toBe(0);
-    expect(w.stdout).toContain(`zz-wide running on ${half}`);
+    const rows = (await ps()).filter((row) => ['pair-0', 'pair-1', 'zz-wide'].includes(row.name));
+    const half = rows[0]!.host!;
+    // binpack put the three on one host, which they fill
+    expect(rows.map((row) => row.host)).toEqual([half, half, half]);
+    expect(half).not.toBe('host-1');
+    const spare = HOSTS.find((h) => h !== 'host-1' && h !== half)!;
+    expect((await c.cli(['apply', '-f', fleetFile([sleeper('small', { cpu: 0.1, memoryMB: 64 }, { placement: { host: spare } })]), '--wait'])).exitCode).toBe(0);
 
     const r = await c.cli(['drain', half, '--wait', '--timeout', '120000']);
     expect(r.exitCode).toBe(1);
@@ -160,8 +189,14 @@ d('consolidation: packing by resources, reasons, drain', () => {
     expect(r.stderr).toContain(`1 of 3 jails cannot move off ${half}`);
     const table = await c.cli(['hosts']);
     expect(table.stdout).toMatch(new RegExp(`${half}\\s+draining.*cannot move: zz-wide \\(no host fits`));
-    const wide = (await ps()).find((x) => x.name === 'zz-wide')!;
-    expect(wide).toMatchObject({ host: half, state: 'running', generation: 1 });
+    const after = await ps();
+    expect(after.find((x) => x.name === 'zz-wide')).toMatchObject({ host: half, state: 'running', generation: 1 });
+    // the two that could move did, to the spare host
+    expect(after.filter((x) => x.name.startsWith('pair-')).map((x) => [x.name, x.host, x.state, x.generation]).sort()).toEqual([
+      ['pair-0', spare, 'running', 2],
+      ['pair-1', spare, 'running', 2],
+    ]);
+    expect(runningCopies(c.dir)['zz-wide']).toEqual([half]);
     expect((await c.cli(['undrain', half])).exitCode).toBe(0);
   }, 180_000);
 });

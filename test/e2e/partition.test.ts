@@ -98,7 +98,6 @@ d('a partitioned host', () => {
       const copies = runningCopies(c!.dir);
       return copies['p-free']?.join() === 'host-2' && copies['p-single']?.join() === 'host-2';
     }, 60_000);
-    expect(c!.log('host-p')).toMatch(/cut from NATS: stopping the jail by itself/);
     // the stale copies went by the destroy the scheduler queued for the host or by fencing on
     // the placement watch, whichever came first: the outcome above is what counts
     // settled: it stays so

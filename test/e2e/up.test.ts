@@ -1,13 +1,16 @@
 // `jailfleet up` as a user runs it: a local cluster comes up, runs a jail, and on SIGINT removes
-// the jail, stops its children and the broker, leaves nothing mounted, and exits 0.
+// the jail, stops its children and the broker, leaves nothing mounted, and exits 0. Each test has
+// a data directory of its own, so any one of them runs alone (`jest -t NAME`).
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { connect as tcpConnect } from 'node:net';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
+import { BUCKET_LEADER } from '../../contracts/index.js';
 import { freePort } from '../../services/common/index.js';
 import { cliPath, mountsUnder } from '../support/cluster.js';
 
@@ -39,8 +42,30 @@ const alive = (pid: number) => {
   }
 };
 
+/** The argv of every process whose parent is `pid`, from the kernel's process table. */
+function childrenOf(pid: number): { pid: number; argv: string[] }[] {
+  const out: { pid: number; argv: string[] }[] = [];
+  for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      // the parent is the 4th field, after the command name in parentheses (which may hold spaces)
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== pid) continue;
+      out.push({ pid: Number(p), argv: readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').filter(Boolean) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
 d('jailfleet up', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'jailfleet-up-'));
+  const dirs: string[] = [];
+  /** A fresh data directory for one test. */
+  const dataDir = () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jailfleet-up-'));
+    dirs.push(dir);
+    return dir;
+  };
   let up: ResultPromise | undefined;
 
   afterAll(async () => {
@@ -48,12 +73,13 @@ d('jailfleet up', () => {
       up.kill('SIGKILL');
       await up.catch(() => undefined);
     }
-    const left = mountsUnder(dir);
-    if (left.length === 0) rmSync(dir, { recursive: true, force: true });
+    const left = dirs.flatMap((dir) => mountsUnder(dir));
+    for (const dir of dirs) if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
     expect(left).toEqual([]);
   }, 60_000);
 
   it('brings up a cluster, runs a jail, and tears everything down on SIGINT', async () => {
+    const dir = dataDir();
     const port = await freePort();
     up = execa(process.execPath, [cliPath, 'up', '--hosts', '2', '--data-dir', dir, '--nats-port', String(port)], { reject: false, buffer: true });
     let out = '';
@@ -74,6 +100,14 @@ d('jailfleet up', () => {
     const second = await execa(process.execPath, [cliPath, 'up', '--data-dir', dir, '--nats-port', String(await freePort())], { reject: false });
     expect(second.exitCode).not.toBe(0);
     expect(second.stderr).toMatch(/^jailfleet: another jailfleet up \(pid \d+\) uses /);
+    // both agents serve
+    const hosts = JSON.parse((await cli(['hosts', '--json'])).stdout) as { host: string; status: string }[];
+    expect(hosts.map((h) => [h.host, h.status])).toEqual([
+      ['host-1', 'up'],
+      ['host-2', 'up'],
+    ]);
+    const children = childrenOf(up.pid!);
+    expect(children.length).toBeGreaterThanOrEqual(5);
 
     up.kill('SIGINT');
     const r = await up;
@@ -85,10 +119,11 @@ d('jailfleet up', () => {
     const after = await cli(['hosts']);
     expect(after.exitCode).not.toBe(0);
     expect(after.stderr).toMatch(/^jailfleet: cannot reach NATS/);
-    expect(readFileSync(join(dir, 'logs', 'host-1.log'), 'utf8')).toContain('agent started');
+    for (const child of children) expect(alive(child.pid)).toBe(false);
   }, 120_000);
 
   it('brings up three clustered nats-servers and two schedulers with --nats-cluster 3 --schedulers 2', async () => {
+    const dir = dataDir();
     const port = await threeFreePorts();
     const urls = [0, 1, 2].map((i) => `nats://127.0.0.1:${port + i}`);
     up = execa(process.execPath, [cliPath, 'up', '--hosts', '1', '--nats-cluster', '3', '--schedulers', '2', '--data-dir', dir, '--nats-port', String(port)], { reject: false, buffer: true });
@@ -105,21 +140,26 @@ d('jailfleet up', () => {
     const jsm = await jetstreamManager(nc);
     const replicas: Record<string, number> = {};
     for await (const si of jsm.streams.list()) replicas[si.config.name] = si.config.num_replicas;
+    // one scheduler leads: the lease (a single key) is held
+    const lease = await (await new Kvm(nc).open(BUCKET_LEADER)).get('scheduler');
     await nc.close();
     expect(Object.values(replicas).length).toBeGreaterThanOrEqual(5);
     expect(new Set(Object.values(replicas))).toEqual(new Set([3]));
-    // one scheduler leads
-    const logs = ['scheduler-1', 'scheduler-2'].map((n) => readFileSync(join(dir, 'logs', `${n}.log`), 'utf8'));
-    expect(logs.filter((l) => l.includes('leading')).length).toBe(1);
+    expect(lease?.operation).toBe('PUT');
+    // two scheduler processes, children of up
+    const schedulers = childrenOf(up.pid!).filter((p) => p.argv.includes('serve') && p.argv.includes('scheduler'));
+    expect(schedulers).toHaveLength(2);
 
     up.kill('SIGINT');
     const r = await up;
     expect(r.exitCode).toBe(0);
     expect(mountsUnder(dir)).toEqual([]);
     for (const u of urls) expect(await accepts(Number(u.split(':').pop()))).toBe(false);
+    for (const s of schedulers) expect(alive(s.pid)).toBe(false);
   }, 180_000);
 
   it('refuses bad flags before starting anything', async () => {
+    const dir = dataDir();
     const r = await execa(process.execPath, [cliPath, 'up', '--hosts', '0', '--data-dir', dir], { reject: false });
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toBe('jailfleet: --hosts: must be at least 1 (got "0")');
@@ -129,5 +169,7 @@ d('jailfleet up', () => {
     const c = await execa(process.execPath, [cliPath, 'up', '--nats-cluster', '2', '--data-dir', dir], { reject: false });
     expect(c.exitCode).toBe(2);
     expect(c.stderr).toBe('jailfleet: --nats-cluster: must be 1 (one server) or 3 (a cluster) (got "2")');
+    // nothing was started, nothing written
+    expect(readdirSync(dir)).toEqual([]);
   });
 });

@@ -7,6 +7,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
+import { Kvm } from '@nats-io/kv';
+import { connect } from '@nats-io/transport-node';
+import { BUCKET_LEADER, heartbeatSchema, subjects, type Heartbeat } from '../../contracts/index.js';
 import { startNatsCluster, startNatsServer, type NatsServerHandle } from '../../services/common/nats-server.js';
 
 /** The checkout's root (the folder with package.json), from the sources or from dist/. */
@@ -240,6 +243,60 @@ export class TestCluster {
     throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
   }
 
+  /**
+   * The next heartbeat of `host` that satisfies `check`, read off the wire (the agent's own word,
+   * not the status service's view). Throws after `timeoutMs` without one.
+   */
+  async heartbeat(host: string, check: (hb: Heartbeat) => boolean = () => true, timeoutMs = 20_000): Promise<Heartbeat> {
+    const nc = await connect({ servers: this.natsServers.map((s) => s.url) });
+    try {
+      const sub = nc.subscribe(subjects.hb(host), { timeout: timeoutMs });
+      const deadline = Date.now() + timeoutMs;
+      for await (const m of sub) {
+        const hb = heartbeatSchema.safeParse(m.json()).data;
+        if (hb && check(hb)) return hb;
+        if (Date.now() > deadline) break;
+      }
+      throw new Error(`no matching heartbeat of ${host} within ${timeoutMs} ms`);
+    } finally {
+      await nc.close();
+    }
+  }
+
+  /**
+   * Starts the agent of `host` and waits until that very process heartbeats: it has re-adopted
+   * its jails, fenced stale copies and takes commands (an agent heartbeats only once it does).
+   * Returns that first heartbeat: the jails the new agent holds, with their pids.
+   */
+  async startAgentServing(host: string, extra: string[] = [], wrap: string[] = [], timeoutMs = 30_000): Promise<Heartbeat> {
+    const since = Date.now();
+    const p = this.startAgent(host, extra, wrap);
+    let served = false;
+    const beat = this.heartbeat(host, (hb) => Date.parse(hb.startedAt) >= since, timeoutMs);
+    const died = p.then(() => {
+      if (!served) throw new Error(`agent ${host} exited (${p.exitCode}) before it served: see ${join(this.dir, `${host}.log`)}`);
+    });
+    // whichever loses the race must not surface later as an unhandled rejection
+    beat.catch(() => undefined);
+    died.catch(() => undefined);
+    await Promise.race([beat, died]);
+    served = true;
+    return beat;
+  }
+
+  /** Who holds the scheduler lease (the lease record's `id`), from the leader bucket; undefined if nobody. */
+  async leaseHolder(): Promise<string | undefined> {
+    const nc = await connect({ servers: this.natsServers.map((s) => s.url) });
+    try {
+      const kv = await new Kvm(nc).open(BUCKET_LEADER);
+      const e = await kv.get('scheduler');
+      if (!e || e.operation !== 'PUT') return undefined;
+      return String((e.json() as { id?: unknown }).id);
+    } finally {
+      await nc.close();
+    }
+  }
+
   /** Stops an agent the gentle way (jails keep running unless it was started to tear down). */
   async stopAgent(host: string, signal: NodeJS.Signals = 'SIGTERM') {
     const p = this.agents.get(host);
@@ -259,10 +316,9 @@ export class TestCluster {
     for (const h of [...this.agents.keys()]) await this.stopAgent(h, 'SIGKILL');
     // a fresh agent per host re-adopts its jails and destroys them on the way out
     for (const h of hosts) {
-      const starts = () => (this.log(h).match(/agent started/g) ?? []).length;
-      const before = starts();
-      const p = this.startAgent(h, ['--teardown-on-exit']);
-      await this.until(`agent ${h} to start`, async () => starts() > before || p.exitCode !== null, 30_000).catch(() => undefined);
+      // a signal before it has re-adopted its jails would leave them behind: wait for it to serve
+      // (an agent that cannot start is stopped anyway, and the checks below tell what it left)
+      await this.startAgentServing(h, ['--teardown-on-exit']).catch(() => undefined);
       await this.stopAgent(h, 'SIGTERM');
     }
     await Promise.all([...this.services.values()].map((s) => stopWithin(s, 'SIGTERM', 30_000)));
