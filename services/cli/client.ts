@@ -3,6 +3,7 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { z } from 'zod';
 import {
+  planResultSchema,
   CodedError,
   WIRE_VERSION,
   applyReplyBody,
@@ -95,6 +96,11 @@ export class Client {
     // a large fleet takes the scheduler a while to record: allow for it
     const timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS + fleet.jails.length * 5;
     return this.request(subjects.api('apply'), { v: WIRE_VERSION, fleet }, applyReplyBody, 'scheduler', timeoutMs);
+  }
+
+  /** What an apply of `fleet` would do now, from the scheduler's live packing (nothing is written). */
+  plan(fleet: Fleet) {
+    return this.request(subjects.api('plan'), { v: WIRE_VERSION, fleet }, planResultSchema, 'scheduler', DEFAULT_REQUEST_TIMEOUT_MS + fleet.jails.length * 5);
   }
 
   /** Asks the scheduler to drain a host (`parallel` jails moved at a time), or to take jails again. */

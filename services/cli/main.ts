@@ -12,7 +12,7 @@ import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
 import { Progress } from './progress.js';
-import type { Fleet } from '../../contracts/index.js';
+import type { Fleet, PlanResultJson } from '../../contracts/index.js';
 
 const program = new Command('jailfleet')
   .description('Run jails across many hosts: scheduler, agents and status over NATS.')
@@ -133,30 +133,34 @@ program
   .description('show how a fleet would be packed onto hosts, without applying it; exits 1 if a jail fits nowhere')
   .requiredOption('-f, --file <file>', 'fleet file, or - for stdin')
   .option('--hosts <file>', 'hosts file (YAML or JSON: { hosts: [{ name, cpu, memoryMB, labels }] }); default: the live cluster')
-  .addOption(new Option('--strategy <strategy>', 'binpack (fewest hosts) or spread (least loaded)').choices(PLACEMENT_STRATEGIES).default('binpack'))
+  .addOption(new Option('--strategy <strategy>', 'with --hosts: binpack (fewest hosts, the default) or spread (least loaded)').choices(PLACEMENT_STRATEGIES))
   .option('--json', 'JSON: { hostsUsed, lowerBound, hosts: [{ host, jails, cpu, memoryMB }], unplaced: [{ name, reason }] }')
   .addHelpText(
     'after',
     '\nThe lower bound is the fewest hosts that could hold, by volume alone, the jails that fit on\n' +
       'some host: per resource, the fewest of the largest hosts whose capacities add up to the\n' +
       "jails' total, the larger of cpu and memory (for identical hosts: total / host, rounded up).\n" +
-      'Without --hosts the plan uses the live hosts at their full capacity, as if the fleet were\n' +
-      'all they ran; hosts that are down take nothing.',
+      'Without --hosts the scheduler answers what an apply of the fleet would do now, with its own\n' +
+      'strategy and the same engine and rules: jails already placed stay where they are, and the\n' +
+      'rest are packed around what the hosts already run. With --hosts, the same engine places the\n' +
+      'fleet on those hosts as if they ran nothing. Nothing is written either way.',
   )
   .action(async (o) => {
     const fleet = await readFleetFile(o.file);
-    const hosts = o.hosts
-      ? (await readHostsFile(o.hosts)).hosts.map((h) => ({ name: h.name, up: true, draining: false, capacity: { cpu: h.cpu, memoryMB: h.memoryMB }, labels: h.labels }))
-      : (await withClient((c) => c.hosts())).hosts.map((h) => ({
-          name: h.host,
-          up: h.status !== 'down',
-          draining: h.status === 'draining' || h.status === 'drained',
-          capacity: h.capacity ?? { cpu: 0, memoryMB: 0 },
-          labels: h.labels ?? {},
-        }));
-    const { plan } = await import('../scheduler/plan.js');
-    const r = plan(fleet.jails, hosts, o.strategy);
-    console.log(o.json ? JSON.stringify(r, null, 2) : planText(r, new Map(hosts.map((h) => [h.name, h.capacity]))));
+    if (o.strategy && !o.hosts) throw new CliError('--strategy: only with --hosts (on the live cluster, plan uses the scheduler\'s own strategy, as apply does)', 2);
+    let r: PlanResultJson;
+    let capacity: Map<string, { cpu: number; memoryMB: number }>;
+    if (o.hosts) {
+      const hosts = (await readHostsFile(o.hosts)).hosts.map((h) => ({ name: h.name, up: true, draining: false, capacity: { cpu: h.cpu, memoryMB: h.memoryMB }, labels: h.labels }));
+      const { plan } = await import('../scheduler/plan.js');
+      r = plan(fleet.jails, hosts, o.strategy ?? 'binpack');
+      capacity = new Map(hosts.map((h) => [h.name, h.capacity]));
+    } else {
+      const [planned, hosts] = await withClient((c) => Promise.all([c.plan(fleet), c.hosts()]));
+      r = planned;
+      capacity = new Map(hosts.hosts.map((h) => [h.host, h.capacity ?? { cpu: 0, memoryMB: 0 }]));
+    }
+    console.log(o.json ? JSON.stringify(r, null, 2) : planText(r, capacity));
     if (r.unplaced.length) throw new CliError(`${r.unplaced.length} of ${fleet.jails.length} jails cannot be placed (reasons above)`, 1);
   });
 
