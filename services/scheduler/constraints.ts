@@ -38,14 +38,18 @@ export interface Demand {
   readonly maxPerHost: number | undefined;
 }
 
+const NO_LABELS: Demand['labels'] = [];
+
 export function demandOf(jail: PackJail): Demand {
   const labels = jail.placement.labels ?? {};
+  const keys = Object.keys(labels);
   return {
     name: jail.name,
     cpu: millicores(jail.resources.cpu),
     memoryMB: jail.resources.memoryMB,
     pin: jail.placement.host,
-    labels: Object.keys(labels).sort().map((k) => [k, labels[k]!] as const),
+    // most jails require no label: no arrays to make for them on every placement
+    labels: keys.length === 0 ? NO_LABELS : keys.sort().map((k) => [k, labels[k]!] as const),
     spreadGroup: jail.placement.spreadGroup,
     maxPerHost: jail.placement.maxPerHost,
   };

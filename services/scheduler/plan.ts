@@ -64,15 +64,20 @@ export function planBatch(
     .sort((a, b) => a.hard - b.hard || b.size - a.size || (a.j.name < b.j.name ? -1 : a.j.name > b.j.name ? 1 : 0));
 
   const placements = new Map<string, PlaceResult>();
+  let assignment = new Map<string, string>();
   const unplaced: { name: string; reason: string }[] = [];
   for (const { j } of order) {
     const r = packing.place(j);
     placements.set(j.name, r);
     if (r.host === null) unplaced.push({ name: j.name, reason: r.reason });
+    else assignment.set(j.name, r.host);
   }
   const liveNames = new Set(live.map((h) => h.name));
   const empty = live.map(emptyView);
+  // a jail placed fits its host when empty too (the rules only get easier as jails leave);
+  // the others are asked of every empty host
   const placeable = jails.filter((j) => {
+    if (assignment.has(j.name)) return true;
     const d = demandOf(j);
     return empty.some((h) => feasible(h, d));
   });
@@ -82,21 +87,12 @@ export function planBatch(
     .map((p) => ({ name: p.name, resources: p.resources, placement: { host: p.host, spreadGroup: p.spreadGroup } }));
   const lowerBound = lowerBoundOf([...placeable, ...staying], live);
 
-  let assignment = new Map<string, string>();
-  for (const [name, r] of placements) if (r.host !== null) assignment.set(name, r.host);
   if (strategy === 'binpack' && assignment.size > 0) {
     const budget = Math.min(options.maxEffort ?? 30_000_000, (options.effortPerJail ?? 15_000) * assignment.size);
     const stopAt = Math.max(lowerBound, strongLowerBound([...placeable, ...staying], live));
-    const at = new Map([...assignment, ...staying.map((s) => [s.name, s.placement.host!] as const)]);
-    assignment = improve(
-      jails.filter((j) => assignment.has(j.name)),
-      staying,
-      live,
-      at,
-      stopAt,
-      budget,
-    );
-    for (const [name, host] of assignment) placements.set(name, { host, reason: null });
+    const greedy = assignment;
+    assignment = improve(jails.filter((j) => greedy.has(j.name)), staying, live, greedy, stopAt, budget);
+    for (const [name, host] of assignment) if (placements.get(name)!.host !== host) placements.set(name, { host, reason: null });
   }
 
   const byHost = new Map<string, { jails: string[]; cpu: number; mem: number }>();
@@ -205,7 +201,7 @@ function without(b: Bin, out: readonly number[], cpu: readonly number[], mem: re
   }
   const oc = out.reduce((s, i) => s + cpu[i]!, 0);
   const om = out.reduce((s, i) => s + mem[i]!, 0);
-  return { ...viewOf(b), usedCpu: b.usedCpu - oc, usedMem: b.usedMem - om, groups };
+  return { name: b.name, up: b.up, draining: b.draining, labels: b.labels, capCpu: b.capCpu, usedCpu: b.usedCpu - oc, capMem: b.capMem, usedMem: b.usedMem - om, groups };
 }
 
 /** The view with jail d put on it. */
@@ -216,12 +212,8 @@ function adding(v: HostView, d: Demand): HostView {
     g.set(d.spreadGroup, (g.get(d.spreadGroup) ?? 0) + 1);
     groups = g;
   }
-  return { ...viewOf(v), usedCpu: v.usedCpu + d.cpu, usedMem: v.usedMem + d.memoryMB, groups };
+  return { name: v.name, up: v.up, draining: v.draining, labels: v.labels, capCpu: v.capCpu, usedCpu: v.usedCpu + d.cpu, capMem: v.capMem, usedMem: v.usedMem + d.memoryMB, groups };
 }
-
-const viewOf = (v: HostView): HostView => ({
-  name: v.name, up: v.up, draining: v.draining, labels: v.labels, capCpu: v.capCpu, usedCpu: v.usedCpu, capMem: v.capMem, usedMem: v.usedMem, groups: v.groups,
-});
 
 /**
  * Local search in the manner of Levine and Ducatelle (2004): take the jails off the k
@@ -232,7 +224,8 @@ const viewOf = (v: HostView): HostView => ({
  * squared fills rose), so the search cannot cycle. It stops at the lower bound, when no attempt
  * helps, or when its work budget is spent. Pinned jails and the `staying` ones never move; a
  * host is only ever given a jail the checkers accept, and (spreading) none of whose group it holds.
- * Returns the host of each of `moving`.
+ * `assignment` says where each of `moving` is; the `staying` are pinned where they are. Returns
+ * the host of each of `moving`.
  */
 function improve(moving: readonly PackJail[], staying: readonly PackJail[], hosts: readonly PackHost[], assignment: Map<string, string>, stopAt: number, budget: number): Map<string, string> {
   const jails = [...moving, ...staying];
@@ -250,7 +243,8 @@ function improve(moving: readonly PackJail[], staying: readonly PackJail[], host
   const bins: Bin[] = [...hosts]
     .sort((a, b) => (a.name < b.name ? -1 : 1))
     .map((h) => {
-      const b: Bin = { ...emptyView(h), usedCpu: 0, usedMem: 0, groups: new Map(), items: [] };
+      // a literal of every field, not a spread of emptyView: V8 keeps it a fast object (the search reads bins the most)
+      const b: Bin = { name: h.name, up: h.up, draining: h.draining, labels: h.labels, capCpu: millicores(h.capacity.cpu), usedCpu: 0, capMem: h.capacity.memoryMB, usedMem: 0, groups: new Map(), items: [] };
       byName.set(h.name, b);
       return b;
     });
@@ -275,7 +269,7 @@ function improve(moving: readonly PackJail[], staying: readonly PackJail[], host
     undo.push([i, from]);
   };
   jails.forEach((j, i) => {
-    const b = byName.get(assignment.get(j.name)!);
+    const b = byName.get(i < moving.length ? assignment.get(j.name)! : j.placement.host!);
     if (b) put(i, b);
   });
   undo.length = 0;
@@ -315,12 +309,12 @@ function improve(moving: readonly PackJail[], staying: readonly PackJail[], host
     const consider = (out: number[], oc: number, om: number, os: number) => {
       const roomCpu = b.capCpu - b.usedCpu + oc;
       const roomMem = b.capMem - b.usedMem + om;
-      let view: HostView | undefined;
-      const rest = () => (view ??= without(b, out, cpu, mem, group));
+      // b without `out`, built only when a candidate gets as far as the checkers
+      let rest: HostView | undefined;
       for (let x = 0; x < f; x++) {
         const a = free[x]!;
         work++;
-        if (cpu[a]! <= roomCpu && mem[a]! <= roomMem && size[a]! - os > bestGain && takes(rest(), a)) {
+        if (cpu[a]! <= roomCpu && mem[a]! <= roomMem && size[a]! - os > bestGain && takes((rest ??= without(b, out, cpu, mem, group)), a)) {
           bestOut = out;
           bestIn = [a];
           bestGain = size[a]! - os;
@@ -330,7 +324,8 @@ function improve(moving: readonly PackJail[], staying: readonly PackJail[], host
           work++;
           const gain = size[a]! + size[c]! - os;
           if (gain <= bestGain || cpu[a]! + cpu[c]! > roomCpu || mem[a]! + mem[c]! > roomMem) continue;
-          if (!takes(rest(), a) || !takes(adding(rest(), demand[a]!), c)) continue;
+          rest ??= without(b, out, cpu, mem, group);
+          if (!takes(rest, a) || !takes(adding(rest, demand[a]!), c)) continue;
           bestOut = out;
           bestIn = [a, c];
           bestGain = gain;
