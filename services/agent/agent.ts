@@ -43,7 +43,7 @@ import {
   decodeWith,
   encodeJson,
   ensureTopology,
-  followBucket,
+  followRecords,
   keepConsuming,
   serveRpc,
   type KeptConsumer,
@@ -251,18 +251,12 @@ export class Agent {
    * once the bucket's current content has been seen (so a returning agent fences first).
    */
   private async startFencing() {
-    const watch = followBucket(
-      this.nc!,
-      BUCKET_PLACEMENT,
-      (e) => {
-        const p = e.operation === 'PUT' ? placementRecordSchema.safeParse(e.json()).data : null;
-        if (p === undefined) return;
-        if (p) this.placementSeen.set(e.key, p);
-        else this.placementSeen.delete(e.key);
-        this.fence(e.key, p);
-      },
-      this.log,
-    );
+    // an unreadable placement is reported and skipped: never taken for a deletion (which would fence)
+    const watch = followRecords(this.nc!, BUCKET_PLACEMENT, placementRecordSchema, this.log, (key, p) => {
+      if (p) this.placementSeen.set(key, p);
+      else this.placementSeen.delete(key);
+      this.fence(key, p);
+    });
     this.stopFencing = () => watch.stop();
     await within(60_000, watch.synced);
   }

@@ -8,3 +8,4 @@ export * from './defaults.js';
 export * from './heartbeat-feed.js';
 export * from './rpc.js';
 export * from './keyed-queue.js';
+export * from './records.js';

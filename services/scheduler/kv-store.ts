@@ -8,7 +8,6 @@ import {
   BUCKET_DESIRED,
   BUCKET_HOSTS,
   BUCKET_PLACEMENT,
-  describeIssues,
   desiredRecordSchema,
   hostRecordSchema,
   placementRecordSchema,
@@ -16,10 +15,8 @@ import {
   type HostRecord,
   type PlacementRecord,
 } from '../../contracts/index.js';
-import { encodeJson, followBucket, type BucketEntry, type Logger, type NatsConnection, type Topology } from '../common/index.js';
+import { decodeRecord, encodeJson, followBucket, reportUnreadable, type BucketEntry, type Logger, type NatsConnection, type Topology } from '../common/index.js';
 import { BucketCache, CasConflict, type BucketName, type RecordBucket, type SchedulerStore, type Slot, type StoreChange } from './store.js';
-
-const dec = new TextDecoder();
 
 class KvBucket<T> implements RecordBucket<T> {
   readonly cache: BucketCache<T>;
@@ -38,15 +35,8 @@ class KvBucket<T> implements RecordBucket<T> {
 
   /** Parses one value: the one place a record of this bucket is read. */
   decode(key: string, revision: number, value: Uint8Array): Slot<T> {
-    let why: string;
-    try {
-      const r = this.schema.safeParse(JSON.parse(dec.decode(value)));
-      if (r.success) return { key, revision, value: r.data };
-      why = describeIssues(r.error);
-    } catch (err) {
-      why = `not JSON: ${(err as Error).message}`;
-    }
-    return { key, revision, unreadable: why };
+    const d = decodeRecord(this.schema, value);
+    return d.ok ? { key, revision, value: d.value as T } : { key, revision, unreadable: d.why };
   }
 
   /** A change seen by the watch or by a fetch. */
@@ -56,7 +46,7 @@ class KvBucket<T> implements RecordBucket<T> {
     this.cache.note(key, revision, slot);
     if (slot && 'unreadable' in slot && revision > before) {
       this.unreadableSeen++;
-      this.log.warn({ bucket: this.name, key, revision, reason: slot.unreadable }, 'unreadable record skipped (write a valid one, or remove the key)');
+      reportUnreadable(this.log, this.name, key, revision, slot.unreadable);
     }
   }
 

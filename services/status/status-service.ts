@@ -22,7 +22,7 @@ import {
   connectNats,
   decodeWith,
   ensureTopology,
-  followBucket,
+  followRecords,
   keepConsuming,
   retrying,
   serveRpc,
@@ -63,12 +63,8 @@ export class StatusService {
     // feed only admits heartbeats
     this.heartbeats = new HeartbeatFeed({ log: this.log, ttlMs: this.opts.hostTtlMs, onHeard: (hb, now) => this.view.applyHeartbeat(hb, now) });
     this.heartbeats.start(nc);
-    const watch = followBucket(
-      nc,
-      BUCKET_PLACEMENT,
-      (e) => this.view.applyPlacement(e.key, e.operation === 'PUT' ? (placementRecordSchema.safeParse(e.json()).data ?? null) : null),
-      this.log,
-    );
+    // an unreadable placement is reported and skipped: the view keeps what it knew (never `removing`)
+    const watch = followRecords(nc, BUCKET_PLACEMENT, placementRecordSchema, this.log, (key, p) => this.view.applyPlacement(key, p));
     this.stopWatch = () => watch.stop();
     void watch.synced.then(() => (this.view.placementsSynced = true));
     this.followHosts(nc);
@@ -121,16 +117,7 @@ export class StatusService {
 
   /** Drains (hosts bucket): `hosts` shows draining and drained from them. */
   private followHosts(nc: NatsConnection) {
-    const watch = followBucket(
-      nc,
-      BUCKET_HOSTS,
-      (e) => {
-        const r = e.operation === 'PUT' ? hostRecordSchema.safeParse(e.json()).data : undefined;
-        if (e.operation === 'PUT' && !r) this.log.warn({ host: e.key }, 'unreadable host record ignored');
-        this.view.applyHostRecord(e.key, r ?? null);
-      },
-      this.log,
-    );
+    const watch = followRecords(nc, BUCKET_HOSTS, hostRecordSchema, this.log, (key, r) => this.view.applyHostRecord(key, r));
     const stopPlacements = this.stopWatch;
     this.stopWatch = () => (stopPlacements?.(), watch.stop());
   }

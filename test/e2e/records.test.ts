@@ -63,6 +63,22 @@ d('records the contract refuses, and plan on the live cluster', () => {
     expect((await c.cli(['rm', 'mangled'])).exitCode).toBe(0);
   }, 90_000);
 
+  it('an unreadable placement is skipped by every service: the jail keeps running, ps does not call it removing', async () => {
+    expect((await c.cli(['run', 'misplaced', '--', '/bin/sleep', '3600'])).exitCode).toBe(0);
+    const before = await c.until('misplaced running', async () => ((await row('misplaced'))?.state === 'running' ? row('misplaced') : undefined));
+    const nc = await connect({ servers: c.url });
+    try {
+      await (await new Kvm(nc).open(BUCKET_PLACEMENT)).put('misplaced', new TextEncoder().encode('garbage'));
+      await new Promise((r) => setTimeout(r, 4000));
+      expect(await row('misplaced')).toMatchObject({ state: 'running', pid: before!.pid, host: before!.host });
+    } finally {
+      await nc.close();
+    }
+    // rm is the admin's word: the jail and its unreadable placement go
+    expect((await c.cli(['rm', 'misplaced'])).exitCode).toBe(0);
+    await c.until('misplaced gone', async () => (await row('misplaced')) === undefined);
+  }, 90_000);
+
   it('plan on the live cluster is what apply then does, and writes nothing', async () => {
     const fleet = join(dir, 'fleet.json');
     writeFileSync(fleet, JSON.stringify({ jails: Array.from({ length: 6 }, (_, i) => ({ name: `pl-${i}`, command: ['/bin/sleep', '3600'], resources: { cpu: 0.5, memoryMB: 256 } })) }));
