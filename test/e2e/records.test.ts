@@ -68,7 +68,7 @@ d('records the contract refuses, and plan on the live cluster', () => {
     const before = await c.until('misplaced running', async () => ((await row('misplaced'))?.state === 'running' ? row('misplaced') : undefined));
     const nc = await connect({ servers: c.url });
     try {
-      await (await new Kvm(nc).open(BUCKET_PLACEMENT)).put('misplaced', new TextEncoder().encode('garbage'));
+      await (await new Kvm(nc).open(BUCKET_PLACEMENT)).put('misplaced', new TextEncoder().encode('{"v":1,"host":42,"generation":1}'));
       await new Promise((r) => setTimeout(r, 4000));
       expect(await row('misplaced')).toMatchObject({ state: 'running', pid: before!.pid, host: before!.host });
     } finally {
