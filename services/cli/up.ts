@@ -86,6 +86,8 @@ interface Child {
   name: string;
   role: Role;
   proc: ReturnType<typeof spawnService>;
+  /** Set once it exited, by a code or a signal (proc.exitCode stays null after a signal). */
+  exited: boolean;
 }
 
 export async function up(o: UpOptions): Promise<number> {
@@ -110,10 +112,10 @@ export async function up(o: UpOptions): Promise<number> {
   let keeper: ReturnType<typeof execa> | undefined;
   let shuttingDown = false;
   const writeChildren = () =>
-    writeFileSync(files.children, JSON.stringify(Object.fromEntries([...children.values()].map((c) => [c.name, c.proc.exitCode === null ? (c.proc.pid ?? null) : null]))));
+    writeFileSync(files.children, JSON.stringify(Object.fromEntries([...children.values()].map((c) => [c.name, c.exited ? null : (c.proc.pid ?? null)]))));
 
   const stopChild = async (c: Child) => {
-    if (c.proc.exitCode !== null) return;
+    if (c.exited) return;
     c.proc.kill('SIGTERM');
     // an agent removes every jail before it exits; that takes a while with many
     const t = setTimeout(() => c.proc.kill('SIGKILL'), c.role === 'agent' ? 15 * 60_000 : 30_000);
@@ -126,7 +128,7 @@ export async function up(o: UpOptions): Promise<number> {
     const log = join(files.logs, `${host}.log`);
     const before = count(readText(log), AGENT_STARTED_LOG);
     const c = spawnAgent(host);
-    for (const until = Date.now() + 60_000; Date.now() < until && c.proc.exitCode === null && count(readText(log), AGENT_STARTED_LOG) <= before; ) await sleep(100);
+    for (const until = Date.now() + 60_000; Date.now() < until && !c.exited && count(readText(log), AGENT_STARTED_LOG) <= before; ) await sleep(100);
     await stopChild(c);
   };
 
@@ -172,10 +174,11 @@ export async function up(o: UpOptions): Promise<number> {
   const spawnChild = (name: string, role: Role, args: string[]): Child => {
     const argv = [mainJs, 'serve', ...args, '--nats', url, '--exit-with-parent', String(process.pid)];
     const proc = spawnService(argv, join(files.logs, `${name}.log`));
-    const child = { name, proc, role };
+    const child: Child = { name, proc, role, exited: false };
     children.set(name, child);
     writeChildren();
     void proc.then((r) => {
+      child.exited = true;
       if (children.get(name) === child) writeChildren();
       if (shuttingDown) return;
       const why = r.signal ? `signal ${r.signal}` : `code ${r.exitCode}`;
@@ -207,7 +210,7 @@ export async function up(o: UpOptions): Promise<number> {
   process.on('SIGHUP', () => void shutdown(0));
   // the children are in their own process groups: never leave them behind if `up` itself dies
   process.on('exit', () => {
-    for (const c of children.values()) if (c.proc.exitCode === null) c.proc.kill('SIGKILL');
+    for (const c of children.values()) if (!c.exited) c.proc.kill('SIGKILL');
     nats?.kill();
   });
 
@@ -217,7 +220,7 @@ export async function up(o: UpOptions): Promise<number> {
     const asked = readdirSafe(files.restarts);
     for (const h of asked) {
       rmSync(join(files.restarts, h), { force: true });
-      if (shuttingDown || !hostNames.includes(h) || children.get(h)?.proc.exitCode === null) continue;
+      if (shuttingDown || !hostNames.includes(h) || children.get(h)?.exited === false) continue;
       deadAgents.delete(h);
       spawnAgent(h);
       process.stderr.write(`jailfleet: ${h} restarted: it re-adopts what still runs there and comes back up\n`);
