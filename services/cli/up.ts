@@ -88,6 +88,8 @@ interface Child {
   proc: ReturnType<typeof spawnService>;
   /** Set once it exited, by a code or a signal (proc.exitCode stays null after a signal). */
   exited: boolean;
+  /** Its log file: where this run's lines begin (the file keeps earlier runs' lines). */
+  log: { path: string; from: number };
 }
 
 export async function up(o: UpOptions): Promise<number> {
@@ -173,8 +175,9 @@ export async function up(o: UpOptions): Promise<number> {
   const restartCommand = (host: string) => `jailfleet up --data-dir ${dataDir} --restart-agent ${host}`;
   const spawnChild = (name: string, role: Role, args: string[]): Child => {
     const argv = [mainJs, 'serve', ...args, '--nats', url, '--exit-with-parent', String(process.pid)];
-    const proc = spawnService(argv, join(files.logs, `${name}.log`));
-    const child: Child = { name, proc, role, exited: false };
+    const log = { path: join(files.logs, `${name}.log`), from: readText(join(files.logs, `${name}.log`)).length };
+    const proc = spawnService(argv, log.path);
+    const child: Child = { name, proc, role, exited: false, log };
     children.set(name, child);
     writeChildren();
     void proc.then((r) => {
@@ -257,7 +260,7 @@ export async function up(o: UpOptions): Promise<number> {
     try {
       while (!stopped()) {
         // the scheduler logs "leading" after its warm-up clock started: TTL from then is past it
-        if (leadingSince === undefined && [...children.values()].some((c) => c.role === 'scheduler' && readText(join(files.logs, `${c.name}.log`)).includes(LEADING_LOG))) {
+        if (leadingSince === undefined && [...children.values()].some((c) => c.role === 'scheduler' && readText(c.log.path).slice(c.log.from).includes(LEADING_LOG))) {
           leadingSince = Date.now();
         }
         client ??= await Client.connect(nats!.urls).catch(() => undefined);
