@@ -64,10 +64,13 @@ if (mtime(stamp) < sources) {
   run(['node', 'dist/contracts/export-json-schema.js']);
 }
 
-// 3. the linux driver's helpers: the jail init (pid 1 of every jail) and the batch mounter
-for (const name of ['jailinit', 'jailmount']) {
-  const src = join(root, 'native', `${name}.c`);
-  const bin = join(root, 'dist', 'native', name);
+// 3. the linux driver's helpers: the jail init (pid 1 of every jail) and the batch mounter; and
+// the bench's floor of a jail start (the same isolation in one process, no orchestration)
+for (const [name, src, bin] of [
+  ['jailinit', join(root, 'native', 'jailinit.c'), join(root, 'dist', 'native', 'jailinit')],
+  ['jailmount', join(root, 'native', 'jailmount.c'), join(root, 'dist', 'native', 'jailmount')],
+  ['jail-floor', join(root, 'test', 'bench', 'jail-floor.c'), join(root, 'dist', 'test', 'bench', 'jail-floor')],
+]) {
   if (!existsSync(src) || mtime(bin) >= mtime(src)) continue;
   if (!onPath('cc')) aptInstall(['gcc', 'libc6-dev'], `a C compiler (for ${name})`);
   say(`compiling ${name}`);

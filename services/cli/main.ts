@@ -3,6 +3,7 @@
 // exec, events) and the service runners (serve, up). Every failure prints one line starting with
 // `jailfleet: ` on stderr and exits non-zero.
 import { Command, CommanderError, Option } from 'commander';
+import { z } from 'zod';
 import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL, DEFAULT_PARALLEL_STEPS } from '../common/defaults.js';
@@ -310,8 +311,13 @@ program
   .option('--schedulers <n>', 'scheduler processes: one leads, the others stand by', '1')
   .option('--agent-cpu <cores>', "cores each agent offers to jails (default: the machine's)")
   .option('--agent-memory-mb <mb>', "memory each agent offers to jails, in MB (default: the machine's)")
+  .option('--restart-agent <host>', 'bring back a dead agent of the up running on --data-dir, with its first flags')
   .action(async (o) => {
-    const { up } = await import('./up.js');
+    const { up, restartAgent } = await import('./up.js');
+    if (o.restartAgent !== undefined) {
+      process.exitCode = await restartAgent({ dataDir: o.dataDir, host: jailName(o.restartAgent) });
+      return;
+    }
     process.exitCode = await up({
       hosts: flag('hosts', hostsCountSchema, o.hosts),
       agentCpu: o.agentCpu === undefined ? undefined : flag('agent-cpu', cpuCoresSchema, o.agentCpu),
@@ -322,6 +328,9 @@ program
       schedulers: flag('schedulers', schedulersSchema, o.schedulers),
     });
   });
+
+/** --exit-with-parent: a pid, or undefined when not given. */
+const parentPid = (v: string | undefined) => (v === undefined ? undefined : flag('exit-with-parent', z.coerce.number().int().min(1), v));
 
 const serve = program.command('serve').description('run one service in the foreground');
 serve
@@ -336,6 +345,7 @@ serve
   .option('--memory-mb <mb>', "memory this host offers to jails, in MB (default: the machine's, less 5 %)")
   .option('--label <KEY=VALUE>', 'a label of this host, for placement (repeatable)', collect, [])
   .option('--parallel-steps <n>', 'driver steps (prepare, mount, start, ...) run at once', String(DEFAULT_PARALLEL_STEPS))
+  .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
@@ -349,6 +359,7 @@ serve
       teardownOnExit: Boolean(o.teardownOnExit),
       backoffBaseMs: o.backoffBaseMs ? flag('backoff-base-ms', msSchema, o.backoffBaseMs) : undefined,
       parallelSteps: flag('parallel-steps', parallelStepsSchema, o.parallelSteps),
+      exitWithParent: parentPid(o.exitWithParent),
     });
   });
 serve
@@ -357,6 +368,7 @@ serve
   .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', String(DEFAULT_HOST_TTL_MS))
   .option('--lease-ms <ms>', 'leader lease: a standby takes over within this long (fixed when the bucket is first made)', String(DEFAULT_LEASE_MS))
   .option('--strategy <strategy>', 'how new jails are packed: binpack (fewest hosts) or spread (least loaded)', 'binpack')
+  .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
   .action(async (o) => {
     const { serveScheduler } = await import('./serve.js');
     await serveScheduler({
@@ -364,15 +376,17 @@ serve
       hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs),
       leaseMs: flag('lease-ms', msSchema, o.leaseMs),
       strategy: flag('strategy', strategySchema, o.strategy),
+      exitWithParent: parentPid(o.exitWithParent),
     });
   });
 serve
   .command('status')
   .description('the status service (cluster view)')
   .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', String(DEFAULT_HOST_TTL_MS))
+  .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
   .action(async (o) => {
     const { serveStatus } = await import('./serve.js');
-    await serveStatus({ servers: servers(), hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs) });
+    await serveStatus({ servers: servers(), hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs), exitWithParent: parentPid(o.exitWithParent) });
   });
 
 for (const c of program.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(`jailfleet: ${str.replace(/^error: /, '')}`) });

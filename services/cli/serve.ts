@@ -1,5 +1,7 @@
 // `jailfleet serve agent|scheduler|status`: one service in the foreground, as a deploy unit runs
 // it. SIGINT/SIGTERM stop it cleanly; an agent leaves its jails running unless told to tear down.
+// With --exit-with-parent PID (set by `jailfleet up`) it also stops, the same way, once that
+// process is gone: a killed `up` must not leave orphans retrying a dead broker forever.
 import { Agent, machineCapacity } from '../agent/index.js';
 import type { Labels, PlacementStrategy } from '../../contracts/index.js';
 import { LinuxDriver } from '../agent/drivers/linux.js';
@@ -12,14 +14,55 @@ interface Stoppable {
   stop(): Promise<void>;
 }
 
-/** Runs until SIGINT or SIGTERM, then stops the service and exits 0. */
-async function runUntilSignal(service: Stoppable, log: ReturnType<typeof createLogger>): Promise<void> {
+/** How often a service started with --exit-with-parent looks for its parent. */
+const PARENT_POLL_MS = 500;
+
+/**
+ * Calls `onGone` once process `pid` is gone. Node cannot reach prctl(PR_SET_PDEATHSIG), so this
+ * polls: a changed ppid (we were reparented) says it at once even if the pid were reused.
+ */
+function watchParent(pid: number, onGone: () => void): NodeJS.Timeout {
+  const wasParent = process.ppid === pid;
+  const timer = setInterval(() => {
+    let gone = wasParent && process.ppid !== pid;
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EPERM') gone = true;
+    }
+    if (gone) {
+      clearInterval(timer);
+      onGone();
+    }
+  }, PARENT_POLL_MS);
+  return timer;
+}
+
+/** `start()`, given up (exit 1) if `exitWithParent` dies meanwhile: a start may wait on a broker that died with it. */
+async function startWatched(start: () => Promise<void>, log: ReturnType<typeof createLogger>, exitWithParent?: number): Promise<void> {
+  const early =
+    exitWithParent === undefined
+      ? undefined
+      : watchParent(exitWithParent, () => {
+          log.warn({ parent: exitWithParent }, 'parent gone while starting: exiting');
+          log.flush(() => process.exit(1));
+        });
+  try {
+    await start();
+  } finally {
+    clearInterval(early);
+  }
+}
+
+/** Runs until SIGINT or SIGTERM (or the death of `exitWithParent`), then stops the service and exits 0. */
+async function runUntilSignal(service: Stoppable, log: ReturnType<typeof createLogger>, exitWithParent?: number): Promise<void> {
   await new Promise<void>((resolve) => {
     let stopping = false;
-    const onSignal = (sig: NodeJS.Signals) => {
+    const onSignal = (sig: NodeJS.Signals | 'parent gone') => {
       if (stopping) return;
       stopping = true;
-      log.info({ signal: sig }, 'stopping');
+      clearInterval(parentWatch);
+      log.info(sig === 'parent gone' ? { parent: exitWithParent } : { signal: sig }, sig === 'parent gone' ? 'parent gone: stopping' : 'stopping');
       // an agent tearing down removes every jail first: that may take minutes with many
       const force = setTimeout(() => process.exit(1), 20 * 60_000);
       // once stopped, exit: a client library's timer (a KV watch re-subscribing to a closed
@@ -39,6 +82,7 @@ async function runUntilSignal(service: Stoppable, log: ReturnType<typeof createL
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    const parentWatch = exitWithParent === undefined ? undefined : watchParent(exitWithParent, () => onSignal('parent gone'));
   });
 }
 
@@ -55,6 +99,8 @@ export async function serveAgent(o: {
   cpu?: number;
   memoryMB?: number;
   labels: Labels;
+  /** Stop (and tear down, with teardownOnExit) once this process is gone: `jailfleet up`. */
+  exitWithParent?: number;
 }) {
   if (process.platform !== 'linux') throw new CliError(`the ${process.platform} driver cannot run here yet: serve agent needs Linux`);
   if (process.getuid?.() !== 0) throw new CliError('serve agent must run as root (it makes mounts and namespaces)');
@@ -72,20 +118,20 @@ export async function serveAgent(o: {
     maxParallelSteps: o.parallelSteps,
     backoff: o.backoffBaseMs ? { baseMs: o.backoffBaseMs, maxMs: 30_000 } : undefined,
   });
-  await agent.start();
-  await runUntilSignal({ stop: () => agent.stop({ teardown: o.teardownOnExit }) }, log);
+  await startWatched(() => agent.start(), log, o.exitWithParent);
+  await runUntilSignal({ stop: () => agent.stop({ teardown: o.teardownOnExit }) }, log, o.exitWithParent);
 }
 
-export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; leaseMs: number; strategy: PlacementStrategy }) {
+export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; leaseMs: number; strategy: PlacementStrategy; exitWithParent?: number }) {
   const log = createLogger('scheduler');
   const s = new Scheduler({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs, leaseMs: o.leaseMs, strategy: o.strategy });
-  await s.start();
-  await runUntilSignal(s, log);
+  await startWatched(() => s.start(), log, o.exitWithParent);
+  await runUntilSignal(s, log, o.exitWithParent);
 }
 
-export async function serveStatus(o: { servers: string[]; hostTtlMs: number }) {
+export async function serveStatus(o: { servers: string[]; hostTtlMs: number; exitWithParent?: number }) {
   const log = createLogger('status');
   const s = new StatusService({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs });
-  await s.start();
-  await runUntilSignal(s, log);
+  await startWatched(() => s.start(), log, o.exitWithParent);
+  await runUntilSignal(s, log, o.exitWithParent);
 }

@@ -1,13 +1,16 @@
 // `jailfleet up`: a local cluster on this machine: nats-server with JetStream, a scheduler, a
-// status service and N agents as child processes. On SIGINT/SIGTERM it removes the jails it ran,
-// stops every child and the broker, and exits 0. It leaves nothing mounted or running.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// status service and N agents as child processes. It says `ready:` once a `run` would be placed at
+// once. An agent that dies is a host failure to watch: `up` says so and keeps the rest running
+// (`jailfleet up --restart-agent HOST` brings it back). On SIGINT/SIGTERM it removes the jails it
+// ran (a dead agent's too), stops every child and the broker, and exits 0. If `up` itself is
+// killed, its services notice (--exit-with-parent) and stop as on Ctrl-C, and the broker keeper
+// stops the broker after them. It leaves nothing mounted or running.
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { heartbeatSchema, subjects } from '../../contracts/index.js';
-import { connectNats, decodeWith, startNatsCluster, startNatsServer } from '../common/index.js';
-import { CliError } from './client.js';
+import { startNatsCluster, startNatsServer } from '../common/index.js';
+import { CliError, Client } from './client.js';
 
 export interface UpOptions {
   hosts: number;
@@ -24,6 +27,22 @@ export interface UpOptions {
 }
 
 const mainJs = fileURLToPath(new URL('./main.js', import.meta.url));
+const keeperJs = fileURLToPath(new URL('./broker-keeper.js', import.meta.url));
+/** The host TTL up gives the scheduler and the status service: `ready:` waits out the scheduler's warm-up of one TTL. */
+const HOST_TTL_MS = 3000;
+/** What the scheduler logs once it places (after its warm-up clock has started). */
+const LEADING_LOG = 'leading: this scheduler places and commands';
+const AGENT_STARTED_LOG = 'agent started';
+
+/** The files of a running `up` in its data directory, shared with `up --restart-agent`. */
+const upFiles = (dataDir: string) => ({
+  lock: join(dataDir, 'up.pid'),
+  /** `{ name: pid | null }` of every service up started (null: exited). */
+  children: join(dataDir, 'up-children.json'),
+  /** One empty file per agent to bring back; up looks on SIGUSR2. */
+  restarts: join(dataDir, 'restart-requests'),
+  logs: join(dataDir, 'logs'),
+});
 
 /** A service child process: its output goes to its log file, its failure is ours to report. */
 function spawnService(argv: string[], logFile: string) {
@@ -52,71 +71,133 @@ function alive(pid: number) {
   }
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const readText = (path: string) => {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+};
+const count = (text: string, needle: string) => text.split(needle).length - 1;
+
+type Role = 'scheduler' | 'agent' | 'service';
+interface Child {
+  name: string;
+  role: Role;
+  proc: ReturnType<typeof spawnService>;
+  /** Set once it exited, by a code or a signal (proc.exitCode stays null after a signal). */
+  exited: boolean;
+  /** Its log file: where this run's lines begin (the file keeps earlier runs' lines). */
+  log: { path: string; from: number };
+}
+
 export async function up(o: UpOptions): Promise<number> {
   if (process.getuid?.() !== 0) throw new CliError('up must run as root (agents make mounts and namespaces)');
   const dataDir = resolve(o.dataDir);
-  mkdirSync(join(dataDir, 'logs'), { recursive: true, mode: 0o700 });
-  const lock = join(dataDir, 'up.pid');
-  if (existsSync(lock)) {
-    const pid = Number(readFileSync(lock, 'utf8'));
+  const files = upFiles(dataDir);
+  mkdirSync(files.logs, { recursive: true, mode: 0o700 });
+  if (existsSync(files.lock)) {
+    const pid = Number(readFileSync(files.lock, 'utf8'));
     if (pid && alive(pid)) throw new CliError(`another jailfleet up (pid ${pid}) uses ${dataDir}; stop it first or pass --data-dir`);
   }
-  writeFileSync(lock, String(process.pid));
+  writeFileSync(files.lock, String(process.pid));
+  // the store of an `up` that was killed holds the desired state of jails its agents removed
+  // when they noticed: start clean, as a Ctrl-C'd `up` leaves it
+  rmSync(join(dataDir, 'nats'), { recursive: true, force: true });
+  rmSync(files.restarts, { recursive: true, force: true });
 
-  const children: { name: string; proc: ReturnType<typeof spawnService>; role: 'scheduler' | 'agent' | 'service' }[] = [];
-  let nats: { urls: string[]; stop(): Promise<void>; kill(): void } | undefined;
+  const children = new Map<string, Child>();
+  /** Agents that died while up ran: their jails are still on this machine until torn down. */
+  const deadAgents = new Set<string>();
+  let nats: { urls: string[]; pids: number[]; stop(): Promise<void>; kill(): void } | undefined;
+  let keeper: ReturnType<typeof execa> | undefined;
   let shuttingDown = false;
+  const writeChildren = () =>
+    writeFileSync(files.children, JSON.stringify(Object.fromEntries([...children.values()].map((c) => [c.name, c.exited ? null : (c.proc.pid ?? null)]))));
+
+  const stopChild = async (c: Child) => {
+    if (c.exited) return;
+    c.proc.kill('SIGTERM');
+    // an agent removes every jail before it exits; that takes a while with many
+    const t = setTimeout(() => c.proc.kill('SIGKILL'), c.role === 'agent' ? 15 * 60_000 : 30_000);
+    await c.proc;
+    clearTimeout(t);
+  };
+
+  /** A dead agent's jails still run here: a fresh agent re-adopts them and destroys them on its way out. */
+  const tearDownDeadAgent = async (host: string) => {
+    const log = join(files.logs, `${host}.log`);
+    const before = count(readText(log), AGENT_STARTED_LOG);
+    const c = spawnAgent(host);
+    for (const until = Date.now() + 60_000; Date.now() < until && !c.exited && count(readText(log), AGENT_STARTED_LOG) <= before; ) await sleep(100);
+    await stopChild(c);
+  };
 
   const teardown = async () => {
     // schedulers first (nothing moves while hosts go away), then the agents: each destroys its
     // jails (stop, unmount, remove) before it exits; the status service and the broker last
-    const stopAll = async (role: 'scheduler' | 'agent' | 'service') => {
-      await Promise.all(
-        children
-          .filter((c) => c.role === role && c.proc.exitCode === null)
-          .map(async (c) => {
-            c.proc.kill('SIGTERM');
-            // an agent removes every jail before it exits; that takes a while with many
-            const t = setTimeout(() => c.proc.kill('SIGKILL'), role === 'agent' ? 15 * 60_000 : 30_000);
-            await c.proc;
-            clearTimeout(t);
-          }),
-      );
-    };
+    const stopAll = (role: Role) => Promise.all([...children.values()].filter((c) => c.role === role).map(stopChild));
     await stopAll('scheduler');
-    await stopAll('agent');
+    await Promise.all([stopAll('agent'), ...[...deadAgents].map(tearDownDeadAgent)]);
     await stopAll('service');
     await nats?.stop();
+    keeper?.kill('SIGTERM');
     // the broker's store holds the desired state of the jails we just removed: start clean next time
     rmSync(join(dataDir, 'nats'), { recursive: true, force: true });
-    rmSync(lock, { force: true });
+    rmSync(files.children, { force: true });
+    rmSync(files.restarts, { recursive: true, force: true });
+    rmSync(files.lock, { force: true });
   };
 
   try {
     const size = o.natsCluster ?? 1;
     if (size > 1) {
       const c = await startNatsCluster({ dir: join(dataDir, 'nats'), size, ports: Array.from({ length: size }, (_, i) => o.natsPort + i), detached: true });
-      nats = { urls: c.urls, stop: () => c.stop(), kill: () => c.servers.forEach((s) => s.process.kill('SIGKILL')) };
+      nats = { urls: c.urls, pids: c.servers.map((s) => s.process.pid!), stop: () => c.stop(), kill: () => c.servers.forEach((s) => s.process.kill('SIGKILL')) };
     } else {
       const s = await startNatsServer({ dir: join(dataDir, 'nats'), port: o.natsPort, detached: true });
-      nats = { urls: [s.url], stop: () => s.stop(), kill: () => s.process.kill('SIGKILL') };
+      nats = { urls: [s.url], pids: [s.process.pid!], stop: () => s.stop(), kill: () => s.process.kill('SIGKILL') };
     }
   } catch (err) {
-    rmSync(lock, { force: true });
+    rmSync(files.lock, { force: true });
     throw new CliError((err as Error).message);
   }
+  // stops the broker if `up` is SIGKILLed, once the services have stopped on their own
+  keeper = execa(process.execPath, [keeperJs, String(process.pid), files.children, ...nats.pids.map(String)], {
+    detached: true,
+    stdio: 'ignore',
+    reject: false,
+    cleanup: false,
+  });
   const url = nats.urls.join(',');
-  const spawnChild = (name: string, role: 'scheduler' | 'agent' | 'service', args: string[]) => {
-    const argv = [mainJs, 'serve', ...args, '--nats', url];
-    const proc = spawnService(argv, join(dataDir, 'logs', `${name}.log`));
-    children.push({ name, proc, role });
+
+  const restartCommand = (host: string) => `jailfleet up --data-dir ${dataDir} --restart-agent ${host}`;
+  const spawnChild = (name: string, role: Role, args: string[]): Child => {
+    const argv = [mainJs, 'serve', ...args, '--nats', url, '--exit-with-parent', String(process.pid)];
+    const log = { path: join(files.logs, `${name}.log`), from: readText(join(files.logs, `${name}.log`)).length };
+    const proc = spawnService(argv, log.path);
+    const child: Child = { name, proc, role, exited: false, log };
+    children.set(name, child);
+    writeChildren();
     void proc.then((r) => {
-      if (!shuttingDown) {
-        process.stderr.write(`jailfleet: ${name} exited unexpectedly (${r.signal ?? `code ${r.exitCode}`}); see ${join(dataDir, 'logs', `${name}.log`)}\n`);
-        void shutdown(1);
+      child.exited = true;
+      if (children.get(name) === child) writeChildren();
+      if (shuttingDown) return;
+      const why = r.signal ? `signal ${r.signal}` : `code ${r.exitCode}`;
+      if (role === 'agent') {
+        // a host failure to watch, not a reason to stop: the scheduler moves its jails
+        deadAgents.add(name);
+        process.stderr.write(`jailfleet: ${name} exited (${why}): it is down now; the scheduler moves its jails. Bring it back with: ${restartCommand(name)}\n`);
+        return;
       }
+      process.stderr.write(`jailfleet: ${name} exited unexpectedly (${why}); see ${join(files.logs, `${name}.log`)}\n`);
+      void shutdown(1);
     });
+    return child;
   };
+  const capacity = [...(o.agentCpu !== undefined ? ['--cpu', String(o.agentCpu)] : []), ...(o.agentMemoryMB !== undefined ? ['--memory-mb', String(o.agentMemoryMB)] : [])];
+  const spawnAgent = (h: string) => spawnChild(h, 'agent', ['agent', '--host', h, '--data-dir', join(dataDir, 'hosts', h), '--teardown-on-exit', ...capacity]);
 
   let resolveExit: (code: number) => void = () => {};
   const exited = new Promise<number>((r) => (resolveExit = r));
@@ -132,49 +213,108 @@ export async function up(o: UpOptions): Promise<number> {
   process.on('SIGHUP', () => void shutdown(0));
   // the children are in their own process groups: never leave them behind if `up` itself dies
   process.on('exit', () => {
-    for (const c of children) if (c.proc.exitCode === null) c.proc.kill('SIGKILL');
+    for (const c of children.values()) if (!c.exited) c.proc.kill('SIGKILL');
     nats?.kill();
   });
 
   const hostNames = Array.from({ length: o.hosts }, (_, i) => `host-${i + 1}`);
-  const schedulers = o.schedulers ?? 1;
-  for (let i = 1; i <= schedulers; i++) spawnChild(schedulers > 1 ? `scheduler-${i}` : 'scheduler', 'scheduler', ['scheduler']);
-  spawnChild('status', 'service', ['status']);
-  for (const h of hostNames) {
-    const capacity = [...(o.agentCpu !== undefined ? ['--cpu', String(o.agentCpu)] : []), ...(o.agentMemoryMB !== undefined ? ['--memory-mb', String(o.agentMemoryMB)] : [])];
-    spawnChild(h, 'agent', ['agent', '--host', h, '--data-dir', join(dataDir, 'hosts', h), '--teardown-on-exit', ...capacity]);
-  }
-
-  // ready once every host has sent a heartbeat
-  const nc = await connectNats(nats.urls, 'jailfleet-up', { waitOnFirstConnect: true });
-  const pending = new Set(hostNames);
-  await new Promise<void>((resolveReady) => {
-    const timer = setTimeout(() => {
-      process.stderr.write(`jailfleet: hosts not ready after ${(o.readyTimeoutMs ?? 60_000) / 1000} s: ${[...pending].join(',')}; see ${join(dataDir, 'logs')}\n`);
-      void shutdown(1);
-      resolveReady();
-    }, o.readyTimeoutMs ?? 60_000);
-    const sub = nc.subscribe(subjects.hbAll, {
-      callback: (err, msg) => {
-        if (err) return;
-        try {
-          pending.delete(decodeWith(heartbeatSchema, msg.data).host);
-        } catch {
-          return;
-        }
-        if (pending.size === 0) {
-          clearTimeout(timer);
-          sub.unsubscribe();
-          resolveReady();
-        }
-      },
-    });
-    void exited.then(() => (clearTimeout(timer), resolveReady()));
+  // `up --restart-agent HOST` leaves a request and sends SIGUSR2: bring back each dead agent asked for
+  process.on('SIGUSR2', () => {
+    const asked = readdirSafe(files.restarts);
+    for (const h of asked) {
+      rmSync(join(files.restarts, h), { force: true });
+      if (shuttingDown || !hostNames.includes(h) || children.get(h)?.exited === false) continue;
+      deadAgents.delete(h);
+      spawnAgent(h);
+      process.stderr.write(`jailfleet: ${h} restarted: it re-adopts what still runs there and comes back up\n`);
+    }
   });
-  await nc.close();
-  if (!shuttingDown) {
-    process.stdout.write(`ready: ${url} hosts=${hostNames.join(',')}\n`);
-    process.stderr.write(`jailfleet: logs in ${join(dataDir, 'logs')}; Ctrl-C stops the cluster and removes its jails\n`);
+
+  const schedulers = o.schedulers ?? 1;
+  const ttl = ['--host-ttl-ms', String(HOST_TTL_MS)];
+  for (let i = 1; i <= schedulers; i++) spawnChild(schedulers > 1 ? `scheduler-${i}` : 'scheduler', 'scheduler', ['scheduler', ...ttl]);
+  spawnChild('status', 'service', ['status', ...ttl]);
+  for (const h of hostNames) spawnAgent(h);
+
+  const ready = await untilReady(o.readyTimeoutMs ?? 60_000, () => shuttingDown);
+  if (shuttingDown) return exited;
+  if (ready !== true) {
+    process.stderr.write(`jailfleet: not ready after ${(o.readyTimeoutMs ?? 60_000) / 1000} s: ${ready}; see ${files.logs}\n`);
+    void shutdown(1);
+    return exited;
   }
+  process.stdout.write(`ready: ${url} hosts=${hostNames.join(',')}\n`);
+  process.stderr.write(`jailfleet: logs in ${files.logs}; Ctrl-C stops the cluster and removes its jails\n`);
   return exited;
+
+  /**
+   * True once a `run` would be placed at once: every agent shows `up` in `jailfleet hosts`, and
+   * the scheduler's warm-up (one host TTL from its start, before which it places nothing) has
+   * passed. Else what is still missing, when the time is up.
+   */
+  async function untilReady(timeoutMs: number, stopped: () => boolean): Promise<true | string> {
+    const deadline = Date.now() + timeoutMs;
+    let leadingSince: number | undefined;
+    let missing = 'the status service';
+    let client: Client | undefined;
+    try {
+      while (!stopped()) {
+        // the scheduler logs "leading" after its warm-up clock started: TTL from then is past it
+        if (leadingSince === undefined && [...children.values()].some((c) => c.role === 'scheduler' && readText(c.log.path).slice(c.log.from).includes(LEADING_LOG))) {
+          leadingSince = Date.now();
+        }
+        client ??= await Client.connect(nats!.urls).catch(() => undefined);
+        const up = client ? await client.hosts().then((r) => new Set(r.hosts.filter((h) => h.status === 'up').map((h) => h.host)), () => undefined) : undefined;
+        const down = hostNames.filter((h) => !up?.has(h));
+        missing = !up ? 'the status service' : down.length ? `hosts ${down.join(',')}` : 'the scheduler';
+        if (up && down.length === 0 && leadingSince !== undefined && Date.now() >= leadingSince + HOST_TTL_MS) return true;
+        if (Date.now() > deadline) return missing;
+        await sleep(100);
+      }
+      return missing;
+    } finally {
+      await client?.close();
+    }
+  }
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * `jailfleet up --restart-agent HOST`: asks the `up` running on `dataDir` to start its dead agent
+ * HOST again (with the flags it first had), and waits until it runs.
+ */
+export async function restartAgent(o: { dataDir: string; host: string }): Promise<number> {
+  const dataDir = resolve(o.dataDir);
+  const files = upFiles(dataDir);
+  const upPid = Number(readText(files.lock));
+  if (!upPid || !alive(upPid)) throw new CliError(`no jailfleet up runs on ${dataDir}; start one with: jailfleet up --data-dir ${dataDir}`);
+  const pids = () => {
+    try {
+      return JSON.parse(readText(files.children)) as Record<string, number | null>;
+    } catch {
+      return {};
+    }
+  };
+  const known = pids();
+  if (!(o.host in known) || !o.host.startsWith('host-')) throw new CliError(`${o.host} is not an agent of this up (its agents: ${Object.keys(known).filter((n) => n.startsWith('host-')).join(', ')})`);
+  const before = known[o.host];
+  if (before && alive(before)) throw new CliError(`${o.host} is running (pid ${before}); nothing to restart`);
+  mkdirSync(files.restarts, { recursive: true, mode: 0o700 });
+  writeFileSync(join(files.restarts, o.host), '');
+  process.kill(upPid, 'SIGUSR2');
+  for (const until = Date.now() + 10_000; Date.now() < until; await sleep(100)) {
+    const pid = pids()[o.host];
+    if (pid && pid !== before && alive(pid)) {
+      process.stdout.write(`${o.host} restarted (pid ${pid}); it shows up in \`jailfleet hosts\` after its first heartbeat\n`);
+      return 0;
+    }
+  }
+  throw new CliError(`up (pid ${upPid}) did not restart ${o.host} within 10 s; see ${join(files.logs, `${o.host}.log`)}`);
 }

@@ -1,14 +1,15 @@
 // `npm run bench`: speed figures as JSON lines, each beside a baseline measured in the same run
 // (a ratio, since these machines are noisy). `npm run bench -- placement rollout` runs only
-// the figures named; the default is all. The figures that start real jails need root.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// the figures named; the default is all. The figures that start real jails need root. The floor
+// of a jail start is `jail-floor` (test/bench/jail-floor.c): the same isolation in one process.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { WIRE_VERSION, subjects, type Command, type JailSpec, type StateEvent } from '../../contracts/index.js';
-import { ensureTopology } from '../../services/common/index.js';
+import { ensureTopology, freePort } from '../../services/common/index.js';
 import { TestCluster, cliPath, mountsUnder, repoRoot } from '../support/cluster.js';
 import { agentRestartFigure, failoverFigure } from './failover.js';
 import { placementFigure, planQualityFigure } from './placement.js';
@@ -20,6 +21,68 @@ const percentile = (xs: number[], p: number) => {
 };
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
+
+/** Lines of the host's mount table (this process runs in the host's mount namespace). */
+const mountLines = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean).length;
+const median = (xs: number[]) => percentile(xs, 50);
+
+interface Floor {
+  jails: number;
+  p50: number;
+  p95: number;
+  min: number;
+  max: number;
+  mountLinesBefore: number;
+  mountLinesRunning: number;
+  mountLinesAfter: number;
+}
+
+/** `n` jails in a row by the floor program (one clone(), every mount in the jail's namespace); all removed after. */
+async function runFloor(n: number): Promise<Floor> {
+  const dir = mkdtempSync(join(tmpdir(), 'jailfleet-bench-floor-'));
+  try {
+    const r = await execa(join(repoRoot, 'dist', 'test', 'bench', 'jail-floor'), [String(n), join(dir, 'jails')], { reject: false });
+    if (r.exitCode !== 0) throw new Error(`jail-floor failed: ${r.stderr || r.message} (build it with: node scripts/setup.mjs)`);
+    return JSON.parse(r.stdout) as Floor;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The floor of this run, measured once (100 in a row) and shared by the figures that compare to it. */
+let floorOfRun: Promise<Floor> | undefined;
+const floor = () => (floorOfRun ??= runFloor(Number(process.env.BENCH_JAILS ?? 100)));
+
+async function jailFloor() {
+  const f = await floor();
+  emit({
+    figure: 'jail-floor',
+    jails: f.jails,
+    unit: 'ms',
+    p50: f.p50,
+    p95: f.p95,
+    min: f.min,
+    max: f.max,
+    what: 'new pid, mount, uts, ipc namespaces; thin root (ro /usr binds, /etc, tmpfs /dev + 6 device binds, devpts, /dev/shm, /tmp, /proc); pivot_root; exec; one process, in a row',
+    mountLinesBefore: f.mountLinesBefore,
+    mountLinesRunning: f.mountLinesRunning,
+    mountLinesAfter: f.mountLinesAfter,
+    goal: 'mount lines equal before, running and after',
+  });
+}
+
+/** Median wall time of `runs` runs of `argv` (node + args); the first failure is thrown. */
+async function wallMedian(argv: string[], runs: number, env: Record<string, string> = {}): Promise<number> {
+  const xs: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    const r = await execa(process.execPath, argv, { env, reject: false });
+    xs.push(performance.now() - t0);
+    if (r.exitCode !== 0) throw new Error(`${argv.slice(1).join(' ')}: ${r.stderr.trim() || r.message}`);
+  }
+  return median(xs);
+}
+const nodeBare = (runs: number) => wallMedian(['-e', ''], runs);
 
 /** Wall times of `n` jail starts by the shell script (same mounts, unshare, chroot), one at a time; all removed after. */
 async function shellBaseline(n: number): Promise<number[]> {
@@ -51,8 +114,8 @@ async function shellBaseline(n: number): Promise<number[]> {
 /**
  * `n` real jails in one fleet through `jailfleet apply --wait` to `hosts` agents on this machine,
  * each offering room for its share (binpack then fills every agent): apply to all running. The
- * baseline is what the shell script would take to start them one by one, spread over the cores:
- * n × its single-start median (measured in this run) / cores.
+ * baseline is what the floor would take to start them, spread over the cores: n × its p50
+ * (measured in this run) / cores; the goal is twice that.
  */
 async function rollout(n: number, hostCount: number) {
   const names = Array.from({ length: hostCount }, (_, i) => `roll-${i + 1}`);
@@ -76,7 +139,8 @@ async function rollout(n: number, hostCount: number) {
   } finally {
     await c.stop();
   }
-  const single = percentile(await shellBaseline(5), 50);
+  const single = (await floor()).p50;
+  const shell = percentile(await shellBaseline(5), 50);
   const cores = cpus().length;
   const baselineMs = (n * single) / cores;
   emit({
@@ -87,10 +151,12 @@ async function rollout(n: number, hostCount: number) {
     wall: round(wallMs),
     running: Object.values(perHost).reduce((a, b) => a + b, 0),
     perHost,
-    baseline: `${n} × the shell script's single start (median of 5, this run) / ${cores} cores`,
+    baseline: `${n} × jail-floor's p50 (this run) / ${cores} cores`,
     baselineSingleP50: round(single),
     baselineWall: round(baselineMs),
     ratio: round(wallMs / baselineMs),
+    goal: 'ratio <= 2',
+    shellBaselineP50: round(shell),
   });
 }
 
@@ -127,69 +193,202 @@ async function startLatency(n: number) {
   await nc.close();
   await c.stop();
 
-  const base = await shellBaseline(n);
+  const f = await floor();
+  // the old baseline, kept for comparison: mount(8) once per mount point, on the host's table
+  const shell = await shellBaseline(10);
   const p50 = percentile(jf, 50);
-  const b50 = percentile(base, 50);
   emit({
     figure: 'start-latency',
     jails: n,
     unit: 'ms',
     p50: round(p50),
     p95: round(percentile(jf, 95)),
-    baseline: 'shell script: same mounts + unshare + chroot',
-    baselineP50: round(b50),
-    baselineP95: round(percentile(base, 95)),
-    ratio: round(p50 / b50),
+    baseline: `jail-floor, ${f.jails} in a row (this run)`,
+    baselineP50: f.p50,
+    baselineP95: f.p95,
+    ratio: round(p50 / f.p50),
     goal: 'ratio <= 2',
+    shellBaselineP50: round(percentile(shell, 50)),
   });
 }
 
-/** `jailfleet ps --json` wall time with 1,000 jails known to the status service. */
+/**
+ * `jailfleet ps --json` wall time with `n` jails known to the status service (synthetic state
+ * events, published straight to the stream), beside `node -e ''` (process start alone) and
+ * `jailfleet hosts --json` (the same start, connect and request, a tiny reply). A failing ps is
+ * reported in the JSON (`error`), not thrown: the other figures still run.
+ */
 async function psLatency(n: number, runs: number) {
-  const c = await TestCluster.start({ hosts: [], scheduler: false, status: true });
+  const c = await TestCluster.start({ hosts: [], scheduler: false, status: true, logLevel: 'info' });
   try {
     const nc = await connect({ servers: c.url });
     await ensureTopology(nc);
     const js = jetstream(nc);
     const at = new Date().toISOString();
-    await Promise.all(
-      Array.from({ length: n }, (_, i) => {
-        const ev: StateEvent = { v: WIRE_VERSION, host: `host-${i % 20}`, jail: `svc-${i}`, generation: 1, seq: 1, state: 'running', pid: 1000 + i, exitCode: null, restarts: 0, error: null, at };
-        return js.publish(subjects.evt(ev.host, ev.jail), enc(ev));
-      }),
-    );
+    const hostCount = 20;
+    for (let from = 0; from < n; from += 1000) {
+      await Promise.all(
+        Array.from({ length: Math.min(1000, n - from) }, (_, k) => {
+          const i = from + k;
+          const ev: StateEvent = { v: WIRE_VERSION, host: `host-${i % hostCount}`, jail: `svc-${i}`, generation: 1, seq: 1, state: 'running', pid: 1000 + i, exitCode: null, restarts: 0, error: null, at };
+          return js.publish(subjects.evt(ev.host, ev.jail), enc(ev));
+        }),
+      );
+    }
     await nc.close();
-    await c.until('status to know every jail', async () => (await c.json<unknown[]>(['ps'])).length === n, 60_000);
-    const time = async (args: string[]) => {
-      const xs: number[] = [];
-      for (let i = 0; i < runs; i++) {
-        const t0 = performance.now();
-        const r = await execa(process.execPath, [cliPath, ...args], { env: { JAILFLEET_NATS_URL: c.url } });
-        xs.push(performance.now() - t0);
-        if (r.exitCode !== 0) throw new Error(r.stderr);
-      }
-      return percentile(xs, 50);
-    };
-    const ps = await time(['ps', '--json']);
-    const hosts = await time(['hosts', '--json']);
+    // counted host by host (smaller replies), since ps itself may not cope with the whole table;
+    // the status service consumes in stream order: once the last host has all its jails, all do
+    const perHost = (h: number) => Math.floor(n / hostCount) + (h < n % hostCount ? 1 : 0);
+    const rowsOf = async (h: number) => (await c.json<unknown[]>(['ps', '--host', `host-${h}`])).length;
+    await c.until('status to know every jail', async () => (await rowsOf((n - 1) % hostCount)) === perHost((n - 1) % hostCount), 120_000);
+    let known = 0;
+    for (let h = 0; h < hostCount; h++) known += await rowsOf(h);
+    const env = { JAILFLEET_NATS_URL: c.url };
+    const node = await nodeBare(runs);
+    const hosts = await wallMedian([cliPath, 'hosts', '--json'], runs, env);
+    let ps: number | undefined;
+    let error: string | undefined;
+    try {
+      ps = await wallMedian([cliPath, 'ps', '--json'], runs, env);
+    } catch (err) {
+      error = (err as Error).message.split('\n')[0];
+    }
     emit({
       figure: 'ps-latency',
       jails: n,
+      known,
       unit: 'ms',
-      median: round(ps),
+      median: ps === undefined ? null : round(ps),
+      ...(error !== undefined && { error }),
       runs,
-      baseline: 'jailfleet hosts --json (same process start, connect and request, tiny reply)',
-      baselineMedian: round(hosts),
-      ratio: round(ps / hosts),
+      baseline: "node -e '' (process start alone)",
+      nodeBareMedian: round(node),
+      overNode: ps === undefined ? null : round(ps - node),
+      goal: "median <= node -e '' + 60 ms",
+      hostsMedian: round(hosts),
     });
   } finally {
     await c.stop();
   }
 }
 
+/**
+ * `jailfleet exec NAME -- /bin/true` wall time (median of `runs`) against a running jail, beside
+ * `node -e ''` and `jailfleet hosts --json` measured in the same run.
+ */
+async function execLatency(runs: number) {
+  const c = await TestCluster.start({ hosts: ['exec-1'], logLevel: 'info' });
+  try {
+    await c.until('the agent up', async () => (await c.json<{ status: string }[]>(['hosts'])).some((h) => h.status === 'up'), 60_000);
+    const r = await c.cli(['run', 'exec-target', '--timeout', '60000', '--', '/bin/sleep', '3600']);
+    if (r.exitCode !== 0) throw new Error(`exec-latency: run failed: ${r.stderr}`);
+    const env = { JAILFLEET_NATS_URL: c.url };
+    const exec = await wallMedian([cliPath, 'exec', 'exec-target', '--', '/bin/true'], runs, env);
+    const node = await nodeBare(runs);
+    const hosts = await wallMedian([cliPath, 'hosts', '--json'], runs, env);
+    emit({
+      figure: 'exec-latency',
+      unit: 'ms',
+      median: round(exec),
+      runs,
+      baseline: "node -e '' (process start alone)",
+      nodeBareMedian: round(node),
+      overNode: round(exec - node),
+      hostsMedian: round(hosts),
+      note: "compare with ps-latency's median of the same run",
+    });
+  } finally {
+    await c.stop();
+  }
+}
+
+/** Resident memory of a process, in MB (VmRSS). */
+function rssMB(pid: number): number {
+  const kb = Number(/^VmRSS:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+  return round(kb / 1024, 1);
+}
+
+/**
+ * `n` jails on one agent of `jailfleet up` (JAILFLEET_BENCH_DENSITY=N for fewer): apply 100, then
+ * the fleet of `n` (the 100 and the rest) to all running. Per-jail cost at `n` (whole time / n)
+ * against at 100; the agent's RSS and the host's mount-table lines with `n` running; then
+ * `up`'s own Ctrl-C teardown, timed to its exit.
+ */
+async function density(n: number) {
+  const dir = mkdtempSync(join(tmpdir(), 'jailfleet-bench-density-'));
+  const port = await freePort();
+  const first = Math.min(100, n);
+  const up = execa(process.execPath, [cliPath, 'up', '--hosts', '1', '--data-dir', join(dir, 'up'), '--nats-port', String(port), '--agent-cpu', String(Math.max(1, n / 10)), '--agent-memory-mb', String(Math.max(1024, n * 64))], { reject: false, buffer: true });
+  let out = '';
+  up.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  const env = { JAILFLEET_NATS_URL: `nats://127.0.0.1:${port}` };
+  const before = mountLines();
+  const fleet = (count: number) => {
+    const file = join(dir, `fleet-${count}.json`);
+    writeFileSync(file, JSON.stringify({ jails: Array.from({ length: count }, (_, i) => ({ name: `dense-${i}`, command: ['/bin/sleep', '3600'], restart: 'never' })) }));
+    return file;
+  };
+  const apply = async (count: number) => {
+    const t0 = performance.now();
+    const r = await execa(process.execPath, [cliPath, 'apply', '-f', fleet(count), '--wait', '--timeout', '3600000'], { env, reject: false });
+    if (r.exitCode !== 0) throw new Error(`density: apply of ${count} failed: ${r.stderr}`);
+    return performance.now() - t0;
+  };
+  let teardownMs: number | undefined;
+  try {
+    for (const deadline = Date.now() + 120_000; !out.includes('ready:'); await new Promise((r) => setTimeout(r, 100))) {
+      if (up.exitCode !== null || Date.now() > deadline) throw new Error(`density: up did not get ready: ${String((await up).stderr)}`);
+    }
+    const wallFirst = await apply(first);
+    const wallRest = n > first ? await apply(n) : 0;
+    const running = (JSON.parse((await execa(process.execPath, [cliPath, 'ps', '--json'], { env, reject: false })).stdout || '[]') as { state: string }[]).filter((j) => j.state === 'running').length;
+    const agentPid = (JSON.parse(readFileSync(join(dir, 'up', 'up-children.json'), 'utf8')) as Record<string, number>)['host-1']!;
+    const rss = rssMB(agentPid);
+    const duringLines = mountLines();
+    const t0 = performance.now();
+    up.kill('SIGINT');
+    const r = await up;
+    teardownMs = performance.now() - t0;
+    const after = mountLines();
+    const perFirst = wallFirst / first;
+    const perAll = (wallFirst + wallRest) / n;
+    emit({
+      figure: 'density',
+      jails: n,
+      unit: 'ms',
+      running,
+      wallFirst100: round(wallFirst),
+      wallAll: round(wallFirst + wallRest),
+      perJailAt100: round(perFirst),
+      perJailAtAll: round(perAll),
+      perJailOfTheRest: n > first ? round(wallRest / (n - first)) : null,
+      ratio: round(perAll / perFirst),
+      goal: 'ratio <= 1.25; mount lines equal; agent RSS <= 200 MB; teardown <= 20 s',
+      agentRssMB: rss,
+      mountLinesBefore: before,
+      mountLinesRunning: duringLines,
+      mountLinesAfter: after,
+      teardown: "jailfleet up's Ctrl-C (SIGINT) to its exit, every jail removed",
+      teardownMs: round(teardownMs),
+      upExitCode: r.exitCode,
+    });
+  } finally {
+    if (up.exitCode === null) {
+      up.kill('SIGINT');
+      await up;
+    }
+    const left = mountsUnder(dir);
+    if (left.length === 0) rmSync(dir, { recursive: true, force: true });
+    else console.error(`jailfleet: density left mounts under ${dir}: ${left.length}`);
+  }
+}
+
 const FIGURES: Record<string, { root: boolean; run: () => unknown }> = {
+  'jail-floor': { root: true, run: () => jailFloor() },
   'start-latency': { root: true, run: () => startLatency(Number(process.env.BENCH_JAILS ?? 100)) },
-  'ps-latency': { root: true, run: () => psLatency(1000, 7) },
+  'ps-latency': { root: true, run: () => psLatency(Number(process.env.BENCH_PS_JAILS ?? 10_000), 7) },
+  'exec-latency': { root: true, run: () => execLatency(7) },
+  density: { root: true, run: () => density(Number(process.env.JAILFLEET_BENCH_DENSITY ?? 1000)) },
   rollout: { root: true, run: () => rollout(Number(process.env.BENCH_ROLLOUT_JAILS ?? 500), 5) },
   placement: { root: false, run: () => placementFigure() },
   'plan-quality': { root: false, run: () => planQualityFigure() },

@@ -1,6 +1,7 @@
 // `jailfleet up` as a user runs it: a local cluster comes up, runs a jail, and on SIGINT removes
-// the jail, stops its children and the broker, leaves nothing mounted, and exits 0. Each test has
-// a data directory of its own, so any one of them runs alone (`jest -t NAME`).
+// the jail, stops its children and the broker, leaves nothing mounted, and exits 0. `ready:` means
+// a `run` is placed at once; a killed agent is a failover to watch, and it can be brought back;
+// a killed `up` leaves nothing behind either.
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,7 @@ import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
 import { BUCKET_LEADER } from '../../contracts/index.js';
 import { freePort } from '../../services/common/index.js';
-import { cliPath, mountsUnder } from '../support/cluster.js';
+import { cliPath, jailProcesses, mountsUnder } from '../support/cluster.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -33,6 +34,15 @@ async function threeFreePorts(): Promise<number> {
   }
 }
 
+/** Polls `check` every 200 ms until true; throws when `ms` have passed. */
+async function until(check: () => boolean | Promise<boolean>, ms = 15_000) {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${check.toString()}`);
+    await sleep(200);
+  }
+}
+
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
@@ -42,30 +52,37 @@ const alive = (pid: number) => {
   }
 };
 
-/** The argv of every process whose parent is `pid`, from the kernel's process table. */
-function childrenOf(pid: number): { pid: number; argv: string[] }[] {
-  const out: { pid: number; argv: string[] }[] = [];
-  for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Every process that belongs to the `up` with pid `upPid` on `dir`: by its argv (services, broker, keeper, jails). */
+function processesOf(dir: string, upPid: number): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    let argv: string[];
     try {
-      // the parent is the 4th field, after the command name in parentheses (which may hold spaces)
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== pid) continue;
-      out.push({ pid: Number(p), argv: readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').filter(Boolean) });
+      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     } catch {
-      // gone meanwhile
+      continue;
     }
+    const ours = argv.some((a) => a.startsWith(dir)) || argv.some((a, i) => a === '--exit-with-parent' && argv[i + 1] === String(upPid));
+    if (ours && Number(pid) !== process.pid) found.push(`${pid} ${argv.join(' ').trim()}`);
   }
-  return out;
+  return found;
+}
+
+/** Starts `up` and resolves once it printed `ready:`, with its output so far. */
+async function startUp(args: string[]) {
+  const proc = execa(process.execPath, [cliPath, 'up', ...args], { reject: false, buffer: true });
+  const out = { stdout: '', stderr: '' };
+  proc.stdout!.on('data', (b: Buffer) => (out.stdout += b.toString()));
+  proc.stderr!.on('data', (b: Buffer) => (out.stderr += b.toString()));
+  const deadline = Date.now() + 60_000;
+  while (!out.stdout.includes('ready:') && Date.now() < deadline && proc.exitCode === null) await sleep(100);
+  return { proc, out };
 }
 
 d('jailfleet up', () => {
-  const dirs: string[] = [];
-  /** A fresh data directory for one test. */
-  const dataDir = () => {
-    const dir = mkdtempSync(join(tmpdir(), 'jailfleet-up-'));
-    dirs.push(dir);
-    return dir;
-  };
+  const dir = mkdtempSync(join(tmpdir(), 'jailfleet-up-'));
   let up: ResultPromise | undefined;
 
   afterAll(async () => {
@@ -73,13 +90,12 @@ d('jailfleet up', () => {
       up.kill('SIGKILL');
       await up.catch(() => undefined);
     }
-    const left = dirs.flatMap((dir) => mountsUnder(dir));
-    for (const dir of dirs) if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
+    const left = mountsUnder(dir);
+    if (left.length === 0) rmSync(dir, { recursive: true, force: true });
     expect(left).toEqual([]);
   }, 60_000);
 
   it('brings up a cluster, runs a jail, and tears everything down on SIGINT', async () => {
-    const dir = dataDir();
     const port = await freePort();
     up = execa(process.execPath, [cliPath, 'up', '--hosts', '2', '--data-dir', dir, '--nats-port', String(port)], { reject: false, buffer: true });
     let out = '';
@@ -106,8 +122,6 @@ d('jailfleet up', () => {
       ['host-1', 'up'],
       ['host-2', 'up'],
     ]);
-    const children = childrenOf(up.pid!);
-    expect(children.length).toBeGreaterThanOrEqual(5);
 
     up.kill('SIGINT');
     const r = await up;
@@ -119,11 +133,9 @@ d('jailfleet up', () => {
     const after = await cli(['hosts']);
     expect(after.exitCode).not.toBe(0);
     expect(after.stderr).toMatch(/^jailfleet: cannot reach NATS/);
-    for (const child of children) expect(alive(child.pid)).toBe(false);
   }, 120_000);
 
   it('brings up three clustered nats-servers and two schedulers with --nats-cluster 3 --schedulers 2', async () => {
-    const dir = dataDir();
     const port = await threeFreePorts();
     const urls = [0, 1, 2].map((i) => `nats://127.0.0.1:${port + i}`);
     up = execa(process.execPath, [cliPath, 'up', '--hosts', '1', '--nats-cluster', '3', '--schedulers', '2', '--data-dir', dir, '--nats-port', String(port)], { reject: false, buffer: true });
@@ -146,20 +158,115 @@ d('jailfleet up', () => {
     expect(Object.values(replicas).length).toBeGreaterThanOrEqual(5);
     expect(new Set(Object.values(replicas))).toEqual(new Set([3]));
     expect(lease?.operation).toBe('PUT');
-    // two scheduler processes, children of up
-    const schedulers = childrenOf(up.pid!).filter((p) => p.argv.includes('serve') && p.argv.includes('scheduler'));
-    expect(schedulers).toHaveLength(2);
+    // two scheduler processes of this up
+    expect(processesOf(dir, up.pid!).filter((p) => / serve scheduler /.test(p))).toHaveLength(2);
 
     up.kill('SIGINT');
     const r = await up;
     expect(r.exitCode).toBe(0);
     expect(mountsUnder(dir)).toEqual([]);
     for (const u of urls) expect(await accepts(Number(u.split(':').pop()))).toBe(false);
-    for (const s of schedulers) expect(alive(s.pid)).toBe(false);
+  }, 180_000);
+
+  it('says ready only once a run is placed at once: the first run takes no longer than the next', async () => {
+    const port = await freePort();
+    const started = await startUp(['--hosts', '2', '--data-dir', dir, '--nats-port', String(port)]);
+    up = started.proc;
+    expect(started.out.stdout).toContain('ready:');
+    const cli = (args: string[]) => execa(process.execPath, [cliPath, '--nats', `nats://127.0.0.1:${port}`, ...args], { reject: false });
+    const timed = async (name: string) => {
+      const t0 = Date.now();
+      const r = await cli(['run', name, '--', '/bin/sleep', '3600']);
+      expect({ exitCode: r.exitCode, stderr: r.stderr }).toEqual({ exitCode: 0, stderr: '' });
+      return Date.now() - t0;
+    };
+    const first = await timed('first');
+    const second = await timed('second');
+    expect(first).toBeLessThanOrEqual(second + 1500);
+    up.kill('SIGINT');
+    expect((await up).exitCode).toBe(0);
+    expect(mountsUnder(dir)).toEqual([]);
+  }, 120_000);
+
+  it('keeps running when an agent dies: its jail runs on the other host, the printed command brings it back, Ctrl-C removes everything', async () => {
+    const port = await freePort();
+    const started = await startUp(['--hosts', '2', '--data-dir', dir, '--nats-port', String(port)]);
+    up = started.proc;
+    const upPid = up.pid!;
+    const cli = (args: string[]) => execa(process.execPath, [cliPath, '--nats', `nats://127.0.0.1:${port}`, ...args], { reject: false });
+    const where = async (name: string) => {
+      const rows = JSON.parse((await cli(['ps', '--json'])).stdout || '[]') as { name: string; host: string | null; state: string }[];
+      return rows.find((j) => j.name === name);
+    };
+    const agentPid = (host: string) => (JSON.parse(readFileSync(join(dir, 'up-children.json'), 'utf8')) as Record<string, number | null>)[host]!;
+    /** SIGKILLs the agent running `jail`; resolves with that host once the jail runs on another one. */
+    const killAgentUnder = async (jail: string) => {
+      const victim = (await where(jail))!.host!;
+      process.kill(agentPid(victim), 'SIGKILL');
+      const killedAt = Date.now();
+      for (;;) {
+        const row = await where(jail);
+        if (row?.state === 'running' && row.host !== victim) break;
+        // TTL 3 s, and a few seconds for the move
+        if (Date.now() - killedAt > 12_000) throw new Error(`${jail} did not run elsewhere within 12 s of the SIGKILL of ${victim}: ${JSON.stringify(row)}`);
+        await sleep(200);
+      }
+      return victim;
+    };
+
+    expect((await cli(['run', 'moved', '--', '/bin/sleep', '3600'])).exitCode).toBe(0);
+    const victim = await killAgentUnder('moved');
+    expect(up.exitCode).toBeNull();
+    await until(() => started.out.stderr.includes(`${victim} exited (signal SIGKILL)`));
+    const line = started.out.stderr.split('\n').find((l) => l.includes(`${victim} exited (signal SIGKILL)`))!;
+    expect(line).toMatch(new RegExp(`^jailfleet: ${victim} exited \\(signal SIGKILL\\): it is down now; the scheduler moves its jails\\. Bring it back with: jailfleet up `));
+    // the printed command, as a user would run it (with the built CLI for `jailfleet`)
+    const command = line.slice(line.indexOf('Bring it back with: ') + 'Bring it back with: '.length).split(' ');
+    expect(command[0]).toBe('jailfleet');
+    const back = await execa(process.execPath, [cliPath, ...command.slice(1)], { reject: false });
+    expect({ exitCode: back.exitCode, stderr: back.stderr }).toEqual({ exitCode: 0, stderr: '' });
+    await until(async () => {
+      const hosts = JSON.parse((await cli(['hosts', '--json'])).stdout || '[]') as { host: string; status: string }[];
+      return hosts.find((h) => h.host === victim)?.status === 'up';
+    }, 20_000);
+
+    // the other agent dies now, and stays dead: Ctrl-C must still remove the copy it left running
+    const second = await killAgentUnder('moved');
+    expect(second).not.toBe(victim);
+    expect(jailProcesses(dir).filter((p) => p.host === second).length).toBe(1);
+
+    up.kill('SIGINT');
+    expect((await up).exitCode).toBe(0);
+    expect(jailProcesses(dir)).toEqual([]);
+    expect(mountsUnder(dir)).toEqual([]);
+    expect(processesOf(dir, upPid)).toEqual([]);
+  }, 180_000);
+
+  it('when up is SIGKILLed, its services, broker and jails all go within 15 s', async () => {
+    const port = await freePort();
+    const started = await startUp(['--hosts', '2', '--data-dir', dir, '--nats-port', String(port)]);
+    up = started.proc;
+    const upPid = up.pid!;
+    const cli = (args: string[]) => execa(process.execPath, [cliPath, '--nats', `nats://127.0.0.1:${port}`, ...args], { reject: false });
+    expect((await cli(['run', 'orphan', '--', '/bin/sleep', '3600'])).exitCode).toBe(0);
+    expect(jailProcesses(dir).length).toBe(1);
+    up.kill('SIGKILL');
+    await up;
+    const killedAt = Date.now();
+    await until(async () => processesOf(dir, upPid).length === 0 && mountsUnder(dir).length === 0, 15_000).catch(() => undefined);
+    expect({ left: processesOf(dir, upPid), mounts: mountsUnder(dir) }).toEqual({ left: [], mounts: [] });
+    expect(Date.now() - killedAt).toBeLessThan(15_000);
+    expect(await accepts(port)).toBe(false);
+    // a later `up` on the same directory starts clean: the killed one's jail is not brought back
+    const again = await startUp(['--hosts', '1', '--data-dir', dir, '--nats-port', String(port)]);
+    up = again.proc;
+    expect(again.out.stdout).toContain('ready:');
+    expect(JSON.parse((await cli(['ps', '--json'])).stdout)).toEqual([]);
+    up.kill('SIGINT');
+    expect((await up).exitCode).toBe(0);
   }, 180_000);
 
   it('refuses bad flags before starting anything', async () => {
-    const dir = dataDir();
     const r = await execa(process.execPath, [cliPath, 'up', '--hosts', '0', '--data-dir', dir], { reject: false });
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toBe('jailfleet: --hosts: must be at least 1 (got "0")');
@@ -169,7 +276,5 @@ d('jailfleet up', () => {
     const c = await execa(process.execPath, [cliPath, 'up', '--nats-cluster', '2', '--data-dir', dir], { reject: false });
     expect(c.exitCode).toBe(2);
     expect(c.stderr).toBe('jailfleet: --nats-cluster: must be 1 (one server) or 3 (a cluster) (got "2")');
-    // nothing was started, nothing written
-    expect(readdirSync(dir)).toEqual([]);
   });
 });
