@@ -194,7 +194,13 @@ export class Reconciler {
     if (!this.passing) void this.pass();
   }
 
-  private retryLater(name: string, ms = 200 + Math.floor(Math.random() * 300)): void {
+  /** Failed turns in a row, per jail: each retry waits longer (200 ms doubling to 5 s, with jitter). */
+  private readonly failures = new Map<string, number>();
+
+  private retryLater(name: string): void {
+    const n = this.failures.get(name) ?? 0;
+    this.failures.set(name, n + 1);
+    const ms = Math.min(5000, 200 * 2 ** n) * (0.75 + Math.random() / 2);
     const t = setTimeout(() => {
       this.retryTimers.delete(t);
       this.mark(name);
@@ -271,6 +277,7 @@ export class Reconciler {
   private async execute(name: string, actions: Action[], chosen: Map<string, PlaceResult>): Promise<void> {
     const log = this.log.child({ jail: name });
     const store = this.o.store;
+    if (actions.length === 0) this.failures.delete(name);
     for (const a of actions) {
       try {
         switch (a.kind) {
@@ -301,7 +308,7 @@ export class Reconciler {
           case 'place': {
             const r = chosen.get(name)!;
             const record = placementOf(a.generation, r);
-            if (placementUnchanged(a.previous, record)) return;
+            if (placementUnchanged(a.previous, record)) return void this.failures.delete(name);
             try {
               await store.placements.put(name, record, a.previous?.revision ?? 0);
             } catch (err) {
@@ -310,7 +317,7 @@ export class Reconciler {
             }
             if (!r.host) {
               if (a.previous?.record?.reason !== record.reason) log.warn({ reason: record.reason }, 'jail not placed');
-              return;
+              return void this.failures.delete(name);
             }
             log.info({ host: r.host, generation: a.generation }, 'jail placed');
             break;
@@ -323,6 +330,7 @@ export class Reconciler {
         return;
       }
     }
+    this.failures.delete(name);
   }
 
   // --- drains -------------------------------------------------------------------------------------
