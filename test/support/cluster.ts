@@ -318,8 +318,15 @@ export class TestCluster {
     for (const h of hosts) {
       // a signal before it has re-adopted its jails would leave them behind: wait for it to serve
       // (an agent that cannot start is stopped anyway, and the checks below tell what it left)
-      await this.startAgentServing(h, ['--teardown-on-exit']).catch(() => undefined);
-      await this.stopAgent(h, 'SIGTERM');
+      // a loaded machine may miss the first deadline: a second agent, given longer, tries again
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const served = await this.startAgentServing(h, ['--teardown-on-exit'], [], 60_000).then(
+          () => true,
+          () => false,
+        );
+        await this.stopAgent(h, served ? 'SIGTERM' : 'SIGKILL');
+        if (served) break;
+      }
     }
     await Promise.all([...this.services.values()].map((s) => stopWithin(s, 'SIGTERM', 30_000)));
     await Promise.all(this.natsServers.map((s) => s.stop()));
