@@ -330,7 +330,7 @@ serve
   .option('--cpu <cores>', "cores this host offers to jails (default: the machine's)")
   .option('--memory-mb <mb>', "memory this host offers to jails, in MB (default: the machine's, less 5 %)")
   .option('--label <KEY=VALUE>', 'a label of this host, for placement (repeatable)', collect, [])
-  .option('--parallel-steps <n>', 'driver steps (prepare, mount, start, ...) run at once', '4')
+  .option('--parallel-steps <n>', 'driver steps (prepare, mount, start, ...) run at once (default: 4 per core, at most 64)')
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
@@ -343,7 +343,7 @@ serve
       heartbeatMs: flag('heartbeat-ms', msSchema, o.heartbeatMs),
       teardownOnExit: Boolean(o.teardownOnExit),
       backoffBaseMs: o.backoffBaseMs ? flag('backoff-base-ms', msSchema, o.backoffBaseMs) : undefined,
-      parallelSteps: flag('parallel-steps', parallelStepsSchema, o.parallelSteps),
+      parallelSteps: o.parallelSteps === undefined ? undefined : flag('parallel-steps', parallelStepsSchema, o.parallelSteps),
     });
   });
 serve
