@@ -208,14 +208,20 @@ export class JailCgroups {
   }
 }
 
-/** mkdir -p that survives another driver removing an empty parent meanwhile. */
+/**
+ * mkdir -p that survives another step removing an empty parent meanwhile (a dead jail's cgroup is
+ * released with its scope's directory once empty). On cgroupfs a parent being removed reads as
+ * ENOENT or, for a moment, ENOTDIR: both are tried again after a short pause.
+ */
 async function mkdirRacing(dir: string): Promise<void> {
   for (let tries = 0; ; tries++) {
     try {
       await mkdir(dir, { recursive: true });
       return;
     } catch (err) {
-      if (errCode(err) !== 'ENOENT' || tries >= 5) throw err;
+      const code = errCode(err);
+      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || tries >= 20) throw err;
+      await new Promise((r) => setTimeout(r, 5 * (tries + 1)));
     }
   }
 }
