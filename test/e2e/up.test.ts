@@ -3,7 +3,7 @@
 // a `run` is placed at once; a killed agent is a failover to watch, and it can be brought back;
 // a killed `up` leaves nothing behind either.
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
@@ -13,7 +13,7 @@ import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
 import { BUCKET_LEADER } from '../../contracts/index.js';
 import { freePort } from '../../services/common/index.js';
-import { cliPath, jailProcesses, mountsUnder } from '../support/cluster.js';
+import { cliPath, jailProcesses, mountsUnder, processArgvs } from '../support/cluster.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -57,15 +57,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Every process that belongs to the `up` with pid `upPid` on `dir`: by its argv (services, broker, keeper, jails). */
 function processesOf(dir: string, upPid: number): string[] {
   const found: string[] = [];
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue;
-    }
+  for (const { pid, argv } of processArgvs()) {
     const ours = argv.some((a) => a.startsWith(dir)) || argv.some((a, i) => a === '--exit-with-parent' && argv[i + 1] === String(upPid));
-    if (ours && Number(pid) !== process.pid) found.push(`${pid} ${argv.join(' ').trim()}`);
+    if (ours && pid !== process.pid) found.push(`${pid} ${argv.join(' ').trim()}`);
   }
   return found;
 }

@@ -54,23 +54,30 @@ export function runningCopies(dir: string): Record<string, string[]> {
   return out;
 }
 
+/** Every process of the kernel's table with its argv (those gone meanwhile are left out). */
+export function processArgvs(): { pid: number; argv: string[] }[] {
+  const out: { pid: number; argv: string[] }[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      out.push({ pid: Number(pid), argv: readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0') });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
 /** The `unshare` process of every jail under `dir` (its process group holds the jail's init). */
 export function jailProcesses(dir: string): { pid: number; host: string; jail: string }[] {
   const out: { pid: number; host: string; jail: string }[] = [];
   const prefix = `${dir}/hosts/`;
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue;
-    }
+  for (const { pid, argv } of processArgvs()) {
     if (!argv[0]?.endsWith('unshare')) continue;
     const init = argv.findIndex((a) => a.endsWith('/jailinit'));
     const root = init > 0 ? argv[init + 2] : undefined;
     if (!root?.startsWith(prefix)) continue;
     const [host, jails, jail, last] = root.slice(prefix.length).split('/');
-    if (host && jails === 'jails' && jail && last === 'root') out.push({ pid: Number(pid), host, jail });
+    if (host && jails === 'jails' && jail && last === 'root') out.push({ pid, host, jail });
   }
   return out;
 }
