@@ -338,10 +338,10 @@ export class LinuxDriver extends DriverBase implements JailDriver {
           const initPid = Number(children?.trim().split(' ')[0] || NaN);
           const st = Number.isInteger(initPid) && (await this.initReady(initPid)) ? await procStat(initPid) : null;
           if (st) record = { pid: initPid, startTime: st.startTime, unsharePid };
-          else if (unshareDone || tries > 1000) {
+          else if (unshareDone || tries > 1050) {
             const tail = await this.startFailureTail(spec.name);
             throw DriverStepFailed.of('start', spec.name, `its init did not start${tail ? `: ${tail}` : ''}`, { argv, stderr: tail });
-          } else await sleep(5);
+          } else await sleep(tries < 50 ? 1 : 5);
         }
         // its init joins the jail's cgroup while it still waits at the barrier: whatever it
         // runs afterwards is limited from its first instruction
