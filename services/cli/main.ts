@@ -4,7 +4,7 @@
 // `jailfleet: ` on stderr and exits non-zero.
 import { Command, CommanderError, Option } from 'commander';
 import { z } from 'zod';
-import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
+import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, namePatternSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
@@ -169,11 +169,13 @@ program
   .command('ps')
   .description('list jails cluster-wide')
   .option('--host <host>', 'only this host')
-  .addOption(new Option('--state <state>', 'only this state').choices([...JAIL_STATES.filter((s) => s !== 'destroyed'), 'unplaced', 'removing']))
+  .addOption(new Option('--state <state>', 'only this state').choices([...JAIL_STATES.filter((s) => s !== 'destroyed'), 'unplaced', 'removing', 'lost']))
+  .option('--name <pattern>', 'only jails whose name matches (* any characters, ? one)')
   .option('--json', 'JSON array')
   .action(async (o) => {
     const host = o.host === undefined ? undefined : flag('host', nameSchema, o.host);
-    const { jails } = await withClient((c) => c.ps({ host, state: o.state }));
+    const name = o.name === undefined ? undefined : flag('name', namePatternSchema, o.name);
+    const { jails } = await withClient((c) => c.ps({ host, state: o.state, name }));
     console.log(o.json ? JSON.stringify(psJson(jails), null, 2) : psTable(jails));
   });
 
