@@ -47,7 +47,8 @@ const START_GRACE_MS = 60_000;
  * the service is starting (an agent re-adopting its jails may already have sent its first
  * heartbeat) stops it as soon as the start is done, with the same teardown; it is never an exit
  * that skips the teardown. A start that does not finish within START_GRACE_MS after such a
- * signal, or a parent that dies during the start (its broker may have died with it), exits 1.
+ * signal, a second signal, or a parent that dies during the start (its broker may have died with
+ * it), exits 1.
  */
 async function serve(service: Stoppable & { start(): Promise<void> }, log: ReturnType<typeof createLogger>, exitWithParent?: number): Promise<void> {
   let started = false;
@@ -75,10 +76,11 @@ async function serve(service: Stoppable & { start(): Promise<void> }, log: Retur
     );
   };
   const onSignal = (sig: NodeJS.Signals | 'parent gone') => {
-    if (stopping || pending) return;
+    if (stopping) return;
     if (started) return stop(sig);
-    if (sig === 'parent gone') {
-      log.warn({ parent: exitWithParent }, 'parent gone while starting: exiting');
+    // nobody is left to wait for, or a second signal says not to wait
+    if (sig === 'parent gone' || pending) {
+      log.warn(sig === 'parent gone' ? { parent: exitWithParent } : { signal: sig }, sig === 'parent gone' ? 'parent gone while starting: exiting' : 'second signal while starting: exiting');
       log.flush(() => process.exit(1));
       return;
     }
