@@ -37,7 +37,13 @@ export const appliedJailSchema = z.object({
 export const applyReplyBody = z.object({ jails: z.array(appliedJailSchema) });
 export const nameReplyBody = z.object({ name: nameSchema, generation: z.number().int().min(1) });
 
-export const psRequestSchema = z.object({ v, host: nameSchema.optional(), state: z.string().max(32).optional() });
+/** A `ps --name` pattern: a jail name in which `*` matches any run of characters and `?` one. */
+export const namePatternSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[a-z0-9*?-]+$/, { message: 'must be a jail name (lowercase letters, digits and -) in which * matches any characters and ? one' });
+export const psRequestSchema = z.object({ v, host: nameSchema.optional(), state: z.string().max(32).optional(), name: namePatternSchema.optional() });
 export type PsRequest = z.infer<typeof psRequestSchema>;
 export const psRowSchema = z.object({
   name: nameSchema,

@@ -1,17 +1,33 @@
 /*
  * jailinit: pid 1 of a jailfleet linux jail.
  *
- * usage: jailinit <exit-code-file> <root> <hostname> <inherit|none> -- <command> [args...]
+ * usage: jailinit <exit-code-file> <root> <hostname> <inherit|none> [OP ARG TARGET FLAGS]... -- <command> [args...]
+ *
+ * Every OP is four arguments, the jail's mount plan (made by the driver's mount step):
+ *   bind    <source>  <target> <flags>  bind mount; flags: ro, nosuid, nodev, noexec (or "-")
+ *   tmpfs   <options> <target> <flags>  a tmpfs with the given data options
+ *   devpts  <options> <target> <flags>  a new devpts instance
+ *   mkdir   <mode>    <target> -        a directory (octal mode), kept if it exists
+ *   file    -         <target> -        an empty regular file (a bind target), kept if it exists
+ *   symlink <link>    <path>   -        a symlink to <link>, kept if it exists
+ * They run in order inside the jail's new mount namespace (made private by unshare), after the
+ * start barrier and before pivot_root: the host's mount table never sees them, and they vanish
+ * with the namespace when the jail's last process is gone, however it ends. The first op must
+ * bind the root onto itself (pivot_root needs a mount point). mkdir, file and symlink are only
+ * for paths inside a tmpfs this same plan just mounted (nothing else has touched it, so nothing
+ * there can be a symlink planted by the jail); the driver makes every other target on the host,
+ * checked, before the start.
  *
  * The linux driver starts it as the child of
  *   unshare --pid --fork --mount --uts --ipc [--net] --propagation private -- jailinit ...
  * so it is pid 1 of fresh pid, mount, uts and ipc namespaces. It then:
  *   1. blocks the signals it forwards (see main), then waits for the driver's start barrier: when stdin is a pipe or socket it reads it until
- *      EOF (the driver closes it once it has recorded this process's host pid, so even a
- *      command that exits at once cannot vanish before the driver saw it), then puts
+ *      EOF (the driver writes "go" and closes it once it has recorded this process's host pid,
+ *      so even a command that exits at once cannot vanish before the driver saw it; an EOF
+ *      without a word means the driver died first, and the jail ends unstarted), then puts
  *      /dev/null on stdin;
  *   2. opens the exit-code file (before chroot: the file lives outside the root);
- *   3. sets the hostname, mounts a fresh proc at <root>/proc, brings "lo" up when the jail
+ *   3. sets the hostname, makes the mounts of the plan, mounts a fresh proc at <root>/proc, brings "lo" up when the jail
  *      has its own (empty) network namespace;
  *   4. pivots into <root> and detaches the host's mount tree (see main);
  *   5. hardens the jail, like Docker's default profile (see harden_proc and drop_privileges):
@@ -170,9 +186,22 @@ static void wait_for_barrier(void)
     int fd;
 
     if (fstat(STDIN_FILENO, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
-        do
+        size_t got = 0;
+
+        do {
             n = read(STDIN_FILENO, buf, sizeof buf);
-        while (n > 0 || (n < 0 && errno == EINTR));
+            if (n > 0)
+                got += (size_t)n;
+        } while (n > 0 || (n < 0 && errno == EINTR));
+        /*
+         * The driver says "go" before it closes: a bare EOF means it died before it recorded
+         * this jail (an agent killed mid-start). Its successor will start the jail again, so
+         * this copy must never run.
+         */
+        if (got == 0) {
+            errno = ECANCELED;
+            die("the driver went away before the start barrier opened");
+        }
     }
     fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd < 0 || dup2(fd, STDIN_FILENO) < 0)
@@ -300,6 +329,81 @@ static void drop_privileges(void)
         die_harden("cannot make the jail init non-dumpable");
 }
 
+struct mount_flag {
+    const char *name;
+    unsigned long bits;
+};
+
+static const struct mount_flag mount_flags[] = {
+    {"ro", MS_RDONLY}, {"nosuid", MS_NOSUID}, {"nodev", MS_NODEV}, {"noexec", MS_NOEXEC},
+};
+
+/* "ro,nosuid,..." as mount flags; "-" is none. An unknown flag ends the start. */
+static unsigned long parse_mount_flags(const char *op, const char *target, const char *spec)
+{
+    char buf[256];
+    char *tok, *save = NULL;
+    unsigned long bits = 0;
+    size_t i;
+
+    if (strcmp(spec, "-") == 0)
+        return 0;
+    if (strlen(spec) >= sizeof buf) {
+        errno = EINVAL;
+        die("mount %s %s: flags too long", op, target);
+    }
+    strcpy(buf, spec);
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int known = 0;
+
+        for (i = 0; i < NELEMS(mount_flags); i++) {
+            if (strcmp(tok, mount_flags[i].name) == 0) {
+                bits |= mount_flags[i].bits;
+                known = 1;
+            }
+        }
+        if (!known) {
+            errno = EINVAL;
+            die("mount %s %s: unknown flag \"%s\"", op, target, tok);
+        }
+    }
+    return bits;
+}
+
+/*
+ * One op of the mount plan (see the header), the same syscalls mount(8) makes: a bind keeps
+ * its source's flags, so read-only and the others need a remount of the bind.
+ */
+static void mount_op(const char *op, const char *arg, const char *target, const char *flags)
+{
+    unsigned long bits = parse_mount_flags(op, target, flags);
+
+    if (strcmp(op, "bind") == 0) {
+        if (mount(arg, target, NULL, MS_BIND, NULL) < 0)
+            die("mount: cannot bind %s at %s", arg, target);
+        if (bits && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | bits, NULL) < 0)
+            die("mount: cannot remount the bind at %s", target);
+    } else if (strcmp(op, "tmpfs") == 0 || strcmp(op, "devpts") == 0) {
+        if (mount(op, target, op, bits, strcmp(arg, "-") == 0 ? NULL : arg) < 0)
+            die("mount: cannot mount %s at %s", op, target);
+    } else if (strcmp(op, "mkdir") == 0) {
+        if (mkdir(target, (mode_t)strtoul(arg, NULL, 8)) < 0 && errno != EEXIST)
+            die("mount: cannot make the directory %s", target);
+    } else if (strcmp(op, "file") == 0) {
+        int fd = open(target, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+
+        if (fd < 0)
+            die("mount: cannot make the file %s", target);
+        close(fd);
+    } else if (strcmp(op, "symlink") == 0) {
+        if (symlink(arg, target) < 0 && errno != EEXIST)
+            die("mount: cannot make the symlink %s", target);
+    } else {
+        errno = EINVAL;
+        die("mount: unknown operation \"%s\"", op);
+    }
+}
+
 /*
  * Copies the command out of argv, then overwrites argv's strings in place with "jailinit":
  * the jail can read /proc/1/cmdline, and the host paths in it are none of its business.
@@ -346,9 +450,13 @@ int main(int argc, char **argv)
     size_t i;
     int exec_check[2];
     int exec_errno = 0;
+    int plan_end, op;
 
-    if (argc < 7 || strcmp(argv[5], "--") != 0) {
-        fprintf(stderr, "usage: jailinit <exit-code-file> <root> <hostname> <inherit|none> -- <command> [args...]\n");
+    /* the mount plan: four arguments per op, up to the "--" before the command */
+    for (plan_end = 5; plan_end < argc && strcmp(argv[plan_end], "--") != 0; plan_end += 4)
+        ;
+    if (plan_end + 1 >= argc) {
+        fprintf(stderr, "usage: jailinit <exit-code-file> <root> <hostname> <inherit|none> [OP ARG TARGET FLAGS]... -- <command> [args...]\n");
         return EXIT_SETUP;
     }
     {
@@ -396,6 +504,9 @@ int main(int argc, char **argv)
     if (sethostname(hostname, strlen(hostname)) < 0)
         die("cannot set the hostname to %s", hostname);
 
+    for (op = 5; op < plan_end; op += 4)
+        mount_op(argv[op], argv[op + 1], argv[op + 2], argv[op + 3]);
+
     if ((size_t)snprintf(proc_dir, sizeof proc_dir, "%s/proc", root) >= sizeof proc_dir) {
         errno = ENAMETOOLONG;
         die("root path too long");
@@ -427,7 +538,7 @@ int main(int argc, char **argv)
         die("cannot chdir to / in the jail");
     harden_proc();
     drop_privileges();
-    cmd = take_command(argc, argv, 6);
+    cmd = take_command(argc, argv, plan_end + 1);
 
     if (pipe2(exec_check, O_CLOEXEC) < 0)
         die("cannot make the exec check pipe");

@@ -37,7 +37,9 @@ import {
 } from '../../machines/index.js';
 import {
   DEFAULT_HEARTBEAT_MS,
-  DEFAULT_PARALLEL_STEPS,
+  DEFAULT_PARALLEL_STEPS_PER_CORE,
+  MAX_DEFAULT_PARALLEL_STEPS,
+  MIN_DEFAULT_PARALLEL_STEPS,
   KeyedQueue,
   connectNats,
   decodeWith,
@@ -64,13 +66,21 @@ export interface AgentOptions {
   /** What this host offers to jails (default: the machine's cores and memory). */
   capacity?: HostResources;
   labels?: Labels;
-  /** Driver steps run at once (default 4). */
+  /** Driver steps run at once (default: defaultParallelSteps()). */
   maxParallelSteps?: number;
   backoff?: { baseMs: number; maxMs: number };
 }
 
 /** The whole machine: every core, and the memory less a 5 % reserve for the host itself. */
 export const machineCapacity = (): HostResources => ({ cpu: os.cpus().length, memoryMB: Math.floor((os.totalmem() / 1024 / 1024) * 0.95) });
+
+/**
+ * Driver steps at once when not told: four per core. A step mostly waits on the kernel (a spawn,
+ * an exec, a pivot), so more than one per core keeps the cores busy; bounded so a burst of 1,000
+ * starts still leaves the event loop free for heartbeats.
+ */
+export const defaultParallelSteps = (): number =>
+  Math.min(MAX_DEFAULT_PARALLEL_STEPS, Math.max(MIN_DEFAULT_PARALLEL_STEPS, os.availableParallelism() * DEFAULT_PARALLEL_STEPS_PER_CORE));
 
 /** The resources that `specs` reserve together (cpu rounded to 1/1000 core, against float drift). */
 const allocatedOf = (specs: readonly JailSpec[]): HostResources => ({
@@ -94,15 +104,21 @@ const within = (ms: number, p: Promise<unknown> | undefined): Promise<boolean> =
  */
 export class StepLimit {
   private active = 0;
-  private readonly waiting: { priority: number; go: () => void }[] = [];
+  /** One FIFO per priority: a waiter is queued and released in O(1), however long the burst. */
+  private readonly waiting = new Map<number, { go: () => void }[]>();
+  private readonly priorities: number[] = [];
+  private readonly head = new Map<number, number>();
   constructor(private readonly n: number) {}
   async run<T>(task: () => Promise<T>, priority = 0): Promise<T> {
     if (this.active >= this.n) {
       await new Promise<void>((go) => {
-        // after every waiter of the same or a higher priority
-        let i = this.waiting.length;
-        while (i > 0 && this.waiting[i - 1]!.priority < priority) i--;
-        this.waiting.splice(i, 0, { priority, go });
+        let queue = this.waiting.get(priority);
+        if (!queue) {
+          this.waiting.set(priority, (queue = []));
+          this.priorities.push(priority);
+          this.priorities.sort((a, b) => b - a);
+        }
+        queue.push({ go });
       });
     }
     this.active++;
@@ -110,8 +126,25 @@ export class StepLimit {
       return await task();
     } finally {
       this.active--;
-      this.waiting.shift()?.go();
+      this.next()?.go();
     }
+  }
+
+  /** The first waiter of the highest priority, taken off its queue. */
+  private next(): { go: () => void } | undefined {
+    for (const priority of this.priorities) {
+      const queue = this.waiting.get(priority)!;
+      const at = this.head.get(priority) ?? 0;
+      if (at >= queue.length) continue;
+      const waiter = queue[at]!;
+      // drop the consumed front now and then, not at every shift (that would be O(n) each)
+      if (at + 1 >= 1024 || at + 1 === queue.length) {
+        queue.splice(0, at + 1);
+        this.head.set(priority, 0);
+      } else this.head.set(priority, at + 1);
+      return waiter;
+    }
+    return undefined;
   }
 }
 
@@ -143,7 +176,11 @@ export class Agent {
   private heartbeatTimer?: NodeJS.Timeout;
   /** The host's durable command consumer, made and consumed anew whenever it fails. */
   private commands?: KeptConsumer;
-  private publishChain: Promise<void> = Promise.resolve();
+  /**
+   * State events still being published, one chain per jail: a jail's events go out in order, and
+   * one jail's wait for the broker's ack never holds up another's (a burst of 1,000 starts).
+   */
+  private readonly publishing = new Map<string, Promise<void>>();
   private readonly startedAt = new Date().toISOString();
   private readonly log: Logger;
   private stopping = false;
@@ -166,7 +203,7 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     this.store = new JailStore(join(opts.dataDir, 'state'));
     this.log = opts.logger;
-    this.steps = new StepLimit(opts.maxParallelSteps ?? DEFAULT_PARALLEL_STEPS);
+    this.steps = new StepLimit(opts.maxParallelSteps ?? defaultParallelSteps());
   }
 
   async start(): Promise<void> {
@@ -220,7 +257,7 @@ export class Agent {
       clearTimeout(e.restartTimer);
       e.actor.stop();
     }
-    if (!(await within(5000, this.publishChain))) this.log.warn('stopping with state events not yet published');
+    if (!(await within(5000, Promise.all(this.publishing.values())))) this.log.warn('stopping with state events not yet published');
     await within(5000, this.nc?.drain().catch(() => undefined));
   }
 
@@ -505,12 +542,12 @@ export class Agent {
     this.publishEvent(event);
   }
 
-  /** Publishes in order; retries while the broker is away so no stable state is lost. */
+  /** Publishes in order per jail; retries while the broker is away so no stable state is lost. */
   private publishEvent(event: StateEvent) {
     const js = jetstream(this.nc!);
     const data = encodeJson(event);
     const msgID = `${event.host}/${event.jail}/${event.generation}/${event.seq}`;
-    this.publishChain = this.publishChain.then(async () => {
+    const chain = (this.publishing.get(event.jail) ?? Promise.resolve()).then(async () => {
       for (let attempt = 0; ; attempt++) {
         try {
           await js.publish(subjects.evt(event.host, event.jail), data, { msgID, timeout: 5000 });
@@ -524,6 +561,8 @@ export class Agent {
         }
       }
     });
+    this.publishing.set(event.jail, chain);
+    void chain.then(() => this.publishing.get(event.jail) === chain && this.publishing.delete(event.jail));
   }
 
   private onCommand(m: JsMsg) {
@@ -602,6 +641,14 @@ export class Agent {
 
   private heartbeat() {
     if (!this.nc || this.nc.isClosed()) return;
+    // one pass over the jails, once a beat
+    const held: JailSpec[] = [];
+    const jails: Heartbeat['jails'] = [];
+    for (const e of this.jails.values()) {
+      if (!e.record) continue;
+      jails.push({ name: e.spec.name, generation: e.generation, state: e.record.state, pid: e.record.pid });
+      if (e.record.state !== 'destroyed') held.push(e.spec);
+    }
     const hb: Heartbeat = {
       v: WIRE_VERSION,
       host: this.opts.host,
@@ -610,10 +657,8 @@ export class Agent {
       driver: this.opts.driver.kind,
       capacity: this.opts.capacity ?? machineCapacity(),
       labels: this.opts.labels ?? {},
-      allocated: allocatedOf([...this.jails.values()].filter((e) => e.record && e.record.state !== 'destroyed').map((e) => e.spec)),
-      jails: [...this.jails.values()]
-        .filter((e) => e.record)
-        .map((e) => ({ name: e.spec.name, generation: e.generation, state: e.record!.state, pid: e.record!.pid })),
+      allocated: allocatedOf(held),
+      jails,
     };
     this.nc.publish(subjects.hb(this.opts.host), encodeJson(hb));
   }

@@ -20,7 +20,7 @@ import {
   type PsRequest,
 } from '../../contracts/index.js';
 import { DEFAULT_REQUEST_TIMEOUT_MS } from '../common/defaults.js';
-import { ConnectionClosed, NoReply, NoResponders, RequestFailed, request } from '../common/rpc.js';
+import { ConnectionClosed, NoReply, NoResponders, RequestFailed, request, requestChunked } from '../common/rpc.js';
 
 /** A failure the CLI reports as `jailfleet: <message>` and a non-zero exit. */
 export class CliError extends Error {
@@ -63,13 +63,22 @@ export class Client {
    * died mid-request is replaced by a standby within seconds. An agent is asked once: nobody
    * stands by for it.
    */
-  private async request<S extends z.ZodTypeAny>(subject: string, body: unknown, result: S, who: Who, timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS): Promise<z.output<S>> {
+  private request<S extends z.ZodTypeAny>(subject: string, body: unknown, result: S, who: Who, timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS): Promise<z.output<S>> {
+    return this.retrying(() => request(this.nc, subject, body, result, { timeoutMs }), who, timeoutMs);
+  }
+
+  /** A list of any length from the status service (answered in chunks), retried as `request`. */
+  private requestList<S extends z.ZodTypeAny>(subject: string, body: unknown, chunk: S, key: string, timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS): Promise<z.output<S>> {
+    return this.retrying(() => requestChunked(this.nc, subject, body, chunk, key, { timeoutMs }), 'status', timeoutMs);
+  }
+
+  private async retrying<T>(ask: () => Promise<T>, who: Who, timeoutMs: number): Promise<T> {
     const started = Date.now();
     // a standby scheduler takes over within its lease (3 s); a late answer is worth one more wait
     const retryUntil = started + Math.max(15_000, timeoutMs);
     for (let attempt = 0; ; attempt++) {
       try {
-        return await request(this.nc, subject, body, result, { timeoutMs });
+        return await ask();
       } catch (err) {
         const transient =
           err instanceof NoResponders ? Date.now() - started < 6000 : (err instanceof NoReply || err instanceof RequestFailed) && Date.now() < retryUntil;
@@ -117,11 +126,11 @@ export class Client {
   }
 
   ps(filter: Omit<PsRequest, 'v'> = {}, timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS) {
-    return this.request(subjects.status('ps'), { v: WIRE_VERSION, ...filter }, psReplyBody, 'status', timeoutMs);
+    return this.requestList(subjects.status('ps'), { v: WIRE_VERSION, ...filter }, psReplyBody, 'jails', timeoutMs);
   }
 
   hosts() {
-    return this.request(subjects.status('hosts'), { v: WIRE_VERSION }, hostsReplyBody, 'status');
+    return this.requestList(subjects.status('hosts'), { v: WIRE_VERSION }, hostsReplyBody, 'hosts');
   }
 
   logs(host: string, jail: string, lines: number) {

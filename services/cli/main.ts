@@ -4,9 +4,9 @@
 // `jailfleet: ` on stderr and exits non-zero.
 import { Command, CommanderError, Option } from 'commander';
 import { z } from 'zod';
-import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
+import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, namePatternSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
-import { DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL, DEFAULT_PARALLEL_STEPS } from '../common/defaults.js';
+import { DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
 import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, portSchema, readFleetFile, readHostsFile } from './flags.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
@@ -169,11 +169,13 @@ program
   .command('ps')
   .description('list jails cluster-wide')
   .option('--host <host>', 'only this host')
-  .addOption(new Option('--state <state>', 'only this state').choices([...JAIL_STATES.filter((s) => s !== 'destroyed'), 'unplaced', 'removing']))
+  .addOption(new Option('--state <state>', 'only this state').choices([...JAIL_STATES.filter((s) => s !== 'destroyed'), 'unplaced', 'removing', 'lost']))
+  .option('--name <pattern>', 'only jails whose name matches (* any characters, ? one)')
   .option('--json', 'JSON array')
   .action(async (o) => {
     const host = o.host === undefined ? undefined : flag('host', nameSchema, o.host);
-    const { jails } = await withClient((c) => c.ps({ host, state: o.state }));
+    const name = o.name === undefined ? undefined : flag('name', namePatternSchema, o.name);
+    const { jails } = await withClient((c) => c.ps({ host, state: o.state, name }));
     console.log(o.json ? JSON.stringify(psJson(jails), null, 2) : psTable(jails));
   });
 
@@ -344,7 +346,7 @@ serve
   .option('--cpu <cores>', "cores this host offers to jails (default: the machine's)")
   .option('--memory-mb <mb>', "memory this host offers to jails, in MB (default: the machine's, less 5 %)")
   .option('--label <KEY=VALUE>', 'a label of this host, for placement (repeatable)', collect, [])
-  .option('--parallel-steps <n>', 'driver steps (prepare, mount, start, ...) run at once', String(DEFAULT_PARALLEL_STEPS))
+  .option('--parallel-steps <n>', 'driver steps (prepare, mount, start, ...) run at once (default: 4 per core, at most 64)')
   .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
@@ -358,7 +360,7 @@ serve
       heartbeatMs: flag('heartbeat-ms', msSchema, o.heartbeatMs),
       teardownOnExit: Boolean(o.teardownOnExit),
       backoffBaseMs: o.backoffBaseMs ? flag('backoff-base-ms', msSchema, o.backoffBaseMs) : undefined,
-      parallelSteps: flag('parallel-steps', parallelStepsSchema, o.parallelSteps),
+      parallelSteps: o.parallelSteps === undefined ? undefined : flag('parallel-steps', parallelStepsSchema, o.parallelSteps),
       exitWithParent: parentPid(o.exitWithParent),
     });
   });

@@ -1,22 +1,17 @@
 // How the CLI prints: plain aligned tables (like kubectl), relative ages, JSON when asked.
-import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import type { HostRow, PlanResultJson, PsRow } from '../../contracts/index.js';
 
-const plain = {
-  chars: {
-    top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '',
-    'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ',
-  },
-  style: { head: [] as string[], border: [] as string[], 'padding-left': 0, 'padding-right': 0 },
-};
-
+/**
+ * Columns aligned by padding, two spaces apart, the last one unpadded (kubectl's look). Plain
+ * string work: 10,000 rows render in milliseconds (a table library took seconds).
+ */
 export function table(head: string[], rows: (string | number)[][]): string {
-  // loaded on first use: `--json` output never pays for it
-  const Table = createRequire(import.meta.url)('cli-table3') as typeof import('cli-table3');
-  const t = new Table({ head, ...plain });
-  t.push(...rows.map((r) => r.map(String)));
-  return t.toString().split('\n').map((l) => l.trimEnd()).join('\n');
+  const cells = [head, ...rows.map((r) => r.map(String))];
+  const widths = head.map(() => 0);
+  for (const r of cells) r.forEach((c, i) => (widths[i] = Math.max(widths[i]!, c.length)));
+  const last = head.length - 1;
+  return cells.map((r) => r.map((c, i) => (i === last ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
 }
 
 /** `12s`, `5m`, `3h`, `2d` since an ISO time. */

@@ -38,52 +38,67 @@ function watchParent(pid: number, onGone: () => void): NodeJS.Timeout {
   return timer;
 }
 
-/** `start()`, given up (exit 1) if `exitWithParent` dies meanwhile: a start may wait on a broker that died with it. */
-async function startWatched(start: () => Promise<void>, log: ReturnType<typeof createLogger>, exitWithParent?: number): Promise<void> {
-  const early =
-    exitWithParent === undefined
-      ? undefined
-      : watchParent(exitWithParent, () => {
-          log.warn({ parent: exitWithParent }, 'parent gone while starting: exiting');
-          log.flush(() => process.exit(1));
-        });
-  try {
-    await start();
-  } finally {
-    clearInterval(early);
-  }
-}
+/** How long a signal that arrived during start waits for the start to finish before giving up. */
+const START_GRACE_MS = 60_000;
 
-/** Runs until SIGINT or SIGTERM (or the death of `exitWithParent`), then stops the service and exits 0. */
-async function runUntilSignal(service: Stoppable, log: ReturnType<typeof createLogger>, exitWithParent?: number): Promise<void> {
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const onSignal = (sig: NodeJS.Signals | 'parent gone') => {
-      if (stopping) return;
-      stopping = true;
-      clearInterval(parentWatch);
-      log.info(sig === 'parent gone' ? { parent: exitWithParent } : { signal: sig }, sig === 'parent gone' ? 'parent gone: stopping' : 'stopping');
-      // an agent tearing down removes every jail first: that may take minutes with many
-      const force = setTimeout(() => process.exit(1), 20 * 60_000);
-      // once stopped, exit: a client library's timer (a KV watch re-subscribing to a closed
-      // connection) must not keep a stopped service alive
-      service.stop().then(
-        () => {
-          clearTimeout(force);
-          log.info('stopped');
-          log.flush(() => process.exit(0));
-          resolve();
-        },
-        (err) => {
-          log.error({ err }, 'stop failed');
-          log.flush(() => process.exit(1));
-        },
-      );
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    const parentWatch = exitWithParent === undefined ? undefined : watchParent(exitWithParent, () => onSignal('parent gone'));
-  });
+/**
+ * Starts `service`, then runs it until SIGINT or SIGTERM (or the death of `exitWithParent`), then
+ * stops it and exits 0. The handlers are in place before the start: a signal that arrives while
+ * the service is starting (an agent re-adopting its jails may already have sent its first
+ * heartbeat) stops it as soon as the start is done, with the same teardown; it is never an exit
+ * that skips the teardown. A start that does not finish within START_GRACE_MS after such a
+ * signal, a second signal, or a parent that dies during the start (its broker may have died with
+ * it), exits 1.
+ */
+async function serve(service: Stoppable & { start(): Promise<void> }, log: ReturnType<typeof createLogger>, exitWithParent?: number): Promise<void> {
+  let started = false;
+  let stopping = false;
+  let pending: NodeJS.Signals | 'parent gone' | undefined;
+  let parentWatch: NodeJS.Timeout | undefined;
+  const stop = (sig: NodeJS.Signals | 'parent gone') => {
+    stopping = true;
+    clearInterval(parentWatch);
+    log.info(sig === 'parent gone' ? { parent: exitWithParent } : { signal: sig }, sig === 'parent gone' ? 'parent gone: stopping' : 'stopping');
+    // an agent tearing down removes every jail first: that may take minutes with many
+    const force = setTimeout(() => process.exit(1), 20 * 60_000);
+    // once stopped, exit: a client library's timer (a KV watch re-subscribing to a closed
+    // connection) must not keep a stopped service alive
+    service.stop().then(
+      () => {
+        clearTimeout(force);
+        log.info('stopped');
+        log.flush(() => process.exit(0));
+      },
+      (err) => {
+        log.error({ err }, 'stop failed');
+        log.flush(() => process.exit(1));
+      },
+    );
+  };
+  const onSignal = (sig: NodeJS.Signals | 'parent gone') => {
+    if (stopping) return;
+    if (started) return stop(sig);
+    // nobody is left to wait for, or a second signal says not to wait
+    if (sig === 'parent gone' || pending) {
+      log.warn(sig === 'parent gone' ? { parent: exitWithParent } : { signal: sig }, sig === 'parent gone' ? 'parent gone while starting: exiting' : 'second signal while starting: exiting');
+      log.flush(() => process.exit(1));
+      return;
+    }
+    pending = sig;
+    log.info({ signal: sig }, 'signal while starting: stopping once started');
+    setTimeout(() => {
+      log.error('still starting: exiting without a clean stop');
+      log.flush(() => process.exit(1));
+    }, START_GRACE_MS).unref();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  if (exitWithParent !== undefined) parentWatch = watchParent(exitWithParent, () => onSignal('parent gone'));
+  await service.start();
+  started = true;
+  if (pending) stop(pending);
+  // runs until a signal: the stop exits the process
+  await new Promise<never>(() => undefined);
 }
 
 export async function serveAgent(o: {
@@ -118,20 +133,17 @@ export async function serveAgent(o: {
     maxParallelSteps: o.parallelSteps,
     backoff: o.backoffBaseMs ? { baseMs: o.backoffBaseMs, maxMs: 30_000 } : undefined,
   });
-  await startWatched(() => agent.start(), log, o.exitWithParent);
-  await runUntilSignal({ stop: () => agent.stop({ teardown: o.teardownOnExit }) }, log, o.exitWithParent);
+  await serve({ start: () => agent.start(), stop: () => agent.stop({ teardown: o.teardownOnExit }) }, log, o.exitWithParent);
 }
 
 export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; leaseMs: number; strategy: PlacementStrategy; exitWithParent?: number }) {
   const log = createLogger('scheduler');
   const s = new Scheduler({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs, leaseMs: o.leaseMs, strategy: o.strategy });
-  await startWatched(() => s.start(), log, o.exitWithParent);
-  await runUntilSignal(s, log, o.exitWithParent);
+  await serve(s, log, o.exitWithParent);
 }
 
 export async function serveStatus(o: { servers: string[]; hostTtlMs: number; exitWithParent?: number }) {
   const log = createLogger('status');
   const s = new StatusService({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs });
-  await startWatched(() => s.start(), log, o.exitWithParent);
-  await runUntilSignal(s, log, o.exitWithParent);
+  await serve(s, log, o.exitWithParent);
 }

@@ -16,8 +16,10 @@ export const DEFAULT_LEASE_MS = 3000;
 export const DEFAULT_RESYNC_MS = 2000;
 /** How long a drain waits for a jail's new copy to run before it gives up on that move. */
 export const DEFAULT_MOVE_TIMEOUT_MS = 120_000;
-/** Driver steps (prepare, mount, start, ...) an agent runs at once. */
-export const DEFAULT_PARALLEL_STEPS = 4;
+/** Driver steps (prepare, mount, start, ...) an agent runs at once: this many per core, within the bounds below. */
+export const DEFAULT_PARALLEL_STEPS_PER_CORE = 4;
+export const MIN_DEFAULT_PARALLEL_STEPS = 4;
+export const MAX_DEFAULT_PARALLEL_STEPS = 64;
 
 /** How long the CLI waits for one answer from a service. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;

@@ -53,6 +53,8 @@ export interface NatsServerOptions {
   cluster?: { name: string; routePort: number; routePorts: number[] };
   /** A name unique in the cluster (default `jailfleet-<port>`). */
   serverName?: string;
+  /** The largest message the broker takes, in nats-server's syntax (default 8MB; nats-server's own default is 1MB). */
+  maxPayload?: string;
 }
 
 /** Starts nats-server -js with its store under `dir`; resolves once it accepts connections. */
@@ -67,7 +69,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     [
       `listen: "${host}:${port}"`,
       `server_name: "${opts.serverName ?? `jailfleet-${port}`}"`,
-      `max_payload: 8MB`,
+      `max_payload: ${opts.maxPayload ?? '8MB'}`,
       `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
       ...(opts.cluster
         ? [

@@ -5,7 +5,7 @@
 // error classes. Nothing here ever reads an error's message to decide what it is.
 import { errors as natsErrors, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { z } from 'zod';
-import { InternalError, InvalidInput, TimedOut, Unavailable, codeToError, errorToCode, replySchema, type ApiError } from '../../contracts/index.js';
+import { CodedError, InternalError, InvalidInput, TimedOut, Unavailable, codeToError, errorToCode, replySchema, type ApiError } from '../../contracts/index.js';
 import { decodeWith, encodeJson } from './codec.js';
 import type { Logger } from './logger.js';
 
@@ -117,6 +117,122 @@ export function serveRpc<S extends z.ZodTypeAny, R>(
       else void answer(msg);
     },
   });
+}
+
+/** Room left in each chunk for the envelope and the broker's protocol line. */
+const CHUNK_MARGIN = 4096;
+/** The broker's limit when the connection has not said (nats-server's default). */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+
+/**
+ * Splits a list into reply messages that each fit in `limit` bytes: each is a whole envelope,
+ * `{ ok: true, result: { [key]: [...] } }`, so every chunk is parsed by the same contract.
+ * Throws when one item alone is larger than the limit.
+ */
+export function encodeChunks(key: string, items: readonly unknown[], limit: number): Uint8Array[] {
+  const head = `{"ok":true,"result":{${JSON.stringify(key)}:[`;
+  const tail = ']}}';
+  const room = limit - head.length - tail.length;
+  const chunks: Uint8Array[] = [];
+  let part: string[] = [];
+  let size = 0;
+  const flush = () => {
+    chunks.push(new TextEncoder().encode(head + part.join(',') + tail));
+    part = [];
+    size = 0;
+  };
+  for (const item of items) {
+    const json = JSON.stringify(item);
+    // byte length: a name is ASCII, a message may not be
+    const bytes = Buffer.byteLength(json);
+    if (bytes > room) throw new InternalError(`one item of ${key} is ${bytes} bytes, more than a reply may carry (${room})`);
+    // `size` counts a comma after each item taken: the one before this item, if any
+    if (part.length && size + bytes > room) flush();
+    part.push(json);
+    size += bytes + 1;
+  }
+  if (part.length || chunks.length === 0) flush();
+  return chunks;
+}
+
+/**
+ * Answers like serveRpc, for a result that is one list (`{ [key]: T[] }`) of any length: the list
+ * goes back in as many messages as the broker's max_payload needs, then an empty message that
+ * ends the reply (the NATS request-many "sentinel" pattern, read by requestChunked). An error is
+ * one envelope, then the sentinel.
+ */
+export function serveRpcChunked<S extends z.ZodTypeAny, T>(
+  nc: NatsConnection,
+  subject: string,
+  request: S,
+  key: string,
+  handler: (req: z.output<S>, msg: Msg) => T[] | Promise<T[]>,
+  opts: ServeRpcOptions,
+): Subscription {
+  const answer = async (msg: Msg) => {
+    let chunks: Uint8Array[];
+    try {
+      const items = await handler(decodeWith(request, msg.data), msg);
+      chunks = encodeChunks(key, items, (nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) - CHUNK_MARGIN);
+    } catch (err) {
+      const reply = errorReply(err);
+      if (reply.error.code === 'internal') opts.log.error({ err, subject }, 'request failed');
+      chunks = [encodeJson(reply)];
+    }
+    try {
+      for (const c of chunks) msg.respond(c);
+      msg.respond(new Uint8Array(0));
+    } catch (err) {
+      // the connection is gone: the client sees no sentinel and reports no reply
+      opts.log.error({ err, subject }, 'reply not sent');
+    }
+  };
+  return nc.subscribe(subject, {
+    queue: opts.queue,
+    callback: (err, msg) => {
+      if (err) opts.log.error({ err, subject }, 'subscription failed');
+      else void answer(msg);
+    },
+  });
+}
+
+/**
+ * Asks `subject` for a list answered by serveRpcChunked and returns the whole list, each chunk
+ * parsed by `chunk` (the reply body's contract, `{ [key]: T[] }`). A reply cut off before its end
+ * (the server died, or `timeoutMs` passed) is NoReply, never a short list.
+ */
+export async function requestChunked<S extends z.ZodTypeAny>(
+  nc: NatsConnection,
+  subject: string,
+  body: unknown,
+  chunk: S,
+  key: string,
+  opts: { timeoutMs: number },
+): Promise<z.output<S>> {
+  const items: unknown[] = [];
+  let ended = false;
+  try {
+    const replies = await nc.requestMany(subject, encodeJson(body), { strategy: 'sentinel', maxWait: opts.timeoutMs });
+    for await (const msg of replies) {
+      if (msg.data.length === 0) {
+        ended = true;
+        break;
+      }
+      let reply: RpcReply<Record<string, unknown[]>>;
+      try {
+        reply = decodeWith(replySchema(chunk), msg.data) as RpcReply<Record<string, unknown[]>>;
+      } catch (err) {
+        throw new InternalError(`malformed reply on ${subject}: ${messageOf(err)}`, { cause: err });
+      }
+      if (!reply.ok) throw codeToError(reply.error.code, reply.error.message);
+      items.push(...reply.result[key]!);
+    }
+  } catch (err) {
+    if (err instanceof CodedError) throw err;
+    throw requestFailure(err, subject, opts.timeoutMs, nc.isClosed());
+  }
+  if (!ended) throw new NoReply(subject, opts.timeoutMs);
+  return { [key]: items } as z.output<S>;
 }
 
 /**

@@ -94,7 +94,7 @@ export class ClusterView {
    * Every jail: its newest event, or `pending`/`unplaced` from its placement before any event.
    * Given the clock, a jail whose host is down shows `lost` (until it is moved or its host returns).
    */
-  ps(filter: { host?: string; state?: string } = {}, now?: number): PsRow[] {
+  ps(filter: { host?: string; state?: string; name?: string } = {}, now?: number): PsRow[] {
     const out: PsRow[] = [];
     for (const r of this.rows.values()) {
       const p = this.placements.get(r.name);
@@ -118,8 +118,9 @@ export class ClusterView {
         if (r.host && r.state !== 'removing' && this.hostDown(r.host, now)) out[i] = { ...r, state: 'lost' };
       }
     }
+    const named = filter.name === undefined ? undefined : namePattern(filter.name);
     return out
-      .filter((r) => (!filter.host || r.host === filter.host) && (!filter.state || r.state === filter.state))
+      .filter((r) => (!filter.host || r.host === filter.host) && (!filter.state || r.state === filter.state) && (!named || named.test(r.name)))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
@@ -172,4 +173,10 @@ function rowOf(e: StateEvent, cur: JailRow): Partial<JailRow> {
 function strip(r: JailRow): PsRow {
   const { seq: _seq, ...row } = r;
   return row;
+}
+
+/** A `ps --name` pattern as a regular expression: `*` any run of characters, `?` one, the rest literal. */
+export function namePattern(pattern: string): RegExp {
+  const body = [...pattern].map((ch) => (ch === '*' ? '.*' : ch === '?' ? '.' : ch.replace(/[.+^${}()|[\]\\-]/g, '\\$&'))).join('');
+  return new RegExp(`^${body}$`);
 }

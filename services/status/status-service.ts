@@ -25,7 +25,7 @@ import {
   followRecords,
   keepConsuming,
   retrying,
-  serveRpc,
+  serveRpcChunked,
   streamLastSeq,
   type KeptConsumer,
   type Logger,
@@ -73,8 +73,10 @@ export class StatusService {
     // placements): meanwhile another one answers, or the CLI retries
     await this.catchUp(nc, watch.synced);
     const rpc = { queue: STATUS_QUEUE, log: this.log };
-    serveRpc(nc, subjects.status('ps'), psRequestSchema, (req) => ({ jails: this.view.ps(req, Date.now()) }), rpc);
-    serveRpc(nc, subjects.status('hosts'), hostsRequestSchema, () => ({ hosts: this.view.hosts(Date.now()) }), rpc);
+    // lists of any length: as many messages as the broker's max_payload needs (10,000 jails are
+    // more than 1 MB)
+    serveRpcChunked(nc, subjects.status('ps'), psRequestSchema, 'jails', (req) => this.view.ps(req, Date.now()), rpc);
+    serveRpcChunked(nc, subjects.status('hosts'), hostsRequestSchema, 'hosts', () => this.view.hosts(Date.now()), rpc);
     this.log.info('status service started');
   }
 

@@ -7,8 +7,9 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { jetstream } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
-import { WIRE_VERSION, subjects, type Command, type JailSpec, type StateEvent } from '../../contracts/index.js';
+import { BUCKET_PLACEMENT, WIRE_VERSION, subjects, type Command, type JailSpec, type StateEvent } from '../../contracts/index.js';
 import { ensureTopology, freePort } from '../../services/common/index.js';
 import { TestCluster, cliPath, mountsUnder, repoRoot } from '../support/cluster.js';
 import { agentRestartFigure, failoverFigure } from './failover.js';
@@ -213,36 +214,46 @@ async function startLatency(n: number) {
 }
 
 /**
- * `jailfleet ps --json` wall time with `n` jails known to the status service (synthetic state
- * events, published straight to the stream), beside `node -e ''` (process start alone) and
- * `jailfleet hosts --json` (the same start, connect and request, a tiny reply). A failing ps is
- * reported in the JSON (`error`), not thrown: the other figures still run.
+ * `jailfleet ps --json` wall time with `n` jails known to the status service (synthetic
+ * placements and state events, written straight to the bucket and the stream), through a broker
+ * with nats-server's default 1 MB max_payload, beside `node -e ''` (process start alone) and
+ * `jailfleet hosts --json` (the same start, connect and request, a tiny reply); also the text
+ * table and a `--name` filter. A failing ps is reported in the JSON (`error`), not thrown: the
+ * other figures still run.
  */
 async function psLatency(n: number, runs: number) {
-  const c = await TestCluster.start({ hosts: [], scheduler: false, status: true, logLevel: 'info' });
+  const c = await TestCluster.start({ hosts: [], scheduler: false, status: true, logLevel: 'info', natsMaxPayload: '1MB' });
+  const hostCount = 20;
+  const hb = await connect({ servers: c.url });
+  // the hosts are heard from throughout, so their jails show as running rather than lost
+  const beatAll = () => {
+    for (let h = 0; h < hostCount; h++) {
+      const host = `host-${h}`;
+      hb.publish(subjects.hb(host), enc({ v: WIRE_VERSION, host, at: new Date().toISOString(), startedAt: new Date(0).toISOString(), capacity: { cpu: 64, memoryMB: 65536 }, labels: {}, allocated: { cpu: 0, memoryMB: 0 }, driver: 'linux', jails: [] }));
+    }
+  };
+  beatAll();
+  const beating = setInterval(beatAll, 500);
   try {
     const nc = await connect({ servers: c.url });
     await ensureTopology(nc);
     const js = jetstream(nc);
+    const placements = await new Kvm(nc).open(BUCKET_PLACEMENT);
     const at = new Date().toISOString();
-    const hostCount = 20;
     for (let from = 0; from < n; from += 1000) {
+      const batch = Array.from({ length: Math.min(1000, n - from) }, (_, k) => from + k);
+      await Promise.all(batch.map((i) => placements.put(`svc-${i}`, enc({ v: WIRE_VERSION, host: `host-${i % hostCount}`, generation: 1, reason: null }))));
       await Promise.all(
-        Array.from({ length: Math.min(1000, n - from) }, (_, k) => {
-          const i = from + k;
+        batch.map((i) => {
           const ev: StateEvent = { v: WIRE_VERSION, host: `host-${i % hostCount}`, jail: `svc-${i}`, generation: 1, seq: 1, state: 'running', pid: 1000 + i, exitCode: null, restarts: 0, error: null, at };
           return js.publish(subjects.evt(ev.host, ev.jail), enc(ev));
         }),
       );
     }
     await nc.close();
-    // counted host by host (smaller replies), since ps itself may not cope with the whole table;
-    // the status service consumes in stream order: once the last host has all its jails, all do
-    const perHost = (h: number) => Math.floor(n / hostCount) + (h < n % hostCount ? 1 : 0);
-    const rowsOf = async (h: number) => (await c.json<unknown[]>(['ps', '--host', `host-${h}`])).length;
-    await c.until('status to know every jail', async () => (await rowsOf((n - 1) % hostCount)) === perHost((n - 1) % hostCount), 120_000);
-    let known = 0;
-    for (let h = 0; h < hostCount; h++) known += await rowsOf(h);
+    // the status service consumes in stream order: once the last jail shows, all do
+    await c.until('status to know every jail', async () => (await c.json<unknown[]>(['ps', '--name', `svc-${n - 1}`])).length === 1, 120_000);
+    const known = (await c.json<unknown[]>(['ps'])).length;
     const env = { JAILFLEET_NATS_URL: c.url };
     const node = await nodeBare(runs);
     const hosts = await wallMedian([cliPath, 'hosts', '--json'], runs, env);
@@ -253,10 +264,15 @@ async function psLatency(n: number, runs: number) {
     } catch (err) {
       error = (err as Error).message.split('\n')[0];
     }
+    const text = await wallMedian([cliPath, 'ps'], runs, env).catch(() => undefined);
+    const named = await wallMedian([cliPath, 'ps', '--json', '--name', 'svc-99*'], runs, env).catch(() => undefined);
     emit({
       figure: 'ps-latency',
       jails: n,
       known,
+      maxPayload: '1MB',
+      textMedian: text === undefined ? null : round(text),
+      namedMedian: named === undefined ? null : round(named),
       unit: 'ms',
       median: ps === undefined ? null : round(ps),
       ...(error !== undefined && { error }),
@@ -268,6 +284,8 @@ async function psLatency(n: number, runs: number) {
       hostsMedian: round(hosts),
     });
   } finally {
+    clearInterval(beating);
+    await hb.close();
     await c.stop();
   }
 }

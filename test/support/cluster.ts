@@ -120,6 +120,8 @@ const ROOMY_AGENT = ['--cpu', '64', '--memory-mb', '65536'];
 
 export interface ClusterOptions {
   hosts?: string[];
+  /** The broker's max_payload (nats-server syntax, e.g. `1MB`); default that of startNatsServer. */
+  natsMaxPayload?: string;
   scheduler?: boolean;
   /** Scheduler processes (scheduler-1 … when more than one). */
   schedulers?: number;
@@ -157,7 +159,7 @@ export class TestCluster {
 
   static async start(opts: ClusterOptions = {}): Promise<TestCluster> {
     const dir = mkdtempSync(join(tmpdir(), 'jailfleet-e2e-'));
-    const servers = (opts.natsCluster ?? 1) > 1 ? (await startNatsCluster({ dir: join(dir, 'nats'), size: opts.natsCluster! })).servers : [await startNatsServer({ dir: join(dir, 'nats'), host: opts.natsHost })];
+    const servers = (opts.natsCluster ?? 1) > 1 ? (await startNatsCluster({ dir: join(dir, 'nats'), size: opts.natsCluster! })).servers : [await startNatsServer({ dir: join(dir, 'nats'), host: opts.natsHost, maxPayload: opts.natsMaxPayload })];
     const c = new TestCluster(dir, servers, opts);
     const n = opts.scheduler === false ? 0 : (opts.schedulers ?? 1);
     for (let i = 1; i <= n; i++) c.startService(n > 1 ? `scheduler-${i}` : 'scheduler');

@@ -3,7 +3,7 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import type { Heartbeat, JailState, PlacementRecord, StateEvent } from '../../contracts/index.js';
-import { ClusterView } from '../../services/status/cluster-view.js';
+import { ClusterView, namePattern } from '../../services/status/cluster-view.js';
 
 const TTL = 3000;
 const t = (s: number) => new Date(Date.UTC(2025, 0, 1, 0, 0, s)).toISOString();
@@ -369,5 +369,28 @@ describe('hosts', () => {
     expect(v.hosts(10 + TTL + 1)[0]!.status).toBe('down');
     v.applyHostRecord('h1', null);
     expect(v.hosts(10)[0]).toEqual({ host: 'h1', status: 'up', jails: 0, lastSeen: new Date(10).toISOString(), ...fromHb });
+  });
+});
+
+describe('ps filters', () => {
+  test('--name: * any run of characters, ? one, everything else literal; combined with --host and --state', () => {
+    const v = new ClusterView(TTL, 0);
+    for (const [jail, host, state] of [['web-1', 'h1', 'running'], ['web-12', 'h2', 'running'], ['web-2', 'h1', 'stopped'], ['db-1', 'h1', 'running'], ['webx1', 'h1', 'running']] as const)
+      v.applyEvent(ev(jail, 1, 1, state, { host }));
+    const names = (f: Parameters<ClusterView['ps']>[0]) => v.ps(f).map((r) => r.name);
+    expect(names({ name: 'web-*' })).toEqual(['web-1', 'web-12', 'web-2']);
+    expect(names({ name: 'web-?' })).toEqual(['web-1', 'web-2']);
+    expect(names({ name: '*-1' })).toEqual(['db-1', 'web-1']);
+    expect(names({ name: 'web-1' })).toEqual(['web-1']);
+    expect(names({ name: 'web' })).toEqual([]);
+    expect(names({ name: 'web-*', host: 'h1' })).toEqual(['web-1', 'web-2']);
+    expect(names({ name: 'web-*', state: 'running' })).toEqual(['web-1', 'web-12']);
+  });
+
+  test('a pattern is never a regular expression: the characters of one match only themselves', () => {
+    expect(namePattern('a.b').test('axb')).toBe(false);
+    expect(namePattern('a-b').test('a-b')).toBe(true);
+    expect(namePattern('*').test('anything-at-all')).toBe(true);
+    expect(namePattern('a?c').test('ac')).toBe(false);
   });
 });

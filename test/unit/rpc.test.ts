@@ -5,7 +5,7 @@ import { describe, expect, test } from '@jest/globals';
 import { errors, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { Conflict, ERROR_CODES, InternalError, InvalidInput, JailNotFound, NotFound, TimedOut, Unavailable, codeToError, errorToCode, type ErrorCode } from '../../contracts/index.js';
-import { ConnectionClosed, NoReply, NoResponders, RequestFailed, request, requestFailure, serveRpc } from '../../services/common/rpc.js';
+import { ConnectionClosed, NoReply, NoResponders, RequestFailed, encodeChunks, request, requestFailure, serveRpc } from '../../services/common/rpc.js';
 import type { Logger } from '../../services/common/logger.js';
 
 const CLASSES: Record<ErrorCode, Function> = {
@@ -131,5 +131,30 @@ describe('requestFailure: the NATS client errors, by class', () => {
     const other = requestFailure(new errors.RequestError('timeout, 503, no responders'), 's', 1000);
     expect(other).toBeInstanceOf(RequestFailed);
     expect(errorToCode(other)).toBe('internal');
+  });
+});
+
+describe('encodeChunks', () => {
+  const items = Array.from({ length: 1000 }, (_, i) => ({ i, name: `jail-${i}`, note: i % 7 === 0 ? 'ünïcode' : '' }));
+
+  test('every chunk is a whole envelope within the limit, and together they hold every item in order', () => {
+    for (const limit of [200, 1000, 4096, 65536]) {
+      const chunks = encodeChunks('jails', items, limit);
+      for (const c of chunks) expect(c.byteLength).toBeLessThanOrEqual(limit);
+      const back = chunks.flatMap((c) => (JSON.parse(new TextDecoder().decode(c)) as { ok: true; result: { jails: unknown[] } }).result.jails);
+      expect(back).toEqual(items);
+    }
+  });
+
+  test('an exact fit is one chunk; one byte less is two', () => {
+    const two = [{ a: 1 }, { a: 2 }];
+    const whole = new TextEncoder().encode(JSON.stringify({ ok: true, result: { x: two } })).byteLength;
+    expect(encodeChunks('x', two, whole)).toHaveLength(1);
+    expect(encodeChunks('x', two, whole - 1)).toHaveLength(2);
+  });
+
+  test('an empty list is one chunk; an item larger than the limit is an internal error', () => {
+    expect(encodeChunks('x', [], 100).map((c) => new TextDecoder().decode(c))).toEqual(['{"ok":true,"result":{"x":[]}}']);
+    expect(() => encodeChunks('x', [{ big: 'y'.repeat(200) }], 100)).toThrow(InternalError);
   });
 });

@@ -1,7 +1,8 @@
 // The agent's step limit: never more than n steps at once, and waiting steps go by priority
 // (later lifecycle steps first), then in arrival order.
 import { describe, expect, it } from '@jest/globals';
-import { StepLimit } from '../../services/agent/agent.js';
+import { availableParallelism } from 'node:os';
+import { StepLimit, defaultParallelSteps } from '../../services/agent/agent.js';
 
 describe('StepLimit', () => {
   it('runs at most n at once and lets the highest priority go next, in arrival order within one', async () => {
@@ -36,5 +37,20 @@ describe('StepLimit', () => {
       ),
     );
     expect(peak).toBe(3);
+  });
+  it('keeps priority, then arrival order, across a burst of 1,000 waiters', async () => {
+    const limit = new StepLimit(1);
+    const order: number[] = [];
+    let release!: () => void;
+    const first = limit.run(() => new Promise<void>((r) => (release = r)));
+    const runs = Array.from({ length: 1000 }, (_, i) => limit.run(async () => void order.push(i), i % 3));
+    release();
+    await Promise.all([first, ...runs]);
+    const expected = [2, 1, 0].flatMap((p) => Array.from({ length: 1000 }, (_, i) => i).filter((i) => i % 3 === p));
+    expect(order).toEqual(expected);
+  });
+
+  it('runs steps by cores when not told: four per core, at least 4, at most 64', () => {
+    expect(defaultParallelSteps()).toBe(Math.min(64, Math.max(4, availableParallelism() * 4)));
   });
 });

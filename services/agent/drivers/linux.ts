@@ -1,10 +1,26 @@
 // The linux driver: a jail is a thin root (read-only binds of the host's /usr and friends, a
 // generated /etc), a minimal /dev, its own /proc, and the pid, mount, uts, ipc (and optionally
-// net) namespaces of `unshare`, with native/jailinit as pid 1 chrooted into the root.
+// net) namespaces of `unshare`, with native/jailinit as pid 1 pivoted into the root.
 // Each jail gets a cgroup of its own with its spec's limits (cgroup-limits.ts), joined by its init
 // before the command runs.
+//
+// Every mount of a jail lives in the jail's own mount namespace, never in the host's: the host's
+// mount table is the same with 0 or 1,000 jails, and a jail that dies however it dies (stop,
+// SIGKILL, the kernel's OOM killer) takes its mounts with it. The lifecycle steps are:
+//   prepare: the root's directories and files (base dirs, merged-/usr symlinks, a generated
+//            /etc, the empty /proc, /dev, /tmp); no mount.
+//   mount:   checks the spec's mounts (sources exist, the data directory is never shown, targets
+//            made inside the root without following a jail's symlinks) and records the jail's
+//            mount plan (mount-plan.json); no mount.
+//   start:   one spawn: `unshare … jailinit <plan> -- command`; jailinit makes the plan's mounts
+//            inside the new namespace, pivots into the root, hardens and execs, and reports "ok"
+//            or the failing step on its status fd.
+//   unmount: forgets the plan (the mounts went with the namespace).
+//   destroy: stops the init, removes the cgroup and the jail's files (after one look at the
+//            host's mount table: a jail mounted by an older driver is unmounted first).
 // It must never run anything through a shell, never make the host's secrets, homes or its own
-// data directory visible inside a jail, and never delete files through a mount.
+// data directory visible inside a jail, never mount anything in the host's namespace for a jail,
+// and never delete files through a mount.
 import { createHash } from 'node:crypto';
 import { constants as fsConstants, existsSync } from 'node:fs';
 import {
@@ -20,7 +36,6 @@ import {
   stat,
   symlink,
   unlink,
-  writeFile,
 } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -30,7 +45,7 @@ import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../
 import { DriverStepFailed, type DriverStepName, type ExecOptions, type JailDriver, type JailExit, type JailInspection } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
 import { JailCgroups, type CgroupController } from './cgroup-limits.js';
-import { abortError, ensureRealDir, errCode, ifExists, isWithin, sleep, writeFileAtomic } from './host-files.js';
+import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
 import { checkJailName } from './jail-steps.js';
 
 export interface LinuxDriverOptions {
@@ -38,7 +53,7 @@ export interface LinuxDriverOptions {
   dataDir: string;
   /** The jail init binary (native/jailinit.c); default `<repo>/dist/native/jailinit`. */
   initPath?: string;
-  /** The batch mount helper (native/jailmount.c); default `<repo>/dist/native/jailmount`. */
+  /** The unmount helper for jails an older driver mounted on the host (native/jailmount.c); default `<repo>/dist/native/jailmount`. */
   mountPath?: string;
   /**
    * The directory under `<cgroup mount>/jailfleet/` that holds this driver's jails; default
@@ -48,8 +63,13 @@ export interface LinuxDriverOptions {
   logger?: DriverLogger;
 }
 
-/** One jailmount operation: [bind|tmpfs|devpts|umount, source or options, target, flags]. */
-type MountOp = [op: 'bind' | 'tmpfs' | 'devpts' | 'umount', arg: string, target: string, flags: string];
+/**
+ * One operation of a jail's mount plan, run by jailinit in the jail's namespace (see its header),
+ * or of jailmount (umount only, for jails mounted on the host by an older driver).
+ */
+type MountOp = [op: 'bind' | 'tmpfs' | 'devpts' | 'mkdir' | 'file' | 'symlink' | 'umount', arg: string, target: string, flags: string];
+/** Root-level directories that become a fresh tmpfs in the jail: what lies below is made in there. */
+const TMPFS_DIRS = ['dev', 'tmp'];
 
 /** Host directories a thin root borrows, read-only (or as the same symlink, on merged-/usr hosts). */
 const BASE_DIRS = ['usr', 'bin', 'sbin', 'lib', 'lib64', 'lib32', 'libx32'];
@@ -96,11 +116,6 @@ interface OwnChild {
   exited: Promise<void>;
 }
 
-interface MountEntry {
-  id: number;
-  mountPoint: string;
-}
-
 /** The repository root: the nearest directory above this file that holds package.json. */
 function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -115,8 +130,8 @@ function repoRoot(): string {
 /**
  * Spawns `unshare` in its own session, outliving this process, with the jail's exact
  * environment and its console as stdout and stderr. stdin is jailinit's start barrier: it
- * waits for EOF there before running the command, so the init cannot be gone before the
- * driver has recorded its pid and start time.
+ * waits for "go" and EOF there before running the command, so the init cannot be gone before
+ * the driver has recorded its pid and start time, nor run when the driver died before that.
  */
 function spawnDetached(argv: string[], env: Record<string, string>, consoleFd: number) {
   // execa's types only list small fd numbers; at runtime any open fd is handed to the child as is.
@@ -165,8 +180,11 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-/** Mount points of this process's mount namespace, decoded from /proc/self/mountinfo. */
-async function readMounts(): Promise<MountEntry[]> {
+/**
+ * Mount points at or under `dir` in this process's mount namespace, in mount order (ids rise
+ * with it), from /proc/self/mountinfo. Only destroy reads it: a jail mounts nothing on the host.
+ */
+async function mountsUnder(dir: string): Promise<string[]> {
   const text = await readFile('/proc/self/mountinfo', 'utf8');
   return text
     .split('\n')
@@ -175,7 +193,10 @@ async function readMounts(): Promise<MountEntry[]> {
       const f = line.split(' ');
       const mountPoint = f[4].replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
       return { id: Number(f[0]), mountPoint };
-    });
+    })
+    .filter((m) => m.mountPoint === dir || isWithin(dir, m.mountPoint))
+    .sort((a, b) => a.id - b.id)
+    .map((m) => m.mountPoint);
 }
 
 /** Field 3 (state) and 22 (start time) of /proc/<pid>/stat; null when there is no such process. */
@@ -191,13 +212,6 @@ async function isAlive(pid: number, startTime: string | null): Promise<boolean> 
   const st = await procStat(pid);
   if (!st || st.state === 'Z' || st.state === 'X') return false;
   return startTime === null || st.startTime === startTime;
-}
-
-/** Makes `path` an empty regular file unless it is one (a bind-mount target for a file). */
-async function ensureEmptyFile(path: string): Promise<void> {
-  const st = await ifExists(lstat(path));
-  if (!st) await writeFile(path, '', { flag: 'wx', mode: 0o644 });
-  else if (!st.isFile()) throw new Error(`${path} is not a regular file: refusing to mount on it`);
 }
 
 /** Makes `path` the symlink `target`, replacing another symlink or an empty directory there. */
@@ -252,21 +266,13 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         if (errCode(err) !== 'EEXIST') throw err;
       });
       if (!(await lstat(p.root)).isDirectory()) throw new Error(`${p.root} is not a directory`);
-
-      // The root becomes a mount of its own, unbindable (hence private): the mounts made
-      // below it never propagate to the host's peer groups, nor into another bind of it.
-      const mounts = await readMounts();
-      const ops: MountOp[] = [];
-      if (!mounts.some((m) => m.mountPoint === p.root)) ops.push(['bind', p.root, p.root, 'unbindable']);
-      for (const base of BASE_DIRS) await this.prepareBase(p.root, base, mounts, ops);
-      await this.mountOps('prepare', spec.name, ops);
-
+      for (const base of BASE_DIRS) await this.prepareBase(p.root, base);
       const etc = await ensureRealDir(p.root, 'etc');
       const files = generatedEtc(jailHostname(spec));
       const resolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => null);
       if (resolv !== null) files['resolv.conf'] = resolv;
       for (const [file, content] of Object.entries(files)) await writeFileAtomic(join(etc, file), content);
-      for (const dir of ['proc', 'dev', 'tmp']) await ensureRealDir(p.root, dir);
+      for (const dir of ['proc', ...TMPFS_DIRS]) await ensureRealDir(p.root, dir);
       await ensureRealDir(p.root, 'root', 0o700);
       this.log?.info({ jail: spec.name, root: p.root }, 'jail root prepared');
     });
@@ -275,28 +281,10 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   async mount(spec: JailSpec): Promise<void> {
     await this.step('mount', spec.name, async () => {
       const p = await this.paths(spec.name);
-      const mounts = await readMounts();
-      const isMounted = (path: string) => mounts.some((m) => m.mountPoint === path);
-      if (!isMounted(p.root)) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} is not mounted)`);
-      // two batches: the tmpfs of /dev and /tmp first, since the device nodes, /dev/pts and
-      // user targets under /tmp are made inside them; then every bind and the rest
-      const dev = await ensureRealDir(p.root, 'dev');
-      const tmp = await ensureRealDir(p.root, 'tmp');
-      const first: MountOp[] = [];
-      if (!isMounted(dev)) first.push(['tmpfs', 'mode=755,size=1m', dev, 'nosuid,nodev,noexec,private']);
-      if (!isMounted(tmp)) first.push(['tmpfs', 'mode=1777', tmp, 'nosuid,nodev,private']);
-      await this.mountOps('mount', spec.name, first);
-      const then: MountOp[] = [];
-      await this.devOps(dev, isMounted, then);
-      const ordered = parentsFirst(spec.mounts);
-      for (const m of ordered) {
-        // a target inside an earlier user mount is resolved (and made) only once that one is in place
-        if (ordered.some((o) => o !== m && m.target.startsWith(`${o.target}/`))) await this.mountOps('mount', spec.name, then.splice(0));
-        const checked = await this.userMount(spec.name, p.root, m, isMounted);
-        if (checked) then.push(['bind', checked.source, checked.target, checked.readOnly ? 'ro,private' : 'private']);
-      }
-      await this.mountOps('mount', spec.name, then);
-      this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mounts made');
+      if (!(await ifExists(lstat(join(p.root, 'etc', 'passwd'))))) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} has no etc/passwd)`);
+      const plan = await this.mountPlan(spec.name, p.root, spec.mounts);
+      await writeFileAtomic(this.planPath(p.dir), JSON.stringify(plan), 0o600);
+      this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mount plan recorded');
     });
   }
 
@@ -308,11 +296,10 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       await access(this.initPath, fsConstants.X_OK).catch((err) => {
         throw new Error(`the jail init ${this.initPath} is missing or not executable (build it with: node scripts/setup.mjs)`, { cause: err });
       });
-      const mounts = await readMounts();
-      for (const need of [p.root, join(p.root, 'dev'), join(p.root, 'tmp')]) {
-        if (!mounts.some((m) => m.mountPoint === need)) throw new Error(`jail ${spec.name} is not mounted (${need} is not a mount point)`);
-      }
+      const plan = await this.readPlan(p.dir);
+      if (!plan) throw new Error(`jail ${spec.name} is not mounted (it has no mount plan: the mount step comes first)`);
       await ifExists(unlink(p.exitCode));
+      await ifExists(unlink(this.oomPath(p.dir)));
       await this.cgroups.create(spec.name, spec.resources);
 
       const argv = [
@@ -322,6 +309,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         '--propagation', 'private',
         '--',
         this.initPath, p.exitCode, p.root, jailHostname(spec), spec.network,
+        ...plan.flat(),
         '--', ...spec.command,
       ];
       const consoleFile = await open(p.console, 'a', 0o600);
@@ -350,15 +338,17 @@ export class LinuxDriver extends DriverBase implements JailDriver {
           const initPid = Number(children?.trim().split(' ')[0] || NaN);
           const st = Number.isInteger(initPid) && (await this.initReady(initPid)) ? await procStat(initPid) : null;
           if (st) record = { pid: initPid, startTime: st.startTime, unsharePid };
-          else if (unshareDone || tries > 1000) {
+          else if (unshareDone || tries > 1050) {
             const tail = await this.startFailureTail(spec.name);
             throw DriverStepFailed.of('start', spec.name, `its init did not start${tail ? `: ${tail}` : ''}`, { argv, stderr: tail });
-          } else await sleep(5);
+          } else await sleep(tries < 50 ? 1 : 5);
         }
         // its init joins the jail's cgroup while it still waits at the barrier: whatever it
         // runs afterwards is limited from its first instruction
         await this.cgroups.join(spec.name, record.pid);
         await writeFileAtomic(p.pid, JSON.stringify(record), 0o600);
+        // recorded: the barrier opens. A bare EOF (this process dying before here) ends the init.
+        child.stdin!.end('go\n');
       } catch (err) {
         try {
           process.kill(-unsharePid, 'SIGKILL');
@@ -367,7 +357,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         }
         throw err;
       } finally {
-        child.stdin!.end();
+        if (!child.stdin!.writableEnded) child.stdin!.end();
       }
       // the barrier is open: jailinit sets up, hardens and execs, then says how that went
       const report = await readStartReport(child.stdio[3] as NodeJS.ReadableStream | undefined, START_REPORT_MS);
@@ -392,10 +382,9 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       while (await abortable(isAlive(pid, startTime), signal)) await abortable(sleep(POLL_MS), signal);
     }
     const exitCode = await this.exitCodeOf(name, pid);
-    // the cgroup is made afresh at each start: its kills are this run's (null: another run's files)
-    const oomKills = exitCode === null || exitCode === 0 ? 0 : ((await this.cgroups.oomKills(name).catch(() => null)) ?? 0);
-    if (oomKills > 0) this.log?.warn({ jail: name, pid, exitCode, oomKills }, 'jail killed for memory');
-    return { exitCode, outOfMemory: oomKills > 0 };
+    const oomKills = exitCode === null ? 0 : await this.releaseCgroup(name, pid);
+    if (oomKills > 0 && exitCode !== 0) this.log?.warn({ jail: name, pid, exitCode, oomKills }, 'jail killed for memory');
+    return { exitCode, outOfMemory: oomKills > 0 && exitCode !== 0 };
   }
 
   async stop(spec: JailSpec): Promise<{ exitCode: number | null }> {
@@ -404,9 +393,9 @@ export class LinuxDriver extends DriverBase implements JailDriver {
 
   async unmount(spec: JailSpec): Promise<void> {
     await this.step('unmount', spec.name, async () => {
-      const p = await this.paths(spec.name);
-      await this.unmountUnder('unmount', spec.name, p.dir);
-      this.log?.info({ jail: spec.name }, 'jail mounts released');
+      // the mounts went with the jail's namespace: what is left is the plan, made again by mount
+      await ifExists(unlink(this.planPath((await this.paths(spec.name)).dir)));
+      this.log?.info({ jail: spec.name }, 'jail mount plan released');
     });
   }
 
@@ -415,12 +404,16 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       const p = await this.paths(name);
       if (!(await ifExists(lstat(p.dir)))) return;
       await this.stopInit(name, await this.destroyGraceMs(name));
-      await this.unmountUnder('destroy', name, p.dir);
       await this.cgroups.remove(name);
-      // Never delete through a mount: rm would walk into the host's files bound there.
-      const left = (await readMounts()).filter((m) => m.mountPoint === p.dir || isWithin(p.dir, m.mountPoint));
+      // Never delete through a mount: rm would walk into the host's files bound there. Nothing is
+      // mounted on the host by this driver, but a jail an older one mounted may be: one look.
+      let left = await mountsUnder(p.dir);
       if (left.length) {
-        throw new Error(`refusing to remove ${p.dir}: still mounted at ${left.map((m) => m.mountPoint).join(', ')}`);
+        await this.unmountUnder('destroy', name, p.dir);
+        left = await mountsUnder(p.dir);
+      }
+      if (left.length) {
+        throw new Error(`refusing to remove ${p.dir}: still mounted at ${left.join(', ')}`);
       }
       await rm(p.dir, { recursive: true, force: true });
       this.children.delete(name);
@@ -431,9 +424,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   async inspect(name: string): Promise<JailInspection> {
     checkJailName('inspect', name);
     const p = await this.paths(name);
-    const mounts = new Set((await readMounts()).map((m) => m.mountPoint));
-    const prepared = mounts.has(p.root) && (await ifExists(lstat(join(p.root, 'etc', 'passwd')))) !== null;
-    const mounted = mounts.has(join(p.root, 'dev')) && mounts.has(join(p.root, 'tmp'));
+    const prepared = (await ifExists(lstat(join(p.root, 'etc', 'passwd')))) !== null;
+    const mounted = prepared && (await ifExists(lstat(this.planPath(p.dir)))) !== null;
     const running = await this.runningInit(name);
     return { name, prepared, mounted, pid: running?.pid ?? null };
   }
@@ -549,48 +541,88 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     }
   }
 
-  /** One base directory of the thin root: a read-only bind, or the host's relative symlink. */
-  private async prepareBase(root: string, base: string, mounts: MountEntry[], ops: MountOp[]): Promise<void> {
-    const host = `/${base}`;
-    const st = await ifExists(lstat(host));
-    if (!st) return;
-    const target = join(root, base);
-    if (st.isSymbolicLink()) {
-      await ensureSymlink(target, await readlink(host));
-      return;
-    }
-    if (!st.isDirectory()) return;
-    await ensureRealDir(root, base);
-    if (mounts.some((m) => m.mountPoint === target)) return;
-    ops.push(['bind', host, target, 'ro,private']);
+  /** One base directory of the thin root: a directory (bound read-only at start), or the host's relative symlink. */
+  private async prepareBase(root: string, base: string): Promise<void> {
+    const st = await ifExists(lstat(`/${base}`));
+    if (st?.isSymbolicLink()) await ensureSymlink(join(root, base), await readlink(`/${base}`));
+    else if (st?.isDirectory()) await ensureRealDir(root, base);
   }
 
-  /** The nodes of a jail's /dev (bound from the host's), /dev/pts, /dev/shm and the usual links. */
-  private async devOps(dev: string, isMounted: (p: string) => boolean, ops: MountOp[]): Promise<void> {
-    for (const node of DEV_NODES) {
-      const target = join(dev, node);
-      if (isMounted(target)) continue;
-      if (!(await lstat(`/dev/${node}`)).isCharacterDevice()) throw new Error(`/dev/${node} of the host is not a character device`);
-      await ensureEmptyFile(target);
-      ops.push(['bind', `/dev/${node}`, target, 'private']);
+  private planPath(dir: string): string {
+    return join(dir, 'mount-plan.json');
+  }
+
+  /** Where wait() keeps a dead jail's OOM kill count once its cgroup is gone. */
+  private oomPath(dir: string): string {
+    return join(dir, 'oom-kills');
+  }
+
+  private async readPlan(dir: string): Promise<MountOp[] | null> {
+    const text = await ifExists(readFile(this.planPath(dir), 'utf8'));
+    if (text === null) return null;
+    const plan = JSON.parse(text) as unknown;
+    if (!Array.isArray(plan) || !plan.every((op) => Array.isArray(op) && op.length === 4 && op.every((a) => typeof a === 'string' && a !== '--'))) {
+      throw new Error(`${this.planPath(dir)} is not a mount plan: run the mount step again`);
     }
-    const pts = await ensureRealDir(dev, 'pts');
-    if (!isMounted(pts)) ops.push(['devpts', 'newinstance,ptmxmode=0666,mode=0620', pts, 'nosuid,noexec,private']);
-    const shm = await ensureRealDir(dev, 'shm');
-    if (!isMounted(shm)) ops.push(['tmpfs', 'mode=1777', shm, 'nosuid,nodev,private']);
-    for (const [link, target] of Object.entries(DEV_LINKS)) await ensureSymlink(join(dev, link), target);
+    return plan as MountOp[];
+  }
+
+  /**
+   * The jail's mounts in the order jailinit makes them in its namespace: the root onto itself
+   * (pivot_root wants a mount point), the read-only base, /dev's tmpfs with its nodes, devpts and
+   * shm, /tmp's tmpfs, then the spec's mounts, parents first. Every target outside a tmpfs is
+   * checked and made here, on the host, inside the root; one inside a tmpfs is made by jailinit
+   * in that fresh tmpfs, and one inside an earlier user mount is made in that mount's source.
+   */
+  private async mountPlan(jail: string, root: string, mounts: JailSpec['mounts']): Promise<MountOp[]> {
+    const plan: MountOp[] = [['bind', root, root, '-']];
+    for (const base of BASE_DIRS) {
+      const st = await ifExists(lstat(`/${base}`));
+      if (st?.isDirectory()) plan.push(['bind', `/${base}`, await ensureRealDir(root, base), 'ro']);
+    }
+    const dev = await ensureRealDir(root, 'dev');
+    plan.push(['tmpfs', 'mode=755,size=1m', dev, 'nosuid,nodev,noexec']);
+    for (const node of DEV_NODES) {
+      if (!(await lstat(`/dev/${node}`)).isCharacterDevice()) throw new Error(`/dev/${node} of the host is not a character device`);
+      plan.push(['file', '-', join(dev, node), '-'], ['bind', `/dev/${node}`, join(dev, node), '-']);
+    }
+    plan.push(['mkdir', '755', join(dev, 'pts'), '-'], ['devpts', 'newinstance,ptmxmode=0666,mode=0620', join(dev, 'pts'), 'nosuid,noexec']);
+    plan.push(['mkdir', '755', join(dev, 'shm'), '-'], ['tmpfs', 'mode=1777', join(dev, 'shm'), 'nosuid,nodev']);
+    for (const [link, target] of Object.entries(DEV_LINKS)) plan.push(['symlink', target, join(dev, link), '-']);
+    plan.push(['tmpfs', 'mode=1777', await ensureRealDir(root, 'tmp'), 'nosuid,nodev']);
+
+    const data = await this.dataDir();
+    const placed: { segs: string[]; source: string }[] = [];
+    for (const m of parentsFirst(mounts)) {
+      const refuse = (why: string): never => {
+        throw new DriverStepFailed('mount', `mount ${m.source} -> ${m.target} of jail ${jail} refused: ${why}`);
+      };
+      const source = await ifExists(realpath(m.source));
+      if (source === null) return refuse('the source does not exist');
+      await checkMountSource(source, data, refuse);
+      const isDir = (await stat(source)).isDirectory();
+      const segs = m.target.split('/').filter(Boolean);
+      const target = join(root, ...segs);
+      // the deepest earlier mount that holds this target: its source is what the target lies in
+      const parent = placed.filter((o) => o.segs.length < segs.length && o.segs.every((s, i) => segs[i] === s)).at(-1);
+      if (parent) {
+        await resolveMountTarget(parent.source, `/${segs.slice(parent.segs.length).join('/')}`, isDir, refuse);
+      } else if (segs.length > 1 && TMPFS_DIRS.includes(segs[0]!)) {
+        for (let i = 2; i < segs.length; i++) plan.push(['mkdir', '755', join(root, ...segs.slice(0, i)), '-']);
+        plan.push(isDir ? ['mkdir', '755', target, '-'] : ['file', '-', target, '-']);
+      } else if (!(segs.length === 1 && TMPFS_DIRS.includes(segs[0]!) && isDir)) {
+        await resolveMountTarget(root, m.target, isDir, refuse);
+      }
+      plan.push(['bind', source, target, m.readOnly ? 'ro' : '-']);
+      if (isDir) placed.push({ segs, source });
+    }
+    return plan;
   }
 
   /** Unmounts everything at or under `dir`, deepest first; lazily when a mount is busy. */
   private async unmountUnder(step: DriverStepName, jail: string, dir: string): Promise<void> {
     // mount ids rise with mount order: the later of two mounts at one depth goes first
-    const under = async () =>
-      unmountOrder(
-        (await readMounts())
-          .filter((m) => m.mountPoint === dir || isWithin(dir, m.mountPoint))
-          .sort((a, b) => a.id - b.id)
-          .map((m) => m.mountPoint),
-      );
+    const under = async () => unmountOrder(await mountsUnder(dir));
     for (let left = await under(); left.length; ) {
       let failure: unknown = null;
       // deepest first, in one process; jailmount detaches a busy mount instead
@@ -644,6 +676,28 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   private async readExitCode(path: string): Promise<number | null> {
     const text = (await ifExists(readFile(path, 'utf8')))?.trim();
     return text && /^\d+$/.test(text) ? Number(text) : null;
+  }
+
+  /**
+   * Once the jail whose init was `pid` is gone: its cgroup's OOM kill count, kept in a file, and
+   * the cgroup removed, so a dead jail leaves no cgroup behind. In step with start, so a new
+   * run's fresh cgroup is never the one removed; a later wait() reads the kept count.
+   */
+  private async releaseCgroup(name: string, pid: number): Promise<number> {
+    return this.step('stop', name, async () => {
+      const p = await this.paths(name);
+      const kept = await this.readExitCode(this.oomPath(p.dir));
+      if ((await this.readPidRecord(p.pid))?.pid !== pid) return kept ?? 0;
+      // the cgroup is made afresh at each start: its kills are this run's
+      const live = await this.cgroups.oomKills(name).catch(() => null);
+      if (live === null) return kept ?? 0;
+      await writeFileAtomic(this.oomPath(p.dir), `${live}\n`, 0o600);
+      await this.cgroups.remove(name);
+      return live;
+    }).catch((err: unknown) => {
+      this.log?.warn({ jail: name, pid, err }, 'cannot release the cgroup of a dead jail');
+      return 0;
+    });
   }
 
   /** The recorded init of a jail, if it still runs (same pid and start time). */
