@@ -20,7 +20,10 @@ const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 async function jestJson(args) {
   const out = join(tmp, 'result.json');
   rmSync(out, { force: true });
-  await execa(jest, [...args, '--ci', '--json', `--outputFile=${out}`], { cwd: root, env, stdio: 'ignore', reject: false });
+  const argv = [jest, ...args, '--ci', '--json', `--outputFile=${out}`];
+  // on a machine shared with other test runs, JAILFLEET_TEST_LOCK=FILE runs each under flock(1)
+  const lock = process.env.JAILFLEET_TEST_LOCK;
+  await execa(lock ? 'flock' : argv[0], lock ? [lock, ...argv] : argv.slice(1), { cwd: root, env, stdio: 'ignore', reject: false });
   return JSON.parse(readFileSync(out, 'utf8'));
 }
 
