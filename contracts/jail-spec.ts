@@ -1,6 +1,7 @@
 // The jail spec: what a user writes in a fleet file or on the `jailfleet run` command line.
 // Parsed once at the boundary (CLI, API, agent); everything inside trusts the parsed type.
 import { z } from 'zod';
+import { imageRefSchema } from './image.js';
 
 /** Host and jail names: DNS labels, also valid as one NATS subject token. */
 export const NAME_RULE = 'lowercase letters, digits and "-", 1 to 63 characters, starting and ending with a letter or digit';
@@ -96,6 +97,8 @@ const jailSpecShape = {
     .max(1024, { message: 'at most 1024 arguments' })
     .refine((argv) => argv[0] !== '', { message: 'the program (first element) must not be empty' }),
   hostname: hostnameSchema.optional(),
+  /** The root filesystem: an image (`NAME:TAG`, a digest, or both). Without it, the host's thin root. */
+  image: imageRefSchema.optional(),
   env: envSchema.default({}),
   mounts: z.array(mountSchema).max(64, { message: 'at most 64 mounts' }).default([]),
   network: z.enum(NETWORK_MODES).default('inherit'),

@@ -13,6 +13,7 @@ import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
 import { Progress } from './progress.js';
+import { registerImageCommands } from './image-commands.js';
 import type { Fleet, PlanResultJson } from '../../contracts/index.js';
 
 const program = new Command('jailfleet')
@@ -331,6 +332,8 @@ program
 
 /** --exit-with-parent: a pid, or undefined when not given. */
 const parentPid = (v: string | undefined) => (v === undefined ? undefined : flag('exit-with-parent', z.coerce.number().int().min(1), v));
+
+registerImageCommands(program, withClient);
 
 const serve = program.command('serve').description('run one service in the foreground');
 serve
