@@ -33,6 +33,17 @@ export const mountSchema = z.strictObject({
 });
 export type Mount = z.infer<typeof mountSchema>;
 
+/** A host volume: a directory an agent offers by name (`serve agent --volume NAME=/path[:ro]`). */
+export const volumeNameSchema = nameSchema;
+/** A jail's use of a host volume: placed only on hosts offering it (writable, unless readOnly). */
+export const volumeSchema = z.strictObject({
+  name: volumeNameSchema,
+  target: absolutePathSchema.refine((p) => p !== '/', { message: 'must not be "/" (the jail root itself)' }),
+  readOnly: z.boolean().default(false),
+});
+/** Volume name → read-only, as a host offers its volumes (heartbeats, hosts files). */
+export const volumeOffersSchema = z.record(volumeNameSchema, z.boolean()).refine((v) => Object.keys(v).length <= 256, { message: 'at most 256 volumes' });
+
 const hostnameSchema = z
   .string()
   .min(1)
@@ -101,6 +112,8 @@ const jailSpecShape = {
   image: imageRefSchema.optional(),
   env: envSchema.default({}),
   mounts: z.array(mountSchema).max(64, { message: 'at most 64 mounts' }).default([]),
+  /** Host volumes (absent, not empty, when none: a spec written before volumes keeps its JSON). */
+  volumes: z.array(volumeSchema).max(64, { message: 'at most 64 volumes' }).optional(),
   network: z.enum(NETWORK_MODES).default('inherit'),
   restart: z.enum(RESTART_POLICIES).default('always'),
   stopTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
@@ -126,8 +139,9 @@ const jailSpecShape = {
     })
     .default({ reschedule: true }),
 };
-const distinctMountTargets = (s: { mounts: { target: string }[] }) => new Set(s.mounts.map((m) => m.target)).size === s.mounts.length;
-const distinctMountTargetsRule = { message: 'two mounts have the same target', path: ['mounts'] };
+const distinctMountTargets = (s: { mounts: { target: string }[]; volumes?: { target: string }[] }) =>
+  new Set([...s.mounts, ...(s.volumes ?? [])].map((m) => m.target)).size === s.mounts.length + (s.volumes?.length ?? 0);
+const distinctMountTargetsRule = { message: 'two mounts or volumes have the same target', path: ['mounts'] };
 
 export const jailSpecSchema = z.strictObject(jailSpecShape).refine(distinctMountTargets, distinctMountTargetsRule);
 

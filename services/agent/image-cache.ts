@@ -58,10 +58,13 @@ export class ImageCache {
   private readonly maxImageBytes: number;
   private readonly cacheBytes: number;
   private cleanup?: Promise<void>;
+  /** What held() found last: the heartbeat's list, without a directory read per beat. */
+  private known: string[] = [];
 
   constructor(private readonly opts: ImageCacheOptions) {
     this.maxImageBytes = opts.maxImageBytes ?? DEFAULT_MAX_IMAGE_MB * MB;
     this.cacheBytes = opts.cacheBytes ?? DEFAULT_IMAGE_CACHE_MB * MB;
+    void this.held();
   }
 
   /** The unpacked root of `digest`, fetched and unpacked first when this host has not got it. */
@@ -99,7 +102,13 @@ export class ImageCache {
   /** Digests unpacked on this host. */
   async held(): Promise<string[]> {
     const names = await readdir(this.opts.dir).catch(() => [] as string[]);
-    return names.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`).sort();
+    this.known = names.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`).sort();
+    return this.known;
+  }
+
+  /** The digests held as last seen (refreshed by every fetch and collection). */
+  snapshot(): string[] {
+    return this.known;
   }
 
   /** Removes least recently used images no jail uses until the cache fits its budget; the digests removed. */
@@ -120,6 +129,7 @@ export class ImageCache {
       removed.push(m.digest);
       this.opts.logger?.info({ digest: m.digest, bytes: m.bytes }, 'unused image removed from the cache');
     }
+    await this.held();
     return removed;
   }
 
@@ -168,6 +178,7 @@ export class ImageCache {
       await rm(tar);
       await writeFile(join(scratch, 'image.json'), JSON.stringify({ digest, bytes: tree.contentBytes, lastUsedMs: Date.now() } satisfies CachedImage));
       await rename(scratch, join(this.opts.dir, hexOf(digest)));
+      await this.held();
       this.opts.logger?.info({ digest, bytes: tree.contentBytes, ms: Date.now() - started }, 'image fetched and unpacked');
     } catch (err) {
       await rm(scratch, { recursive: true, force: true });

@@ -103,6 +103,8 @@ export async function serveAgent(o: {
   cpu?: number;
   memoryMB?: number;
   labels: Labels;
+  /** Host volumes: name → directory and whether it is offered read-only. */
+  volumes: Map<string, { path: string; readOnly: boolean }>;
   /** Stop (and tear down, with teardownOnExit) once this process is gone: `jailfleet up`. */
   exitWithParent?: number;
   /** Unpacked images kept before the least recently used unused ones go, in MB. */
@@ -124,7 +126,7 @@ export async function serveAgent(o: {
     maxImageBytes: o.maxImageMB === undefined ? undefined : o.maxImageMB * 1024 * 1024,
     logger: log,
   });
-  const driver = new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache });
+  const driver = new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes });
   const agent = new Agent({
     host: o.host,
     dataDir: o.dataDir,
@@ -134,6 +136,8 @@ export async function serveAgent(o: {
     heartbeatMs: o.heartbeatMs,
     capacity: { ...machineCapacity(), ...(o.cpu !== undefined && { cpu: o.cpu }), ...(o.memoryMB !== undefined && { memoryMB: o.memoryMB }) },
     labels: o.labels,
+    volumes: Object.fromEntries([...o.volumes].map(([name, v]) => [name, v.readOnly])),
+    images: () => cache.snapshot(),
     maxParallelSteps: o.parallelSteps,
     backoff: o.backoffBaseMs ? { baseMs: o.backoffBaseMs, maxMs: 30_000 } : undefined,
   });

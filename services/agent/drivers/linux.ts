@@ -68,6 +68,8 @@ export interface LinuxDriverOptions {
   logger?: DriverLogger;
   /** Where image jails' roots come from (the agent's image cache); without it a spec with an image fails at prepare. */
   images?: ImageSource;
+  /** Host volumes this agent offers (`--volume`): name → directory, and whether only read-only. */
+  volumes?: ReadonlyMap<string, { path: string; readOnly: boolean }>;
 }
 
 /** The unpacked image a spec's `image` names, on this host. */
@@ -271,6 +273,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   private readonly children = new Map<string, OwnChild>();
   private readonly cgroups: JailCgroups;
   private readonly images?: ImageSource;
+  private readonly volumes: ReadonlyMap<string, { path: string; readOnly: boolean }>;
 
   constructor(options: LinuxDriverOptions) {
     super(options.dataDir, options.logger);
@@ -280,6 +283,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     this.initPath = options.initPath ?? join(repoRoot(), 'dist', 'native', 'jailinit');
     this.mountPath = options.mountPath ?? join(repoRoot(), 'dist', 'native', 'jailmount');
     this.images = options.images;
+    this.volumes = options.volumes ?? new Map();
   }
 
   /** Digests of the images this host's jails were prepared from (the image cache never collects them). */
@@ -322,7 +326,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       const overlay = spec.image ? await this.overlayOf(spec.name) : null;
       if (spec.image && !overlay) throw new Error(`the root of jail ${spec.name} is not prepared (its image is not recorded in ${p.dir})`);
       if (!spec.image && !(await ifExists(lstat(join(p.root, 'etc', 'passwd'))))) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} has no etc/passwd)`);
-      const plan = await this.mountPlan(spec.name, p.root, spec.mounts, overlay);
+      const plan = await this.mountPlan(spec.name, p.root, [...spec.mounts, ...this.volumeMounts(spec)], overlay);
       await writeFileAtomic(this.planPath(p.dir), JSON.stringify(plan), 0o600);
       this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mount plan recorded');
     });
@@ -617,6 +621,20 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     if (resolv !== null) files['resolv.conf'] = resolv;
     for (const [file, content] of Object.entries(files)) await writeFileAtomic(join(etc, file), content);
     this.log?.info({ jail: spec.name, image: digest, lower: rootfs }, 'jail image root prepared');
+  }
+
+  /**
+   * A spec's volumes as the binds they are: this host's directory of each (read-only when the
+   * spec or the host says so). A volume this host does not offer fails the step: the scheduler
+   * should not have placed the jail here.
+   */
+  private volumeMounts(spec: JailSpec): JailSpec['mounts'] {
+    return (spec.volumes ?? []).map((v) => {
+      const offer = this.volumes.get(v.name);
+      if (!offer) throw new Error(`volume ${v.name} is not offered by this host (serve agent --volume ${v.name}=/path)`);
+      if (!v.readOnly && offer.readOnly) throw new Error(`volume ${v.name} is offered read-only on this host, and the jail writes to it`);
+      return { source: offer.path, target: v.target, readOnly: v.readOnly || offer.readOnly };
+    });
   }
 
   /** The digest a jail was prepared from, or null (a thin root, or not prepared). */
