@@ -170,3 +170,44 @@ d('jails from images', () => {
     expect((await exec('web-a', '/bin/cat', '/etc/image-marker')).stdout).toBe('one');
   });
 });
+
+d('an image jail whose host dies', () => {
+  let c: TestCluster;
+  let work: string;
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'jailfleet-images-fo-'));
+    c = await TestCluster.start({ hosts: ['host-1', 'host-2'] });
+    await c.until('2 hosts up', async () => (await c.json<{ status: string }[]>(['hosts'])).filter((h) => h.status === 'up').length === 2);
+  }, 60_000);
+
+  afterAll(async () => {
+    await c?.stop();
+    await rm(work, { recursive: true, force: true });
+  }, 120_000);
+
+  it('starts elsewhere from the same digest, even though the tag moved meanwhile', async () => {
+    const importAs = async (marker: string) => {
+      const root = join(work, marker);
+      await busyboxRoot(root, marker);
+      const r = await c.cli(['image', 'import', 'app:1', root]);
+      expect(r.exitCode).toBe(0);
+      return /sha256:[0-9a-f]{64}/.exec(r.stdout)![0];
+    };
+    const first = await importAs('first');
+    expect((await c.cli(['run', '--image', 'app:1', 'fo', '--', '/bin/sleep', '3600'])).exitCode).toBe(0);
+    const before = await c.until('fo running', async () => (await c.json<PsRow[]>(['ps'])).find((j) => j.name === 'fo' && j.state === 'running'));
+    expect(await importAs('second')).not.toBe(first);
+
+    const victim = before.host!;
+    await c.stopAgent(victim, 'SIGKILL');
+    const after = await c.until('fo running elsewhere', async () => (await c.json<PsRow[]>(['ps'])).find((j) => j.name === 'fo' && j.state === 'running' && j.host !== victim), 60_000);
+    expect(after.generation).toBe(before.generation + 1);
+    expect((await c.cli(['exec', 'fo', '--', '/bin/cat', '/etc/image-marker'])).stdout).toBe('first');
+    expect(existsSync(join(c.dir, 'hosts', after.host!, 'images', first.slice(7), 'rootfs'))).toBe(true);
+
+    // the old host comes back and drops its stale copy, writable layer and all
+    await c.startAgentServing(victim);
+    await c.until('the stale copy gone', async () => !existsSync(join(c.dir, 'hosts', victim, 'jails', 'fo')), 30_000);
+  }, 120_000);
+});

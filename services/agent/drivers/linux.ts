@@ -47,7 +47,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
-import { DriverStepFailed, type DriverStepName, type ExecOptions, type JailDriver, type JailExit, type JailInspection } from './driver.js';
+import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
 import { JailCgroups, type CgroupController } from './cgroup-limits.js';
 import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
@@ -72,13 +72,7 @@ export interface LinuxDriverOptions {
   volumes?: ReadonlyMap<string, { path: string; readOnly: boolean }>;
 }
 
-/** The unpacked image a spec's `image` names, on this host. */
-export interface ImageSource {
-  /** The digest a reference means: its own, else `recorded` (what the jail was prepared from), else its tag's in the cluster. */
-  resolve(ref: string, recorded: string | null): Promise<string>;
-  /** The unpacked root of `digest`, fetched first if this host has not got it. */
-  ensure(digest: string): Promise<string>;
-}
+
 
 /**
  * One operation of a jail's mount plan, run by jailinit in the jail's namespace (see its header),
