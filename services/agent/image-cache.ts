@@ -82,7 +82,7 @@ export class ImageCache {
       this.fetching.set(digest, pending);
     }
     await pending;
-    await this.collect().catch((err: unknown) => this.opts.logger?.warn({ err }, 'image cache collection failed'));
+    await this.collect(digest).catch((err: unknown) => this.opts.logger?.warn({ err }, 'image cache collection failed'));
     return join(dir, 'rootfs');
   }
 
@@ -111,8 +111,11 @@ export class ImageCache {
     return this.known;
   }
 
-  /** Removes least recently used images no jail uses until the cache fits its budget; the digests removed. */
-  async collect(): Promise<string[]> {
+  /**
+   * Removes least recently used images no jail uses until the cache fits its budget; the digests
+   * removed. `keep`: the image just ensured, which its caller is about to use.
+   */
+  async collect(keep?: string): Promise<string[]> {
     const images = (await Promise.all((await this.held()).map((d) => this.meta(hexOf(d))))).filter((m): m is CachedImage => m !== null);
     let total = images.reduce((n, m) => n + m.bytes, 0);
     if (total <= this.cacheBytes) return [];
@@ -120,7 +123,7 @@ export class ImageCache {
     const removed: string[] = [];
     for (const m of images.sort((a, b) => a.lastUsedMs - b.lastUsedMs)) {
       if (total <= this.cacheBytes) break;
-      if (used.has(m.digest) || this.fetching.has(m.digest)) continue;
+      if (used.has(m.digest) || this.fetching.has(m.digest) || m.digest === keep) continue;
       // renamed first, so a half-removed image is never taken for a whole one
       const doomed = join(this.opts.dir, `.partial-gc-${hexOf(m.digest)}-${randomBytes(4).toString('hex')}`);
       await rename(join(this.opts.dir, hexOf(m.digest)), doomed);

@@ -118,15 +118,21 @@ export function registerImageCommands(program: Command, withClient: <T>(fn: (c: 
 
   image
     .command('ls')
-    .description('list images: name, tag, digest, size, when imported')
+    .description('list images: name, tag, digest, size, when imported, which hosts hold it unpacked')
     .option('--json', 'JSON array')
     .action(async (o) => {
-      const records = await withClient(async (c) => (await ImageStore.open(c.nc)).list());
+      const { records, holders } = await withClient(async (c) => {
+        const records = await (await ImageStore.open(c.nc)).list();
+        // which hosts hold each image unpacked, from their heartbeats (nothing when no status service answers)
+        const hosts = await c.hosts().then((r) => r.hosts, () => []);
+        const holders = (digest: string) => hosts.filter((h) => h.images?.includes(digest)).map((h) => h.host).sort();
+        return { records, holders };
+      });
       if (o.json) {
-        console.log(JSON.stringify(records, null, 2));
+        console.log(JSON.stringify(records.map((r) => ({ ...r, hosts: holders(r.digest) })), null, 2));
         return;
       }
-      const rows = [['NAME', 'TAG', 'DIGEST', 'SIZE', 'IMPORTED'], ...records.map((r) => [r.name, r.tag, r.digest.slice(0, 19), mb(r.bytes), r.importedAt])];
+      const rows = [['NAME', 'TAG', 'DIGEST', 'SIZE', 'IMPORTED', 'HOSTS'], ...records.map((r) => [r.name, r.tag, r.digest.slice(0, 19), mb(r.bytes), r.importedAt, holders(r.digest).join(',') || '-'])];
       const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
       for (const r of rows) console.log(r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd());
     });

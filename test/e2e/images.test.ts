@@ -64,6 +64,7 @@ d('jails from images', () => {
     // the host's userland is not there: no /usr at all in a busybox image
     expect((await exec('web-a', '/bin/test', '-e', '/usr/bin/perl')).exitCode).toBe(1);
     expect(held()).toEqual([digest1]);
+    await c.until('image ls names the host holding it', async () => (await c.json<(ImageRecord & { hosts: string[] })[]>(['image', 'ls']))[0]?.hosts.includes('host-1'));
   });
 
   it('two jails of one image each write their own root; the writes survive stop and start, and an agent restart', async () => {
