@@ -117,7 +117,16 @@ export async function serveAgent(o: {
   const log = createLogger('agent', { host: o.host });
   // images come over a connection of their own: a 100 MB fetch must not delay a heartbeat
   let images: Promise<ImageStore> | undefined;
-  const imageStore = () => (images ??= connectNats(o.servers, `jailfleet-agent-${o.host}-images`, { waitOnFirstConnect: true }).then((nc) => ImageStore.open(nc)));
+  let imagesNc: ReturnType<typeof connectNats> | undefined;
+  const imageStore = () =>
+    (images ??= (imagesNc ??= connectNats(o.servers, `jailfleet-agent-${o.host}-images`, { waitOnFirstConnect: true }))
+      .then((nc) => ImageStore.open(nc))
+      .catch(async (err: unknown) => {
+        // asked again at the next jail's prepare: a broker that was electing leaders may be ready
+        images = undefined;
+        if (await imagesNc?.then(() => false, () => true)) imagesNc = undefined;
+        throw err;
+      }));
   const cache: ImageCache = new ImageCache({
     dir: join(o.dataDir, 'images'),
     store: imageStore,
