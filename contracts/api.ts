@@ -70,6 +70,10 @@ export const hostRowSchema = z.object({
   capacity: hostResourcesSchema.optional(),
   labels: labelsSchema.optional(),
   allocated: hostResourcesSchema.optional(),
+  /** Host volumes it offers (name → read-only), when any. */
+  volumes: z.record(z.string(), z.boolean()).optional(),
+  /** Digests of the images it holds unpacked, when any. */
+  images: z.array(z.string()).optional(),
   /** Present while the host is being drained (or is drained): jails the drain could not move, and why. */
   drain: hostRecordSchema.pick({ parallel: true, since: true, blocked: true }).optional(),
 });

@@ -1,6 +1,7 @@
 // The jail spec: what a user writes in a fleet file or on the `jailfleet run` command line.
 // Parsed once at the boundary (CLI, API, agent); everything inside trusts the parsed type.
 import { z } from 'zod';
+import { imageRefSchema } from './image.js';
 
 /** Host and jail names: DNS labels, also valid as one NATS subject token. */
 export const NAME_RULE = 'lowercase letters, digits and "-", 1 to 63 characters, starting and ending with a letter or digit';
@@ -31,6 +32,17 @@ export const mountSchema = z.strictObject({
   readOnly: z.boolean().default(true),
 });
 export type Mount = z.infer<typeof mountSchema>;
+
+/** A host volume: a directory an agent offers by name (`serve agent --volume NAME=/path[:ro]`). */
+export const volumeNameSchema = nameSchema;
+/** A jail's use of a host volume: placed only on hosts offering it (writable, unless readOnly). */
+export const volumeSchema = z.strictObject({
+  name: volumeNameSchema,
+  target: absolutePathSchema.refine((p) => p !== '/', { message: 'must not be "/" (the jail root itself)' }),
+  readOnly: z.boolean().default(false),
+});
+/** Volume name → read-only, as a host offers its volumes (heartbeats, hosts files). */
+export const volumeOffersSchema = z.record(volumeNameSchema, z.boolean()).refine((v) => Object.keys(v).length <= 256, { message: 'at most 256 volumes' });
 
 const hostnameSchema = z
   .string()
@@ -96,8 +108,12 @@ const jailSpecShape = {
     .max(1024, { message: 'at most 1024 arguments' })
     .refine((argv) => argv[0] !== '', { message: 'the program (first element) must not be empty' }),
   hostname: hostnameSchema.optional(),
+  /** The root filesystem: an image (`NAME:TAG`, a digest, or both). Without it, the host's thin root. */
+  image: imageRefSchema.optional(),
   env: envSchema.default({}),
   mounts: z.array(mountSchema).max(64, { message: 'at most 64 mounts' }).default([]),
+  /** Host volumes (absent, not empty, when none: a spec written before volumes keeps its JSON). */
+  volumes: z.array(volumeSchema).max(64, { message: 'at most 64 volumes' }).optional(),
   network: z.enum(NETWORK_MODES).default('inherit'),
   restart: z.enum(RESTART_POLICIES).default('always'),
   stopTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
@@ -123,8 +139,9 @@ const jailSpecShape = {
     })
     .default({ reschedule: true }),
 };
-const distinctMountTargets = (s: { mounts: { target: string }[] }) => new Set(s.mounts.map((m) => m.target)).size === s.mounts.length;
-const distinctMountTargetsRule = { message: 'two mounts have the same target', path: ['mounts'] };
+const distinctMountTargets = (s: { mounts: { target: string }[]; volumes?: { target: string }[] }) =>
+  new Set([...s.mounts, ...(s.volumes ?? [])].map((m) => m.target)).size === s.mounts.length + (s.volumes?.length ?? 0);
+const distinctMountTargetsRule = { message: 'two mounts or volumes have the same target', path: ['mounts'] };
 
 export const jailSpecSchema = z.strictObject(jailSpecShape).refine(distinctMountTargets, distinctMountTargetsRule);
 

@@ -1,7 +1,7 @@
 // Messages between services: commands (scheduler → agent), state events (agent → status),
 // heartbeats (agent → scheduler, status) and exec (CLI → agent). Every message carries `v`.
 import { z } from 'zod';
-import { jailSpecSchema, labelsSchema, nameSchema } from './jail-spec.js';
+import { jailSpecSchema, labelsSchema, nameSchema, volumeOffersSchema } from './jail-spec.js';
 
 export const WIRE_VERSION = 1 as const;
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
@@ -91,6 +91,10 @@ export const heartbeatSchema = z.object({
   driver: z.enum(['linux', 'freebsd']),
   capacity: hostResourcesSchema,
   labels: labelsSchema.default({}),
+  /** Host volumes the agent offers: name → read-only. */
+  volumes: volumeOffersSchema.optional(),
+  /** Digests of the images this host holds unpacked. */
+  images: z.array(z.string().max(80)).max(10_000).optional(),
   /** The sum of the resources of the jails the agent holds. */
   allocated: hostResourcesSchema,
   jails: z

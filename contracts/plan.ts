@@ -1,7 +1,7 @@
 // The consolidation plan: the hosts file that `jailfleet plan --hosts` reads, the strategies a
 // placement may follow, and the JSON that `jailfleet plan --json` prints.
 import { z } from 'zod';
-import { labelsSchema, nameSchema } from './jail-spec.js';
+import { labelsSchema, volumeOffersSchema, nameSchema } from './jail-spec.js';
 
 /** `binpack`: fewest hosts (the consolidation case, the default); `spread`: least loaded host. */
 export const PLACEMENT_STRATEGIES = ['binpack', 'spread'] as const;
@@ -13,6 +13,8 @@ export const planHostSchema = z.strictObject({
   cpu: z.number().min(0.01, { message: 'must be at least 0.01 cores' }).max(1_000_000, { message: 'must be at most 1000000 cores' }),
   memoryMB: z.number().int({ message: 'must be a whole number of MB' }).min(4, { message: 'must be at least 4 MB' }).max(1_000_000_000, { message: 'must be at most 1000000000 MB' }),
   labels: labelsSchema.default({}),
+  /** Host volumes offered: name → read-only. */
+  volumes: volumeOffersSchema.default({}),
 });
 export type PlanHost = z.output<typeof planHostSchema>;
 

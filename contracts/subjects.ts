@@ -11,6 +11,10 @@ export const BUCKET_PLACEMENT = 'jailfleet_placement';
 export const BUCKET_LEADER = 'jailfleet_leader';
 /** Host name → what operators asked of the host (drain); see contracts/state.ts hostRecordSchema. */
 export const BUCKET_HOSTS = 'jailfleet_hosts';
+/** `NAME/TAG` → the image record it points at (contracts/image.ts imageRecordSchema). */
+export const BUCKET_IMAGE_TAGS = 'jailfleet_image_tags';
+/** Object store: `sha256:<hex>` → the image's canonical tar. */
+export const BUCKET_IMAGES = 'jailfleet_images';
 
 /** Queue group shared by every scheduler (API) and every status service (queries). */
 export const SCHEDULER_QUEUE = 'jailfleet-scheduler';

@@ -7,13 +7,14 @@
  *   bind    <source>  <target> <flags>  bind mount; flags: ro, nosuid, nodev, noexec (or "-")
  *   tmpfs   <options> <target> <flags>  a tmpfs with the given data options
  *   devpts  <options> <target> <flags>  a new devpts instance
+ *   overlay <options> <target> <flags>  an overlay (lowerdir=,upperdir=,workdir=): an image's root
  *   mkdir   <mode>    <target> -        a directory (octal mode), kept if it exists
  *   file    -         <target> -        an empty regular file (a bind target), kept if it exists
  *   symlink <link>    <path>   -        a symlink to <link>, kept if it exists
  * They run in order inside the jail's new mount namespace (made private by unshare), after the
  * start barrier and before pivot_root: the host's mount table never sees them, and they vanish
  * with the namespace when the jail's last process is gone, however it ends. The first op must
- * bind the root onto itself (pivot_root needs a mount point). mkdir, file and symlink are only
+ * bind the root onto itself, or mount the jail's overlay on it (pivot_root needs a mount point). mkdir, file and symlink are only
  * for paths inside a tmpfs this same plan just mounted (nothing else has touched it, so nothing
  * there can be a symlink planted by the jail); the driver makes every other target on the host,
  * checked, before the start.
@@ -47,6 +48,13 @@
  *      128 + signal) to the exit-code file and exits with it. Its exit makes the kernel kill
  *      whatever is left in the pid namespace.
  *
+ * usage: jailinit --enter <pid> -- <command> [args...]
+ *   runs a command inside the running jail whose init is <pid> (the driver's exec for jails whose
+ *   root is an image, which holds no setpriv of the host's): joins its ipc, uts, net, pid and
+ *   mount namespaces and its root, forks, drops to KEPT_CAPS exactly as the init does, and execs
+ *   the command; it exits with the command's status. Nothing of the host is reachable by path
+ *   once it has joined, and it never execs anything before the drop.
+ *
  * When fd 3 is a pipe, a one-line start report goes there ("ok" or "failed: <why>"): see report().
  *
  * It must never run anything through a shell and never touch the host outside <root>
@@ -56,6 +64,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/capability.h>
 #include <net/if.h>
 #include <signal.h>
@@ -383,7 +392,7 @@ static void mount_op(const char *op, const char *arg, const char *target, const 
             die("mount: cannot bind %s at %s", arg, target);
         if (bits && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | bits, NULL) < 0)
             die("mount: cannot remount the bind at %s", target);
-    } else if (strcmp(op, "tmpfs") == 0 || strcmp(op, "devpts") == 0) {
+    } else if (strcmp(op, "tmpfs") == 0 || strcmp(op, "devpts") == 0 || strcmp(op, "overlay") == 0) {
         if (mount(op, target, op, bits, strcmp(arg, "-") == 0 ? NULL : arg) < 0)
             die("mount: cannot mount %s at %s", op, target);
     } else if (strcmp(op, "mkdir") == 0) {
@@ -439,6 +448,55 @@ static int status_code(int status)
     return EXIT_SETUP;
 }
 
+/* `jailinit --enter <pid> -- command...` (see the header). */
+static int enter_jail(int argc, char **argv)
+{
+    static const char *const kinds[] = { "ipc", "uts", "net", "pid", "mnt" };
+    int fds[5], root_fd, status;
+    size_t i;
+    char path[64];
+    char *end;
+    long pid;
+    pid_t child;
+
+    if (argc < 5 || strcmp(argv[3], "--") != 0) {
+        fprintf(stderr, "usage: jailinit --enter <pid> -- <command> [args...]\n");
+        return EXIT_SETUP;
+    }
+    errno = 0;
+    pid = strtol(argv[2], &end, 10);
+    if (errno || *end || pid < 1)
+        die("not a pid: %s", argv[2]);
+    /* every handle first, by the init's /proc entries: after the first setns they mean another namespace */
+    for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        snprintf(path, sizeof path, "/proc/%ld/ns/%s", pid, kinds[i]);
+        if ((fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            die("cannot open %s", path);
+    }
+    snprintf(path, sizeof path, "/proc/%ld/root", pid);
+    if ((root_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        die("cannot open %s", path);
+    for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (setns(fds[i], 0) < 0)
+            die("cannot join the jail's %s namespace", kinds[i]);
+    if (fchdir(root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0)
+        die("cannot enter the jail's root");
+    /* the pid namespace applies to children only */
+    child = fork();
+    if (child < 0)
+        die("cannot fork");
+    if (child == 0) {
+        drop_privileges();
+        execvp(argv[4], &argv[4]);
+        fprintf(stderr, "jailinit: cannot run %s: %s\n", argv[4], strerror(errno));
+        _exit(EXIT_NOEXEC);
+    }
+    while (waitpid(child, &status, 0) < 0)
+        if (errno != EINTR)
+            die("cannot wait for the command");
+    return status_code(status);
+}
+
 int main(int argc, char **argv)
 {
     const char *exit_file, *root, *hostname, *network;
@@ -451,6 +509,9 @@ int main(int argc, char **argv)
     int exec_check[2];
     int exec_errno = 0;
     int plan_end, op;
+
+    if (argc > 1 && strcmp(argv[1], "--enter") == 0)
+        return enter_jail(argc, argv);
 
     /* the mount plan: four arguments per op, up to the "--" before the command */
     for (plan_end = 5; plan_end < argc && strcmp(argv[plan_end], "--") != 0; plan_end += 4)

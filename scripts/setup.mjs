@@ -82,6 +82,12 @@ for (const [name, src, bin] of [
 const tools = [['unshare', 'util-linux'], ['nsenter', 'util-linux'], ['mount', 'mount']];
 const missingTools = [...new Set(tools.filter(([c]) => !onPath(c)).map(([, p]) => p))];
 if (missingTools.length) aptInstall(missingTools, 'util-linux (unshare, nsenter, mount)');
+// images: xz and zstd decompress .tar.xz (FreeBSD's base.txz) and .tar.zst on import, tar
+// unpacks on the agent; the tests build their userland image from Debian's static busybox
+const imageTools = [['xz', 'xz-utils'], ['zstd', 'zstd'], ['tar', 'tar']];
+const missingImageTools = [...new Set(imageTools.filter(([c]) => !onPath(c)).map(([, p]) => p))];
+if (!existsSync('/bin/busybox')) missingImageTools.push('busybox-static');
+if (missingImageTools.length) aptInstall(missingImageTools, 'image tools (xz, zstd, tar, a static busybox for the tests)');
 if (!onPath('nats-server')) {
   aptInstall(['nats-server'], 'nats-server');
   // Debian's package starts its own broker on 127.0.0.1:4222 (without JetStream) where systemd

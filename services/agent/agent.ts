@@ -66,6 +66,10 @@ export interface AgentOptions {
   /** What this host offers to jails (default: the machine's cores and memory). */
   capacity?: HostResources;
   labels?: Labels;
+  /** Host volumes offered to jails, name → read-only (advertised in heartbeats for placement). */
+  volumes?: Record<string, boolean>;
+  /** The digests this host holds unpacked now (advertised in heartbeats). */
+  images?: () => string[];
   /** Driver steps run at once (default: defaultParallelSteps()). */
   maxParallelSteps?: number;
   backoff?: { baseMs: number; maxMs: number };
@@ -657,6 +661,8 @@ export class Agent {
       driver: this.opts.driver.kind,
       capacity: this.opts.capacity ?? machineCapacity(),
       labels: this.opts.labels ?? {},
+      ...(this.opts.volumes && { volumes: this.opts.volumes }),
+      ...(this.opts.images && { images: this.opts.images() }),
       allocated: allocatedOf(held),
       jails,
     };

@@ -2,7 +2,7 @@
 // message naming the flag or field and the rule, before anything is sent.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
+import { absolutePathSchema, PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
 import { CliError } from './client.js';
 
 export const portSchema = z.coerce.number().int().min(1).max(65535);
@@ -80,6 +80,22 @@ export function parseLabelFlags(values: readonly string[]): Labels {
   const r = labelsSchema.safeParse(labels);
   if (!r.success) throw new CliError(`--label: ${describeIssues(r.error)}`, 2);
   return r.data;
+}
+
+/** `serve agent --volume NAME=/path[:ro]` (repeatable) → name → { path, readOnly }. */
+export function parseVolumeFlags(values: readonly string[]): Map<string, { path: string; readOnly: boolean }> {
+  const out = new Map<string, { path: string; readOnly: boolean }>();
+  for (const s of values) {
+    const m = /^([^=]+)=(\/[^:]*)(?::(ro|rw))?$/.exec(s);
+    if (!m) throw new CliError(`--volume: expected NAME=/path[:ro] (got ${JSON.stringify(s)})`, 2);
+    const name = nameSchema.safeParse(m[1]);
+    if (!name.success) throw new CliError(`--volume: the name ${name.error.issues[0]!.message} (got ${JSON.stringify(m[1])})`, 2);
+    const path = absolutePathSchema.safeParse(m[2]);
+    if (!path.success || path.data === '/') throw new CliError(`--volume: the path ${path.success ? 'must not be "/"' : path.error.issues[0]!.message} (got ${JSON.stringify(m[2])})`, 2);
+    if (out.has(name.data)) throw new CliError(`--volume: ${JSON.stringify(name.data)} is given twice`, 2);
+    out.set(name.data, { path: path.data, readOnly: m[3] === 'ro' });
+  }
+  return out;
 }
 
 /** `SRC:DST[:ro|rw]` → a mount (paths are checked by the spec contract). */

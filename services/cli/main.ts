@@ -6,13 +6,14 @@ import { Command, CommanderError, Option } from 'commander';
 import { z } from 'zod';
 import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, namePatternSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
-import { DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
+import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, portSchema, readFleetFile, readHostsFile } from './flags.js';
+import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile } from './flags.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
 import { Progress } from './progress.js';
+import { maxImageMBSchema, registerImageCommands } from './image-commands.js';
 import type { Fleet, PlanResultJson } from '../../contracts/index.js';
 
 const program = new Command('jailfleet')
@@ -96,6 +97,7 @@ program
   .argument('<command...>', 'command and arguments (after --)')
   .option('--host <host>', 'pin to this host')
   .option('--hostname <hostname>', 'hostname inside the jail (default: the name)')
+  .option('--image <image>', 'root filesystem: an imported image, NAME:TAG or sha256:<hex> (default: the host\'s thin root)')
   .addOption(new Option('--restart <policy>', 'restart policy').choices(RESTART_POLICIES))
   .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
   .option('--mount <SRC:DST[:ro|rw]>', 'mount a host path (repeatable; read-only by default)', collect, [])
@@ -110,6 +112,7 @@ program
       mounts: (o.mount as string[]).map(parseMountFlag),
       ...(o.host ? { placement: { host: o.host } } : {}),
       ...(o.hostname ? { hostname: o.hostname } : {}),
+      ...(o.image !== undefined ? { image: o.image } : {}),
       ...(o.restart ? { restart: o.restart } : {}),
       ...(o.network ? { network: o.network } : {}),
       ...(o.stopTimeout ? { stopTimeoutMs: flag('stop-timeout', msSchema, o.stopTimeout) } : {}),
@@ -152,7 +155,7 @@ program
     let r: PlanResultJson;
     let capacity: Map<string, { cpu: number; memoryMB: number }>;
     if (o.hosts) {
-      const hosts = (await readHostsFile(o.hosts)).hosts.map((h) => ({ name: h.name, up: true, draining: false, capacity: { cpu: h.cpu, memoryMB: h.memoryMB }, labels: h.labels }));
+      const hosts = (await readHostsFile(o.hosts)).hosts.map((h) => ({ name: h.name, up: true, draining: false, capacity: { cpu: h.cpu, memoryMB: h.memoryMB }, labels: h.labels, volumes: h.volumes }));
       const { plan } = await import('../scheduler/plan.js');
       r = plan(fleet.jails, hosts, o.strategy ?? 'binpack');
       capacity = new Map(hosts.map((h) => [h.name, h.capacity]));
@@ -334,6 +337,8 @@ program
 /** --exit-with-parent: a pid, or undefined when not given. */
 const parentPid = (v: string | undefined) => (v === undefined ? undefined : flag('exit-with-parent', z.coerce.number().int().min(1), v));
 
+registerImageCommands(program, withClient);
+
 const serve = program.command('serve').description('run one service in the foreground');
 serve
   .command('agent')
@@ -346,14 +351,18 @@ serve
   .option('--cpu <cores>', "cores this host offers to jails (default: the machine's)")
   .option('--memory-mb <mb>', "memory this host offers to jails, in MB (default: the machine's, less 5 %)")
   .option('--label <KEY=VALUE>', 'a label of this host, for placement (repeatable)', collect, [])
+  .option('--volume <NAME=/path[:ro]>', 'a host directory jails may use by name (spec volumes); jails asking for it are placed only on hosts offering it (repeatable)', collect, [])
   .option('--parallel-steps <n>', 'driver steps (prepare, mount, start, ...) run at once (default: 4 per core, at most 64)')
   .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
+  .option('--image-cache-mb <mb>', 'unpacked images kept on this host before the least recently used unused ones are removed', String(DEFAULT_IMAGE_CACHE_MB))
+  .option('--max-image-mb <mb>', 'the largest image (unpacked) this agent takes', String(DEFAULT_MAX_IMAGE_MB))
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
       cpu: o.cpu === undefined ? undefined : flag('cpu', cpuCoresSchema, o.cpu),
       memoryMB: o.memoryMb === undefined ? undefined : flag('memory-mb', memoryMBSchema, o.memoryMb),
       labels: parseLabelFlags(o.label as string[]),
+      volumes: parseVolumeFlags(o.volume as string[]),
       host: jailName(o.host),
       dataDir: o.dataDir,
       servers: servers(),
@@ -362,6 +371,8 @@ serve
       backoffBaseMs: o.backoffBaseMs ? flag('backoff-base-ms', msSchema, o.backoffBaseMs) : undefined,
       parallelSteps: o.parallelSteps === undefined ? undefined : flag('parallel-steps', parallelStepsSchema, o.parallelSteps),
       exitWithParent: parentPid(o.exitWithParent),
+      imageCacheMB: flag('image-cache-mb', maxImageMBSchema, o.imageCacheMb),
+      maxImageMB: flag('max-image-mb', maxImageMBSchema, o.maxImageMb),
     });
   });
 serve

@@ -2,9 +2,13 @@
 // it. SIGINT/SIGTERM stop it cleanly; an agent leaves its jails running unless told to tear down.
 // With --exit-with-parent PID (set by `jailfleet up`) it also stops, the same way, once that
 // process is gone: a killed `up` must not leave orphans retrying a dead broker forever.
+import { join } from 'node:path';
 import { Agent, machineCapacity } from '../agent/index.js';
 import type { Labels, PlacementStrategy } from '../../contracts/index.js';
 import { LinuxDriver } from '../agent/drivers/linux.js';
+import { ImageCache } from '../agent/image-cache.js';
+import { ImageStore } from '../common/image-store.js';
+import { connectNats } from '../common/nats.js';
 import { createLogger } from '../common/index.js';
 import { Scheduler } from '../scheduler/index.js';
 import { StatusService } from '../status/index.js';
@@ -114,13 +118,39 @@ export async function serveAgent(o: {
   cpu?: number;
   memoryMB?: number;
   labels: Labels;
+  /** Host volumes: name → directory and whether it is offered read-only. */
+  volumes: Map<string, { path: string; readOnly: boolean }>;
   /** Stop (and tear down, with teardownOnExit) once this process is gone: `jailfleet up`. */
   exitWithParent?: number;
+  /** Unpacked images kept before the least recently used unused ones go, in MB. */
+  imageCacheMB?: number;
+  /** The largest image this agent unpacks, in MB. */
+  maxImageMB?: number;
 }) {
   if (process.platform !== 'linux') throw new CliError(`the ${process.platform} driver cannot run here yet: serve agent needs Linux`);
   if (process.getuid?.() !== 0) throw new CliError('serve agent must run as root (it makes mounts and namespaces)');
   const log = createLogger('agent', { host: o.host });
-  const driver = new LinuxDriver({ dataDir: o.dataDir, logger: log });
+  // images come over a connection of their own: a 100 MB fetch must not delay a heartbeat
+  let images: Promise<ImageStore> | undefined;
+  let imagesNc: ReturnType<typeof connectNats> | undefined;
+  const imageStore = () =>
+    (images ??= (imagesNc ??= connectNats(o.servers, `jailfleet-agent-${o.host}-images`, { waitOnFirstConnect: true }))
+      .then((nc) => ImageStore.open(nc))
+      .catch(async (err: unknown) => {
+        // asked again at the next jail's prepare: a broker that was electing leaders may be ready
+        images = undefined;
+        if (await imagesNc?.then(() => false, () => true)) imagesNc = undefined;
+        throw err;
+      }));
+  const cache: ImageCache = new ImageCache({
+    dir: join(o.dataDir, 'images'),
+    store: imageStore,
+    inUse: () => driver.imagesInUse(),
+    cacheBytes: o.imageCacheMB === undefined ? undefined : o.imageCacheMB * 1024 * 1024,
+    maxImageBytes: o.maxImageMB === undefined ? undefined : o.maxImageMB * 1024 * 1024,
+    logger: log,
+  });
+  const driver = new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes });
   const agent = new Agent({
     host: o.host,
     dataDir: o.dataDir,
@@ -130,6 +160,8 @@ export async function serveAgent(o: {
     heartbeatMs: o.heartbeatMs,
     capacity: { ...machineCapacity(), ...(o.cpu !== undefined && { cpu: o.cpu }), ...(o.memoryMB !== undefined && { memoryMB: o.memoryMB }) },
     labels: o.labels,
+    volumes: Object.fromEntries([...o.volumes].map(([name, v]) => [name, v.readOnly])),
+    images: () => cache.snapshot(),
     maxParallelSteps: o.parallelSteps,
     backoff: o.backoffBaseMs ? { baseMs: o.backoffBaseMs, maxMs: 30_000 } : undefined,
   });

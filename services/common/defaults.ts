@@ -23,3 +23,8 @@ export const MAX_DEFAULT_PARALLEL_STEPS = 64;
 
 /** How long the CLI waits for one answer from a service. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+
+/** The largest image (unpacked) `image import` takes and an agent unpacks, in MB. */
+export const DEFAULT_MAX_IMAGE_MB = 4096;
+/** How much unpacked images an agent keeps cached before it collects the least recently used unused ones, in MB. */
+export const DEFAULT_IMAGE_CACHE_MB = 8192;

@@ -19,6 +19,7 @@ import {
   type DesiredRecord,
   type HostRecord,
   type JailSpec,
+  parseImageRef,
 } from '../../contracts/index.js';
 import type { z } from 'zod';
 import type { PlanResult } from './plan.js';
@@ -59,10 +60,14 @@ async function cas<T, R extends { record: T; unchanged?: boolean }>(bucket: Reco
   throw new Conflict(`${what} "${key}" is being changed by someone else; try again`);
 }
 
+/** The digest `NAME:TAG` points at now in the cluster's image store, or null when no such image. */
+export type ImageResolver = (tagRef: string) => Promise<string | null>;
+
 export class SchedulerApi {
   constructor(
     private readonly store: SchedulerStore,
     private readonly cluster: ClusterFacts,
+    private readonly resolveImage: ImageResolver = async () => null,
   ) {}
 
   /** Each verb's request contract and handler: the wiring serves them with serveRpc, tests call them directly. */
@@ -84,7 +89,7 @@ export class SchedulerApi {
 
   private async apply(req: ApplyRequestBody) {
     // one read-modify-write per jail, 32 in flight: a fleet of thousands is answered in seconds
-    const specs = req.fleet.jails;
+    const specs = await this.pinImages(req.fleet.jails);
     const out: { name: string; generation: number; changed: boolean }[] = new Array(specs.length);
     let next = 0;
     const worker = async () => {
@@ -95,6 +100,22 @@ export class SchedulerApi {
     };
     await Promise.all(Array.from({ length: Math.min(32, specs.length) }, worker));
     return { jails: out };
+  }
+
+  /**
+   * Specs whose `image: NAME:TAG` names an image the store has, pinned to its digest now
+   * (`NAME:TAG@sha256:…`): a failover or a drain then starts the same bytes even if the tag
+   * moves. An unknown tag stays as written; the agent that gets the jail fails it with why.
+   */
+  private async pinImages(specs: JailSpec[]): Promise<JailSpec[]> {
+    const tags = [...new Set(specs.map((s) => (s.image ? parseImageRef(s.image) : null)).filter((r) => r && !r.digest).map((r) => r!.tag!))];
+    if (tags.length === 0) return specs;
+    const digests = new Map(await Promise.all(tags.map(async (t) => [t, await this.resolveImage(t)] as const)));
+    return specs.map((s) => {
+      const ref = s.image ? parseImageRef(s.image) : null;
+      const digest = ref?.tag && !ref.digest ? digests.get(ref.tag) : null;
+      return digest ? { ...s, image: `${ref!.tag}@${digest}` } : s;
+    });
   }
 
   /** The same spec keeps its generation (and is started if stopped); a new one goes up by one. */

@@ -5,7 +5,7 @@
 // disagree with `apply`. Engines may prune with indexes of their own (free cpu, free memory),
 // but the last word on a host is always `refusal()`. Pure; it must never hold state, choose
 // among hosts (that is the strategy's part) or know of soft preferences such as spreading.
-// A new hard rule (host volumes, host ports) is one more entry in CONSTRAINTS.
+// A new hard rule (host ports, ...) is one more entry in CONSTRAINTS.
 import type { PackJail } from './packing.js';
 
 /** Cores → integer millicores; every cpu comparison is done on these. */
@@ -18,6 +18,8 @@ export interface HostView {
   readonly up: boolean;
   readonly draining: boolean;
   readonly labels: Readonly<Record<string, string>>;
+  /** Host volumes offered: name → read-only. */
+  readonly volumes: Readonly<Record<string, boolean>>;
   /** Millicores. */
   readonly capCpu: number;
   readonly usedCpu: number;
@@ -36,8 +38,11 @@ export interface Demand {
   readonly labels: readonly (readonly [string, string])[];
   readonly spreadGroup: string | undefined;
   readonly maxPerHost: number | undefined;
+  /** Volumes the jail uses: name, and whether it writes to it. */
+  readonly volumes: readonly (readonly [string, boolean])[];
 }
 
+const NO_VOLUMES: Demand['volumes'] = [];
 const NO_LABELS: Demand['labels'] = [];
 
 export function demandOf(jail: PackJail): Demand {
@@ -52,6 +57,7 @@ export function demandOf(jail: PackJail): Demand {
     labels: keys.length === 0 ? NO_LABELS : keys.sort().map((k) => [k, labels[k]!] as const),
     spreadGroup: jail.placement.spreadGroup,
     maxPerHost: jail.placement.maxPerHost,
+    volumes: jail.volumes?.length ? jail.volumes.map((v) => [v.name, !v.readOnly] as const) : NO_VOLUMES,
   };
 }
 
@@ -64,7 +70,7 @@ export interface Refusal {
 }
 
 export interface Constraint {
-  readonly name: 'pinned host' | 'host up' | 'not draining' | 'labels' | 'maxPerHost' | 'memory' | 'cpu';
+  readonly name: 'pinned host' | 'host up' | 'not draining' | 'labels' | 'volumes' | 'maxPerHost' | 'memory' | 'cpu';
   /** null: the host may take the jail as far as this rule goes. */
   check(host: HostView, jail: Demand): Refusal | null;
   /**
@@ -108,6 +114,18 @@ const labels: Constraint = {
   describe: (r, n) => `${verb(n, 'lacks', 'lack')} ${r.key}`,
 };
 
+const volumes: Constraint = {
+  name: 'volumes',
+  check: (h, j) => {
+    for (const [name, writes] of j.volumes) {
+      if (!Object.prototype.hasOwnProperty.call(h.volumes, name)) return refusal(volumes, `volume ${name}`);
+      if (writes && h.volumes[name]) return refusal(volumes, `writable volume ${name}`);
+    }
+    return null;
+  },
+  describe: (r, n) => (r.key.startsWith('writable') ? `${verb(n, 'offers', 'offer')} ${r.key.slice('writable '.length)} read-only only` : `${verb(n, 'lacks', 'lack')} ${r.key}`),
+};
+
 const maxPerHost: Constraint = {
   name: 'maxPerHost',
   check: (h, j) => (j.maxPerHost === undefined || j.spreadGroup === undefined || (h.groups.get(j.spreadGroup) ?? 0) < j.maxPerHost ? null : refusal(maxPerHost, 'maxPerHost')),
@@ -130,7 +148,7 @@ const cpu: Constraint = {
  * Every hard rule, in the order a refusal is reported: a host is counted under the first rule it
  * breaks, and among equal counts the earlier rule is named first.
  */
-export const CONSTRAINTS: readonly Constraint[] = [pinnedHost, hostUp, notDraining, labels, maxPerHost, memory, cpu];
+export const CONSTRAINTS: readonly Constraint[] = [pinnedHost, hostUp, notDraining, labels, volumes, maxPerHost, memory, cpu];
 
 /** The first rule the host breaks for this jail, or null when it may take it. */
 export function refusalOf(host: HostView, jail: Demand): Refusal | null {
@@ -147,10 +165,11 @@ export function feasible(host: HostView, jail: Demand): boolean {
 }
 
 const NO_GROUPS: ReadonlyMap<string, number> = new Map();
+const NO_OFFERS: Readonly<Record<string, boolean>> = {};
 
 /** A host with nothing on it yet, as it offers itself. */
-export function emptyView(h: { name: string; up: boolean; draining: boolean; capacity: { cpu: number; memoryMB: number }; labels: Readonly<Record<string, string>> }): HostView {
-  return { name: h.name, up: h.up, draining: h.draining, labels: h.labels, capCpu: millicores(h.capacity.cpu), usedCpu: 0, capMem: h.capacity.memoryMB, usedMem: 0, groups: NO_GROUPS };
+export function emptyView(h: { name: string; up: boolean; draining: boolean; capacity: { cpu: number; memoryMB: number }; labels: Readonly<Record<string, string>>; volumes?: Readonly<Record<string, boolean>> }): HostView {
+  return { name: h.name, up: h.up, draining: h.draining, labels: h.labels, volumes: h.volumes ?? NO_OFFERS, capCpu: millicores(h.capacity.cpu), usedCpu: 0, capMem: h.capacity.memoryMB, usedMem: 0, groups: NO_GROUPS };
 }
 
 /**

@@ -9,7 +9,7 @@ import type { JailSpec } from '../../contracts/index.js';
 import { ClusterPacking, type PackHost, type PackStrategy, type PlacedJail, type PlaceResult } from './packing.js';
 import { planBatch, type BatchPlan, type PlanOptions, type PlanResult } from './plan.js';
 
-const hostKey = (h: PackHost) => JSON.stringify([h.up, h.draining, h.capacity.cpu, h.capacity.memoryMB, h.labels]);
+const hostKey = (h: PackHost) => JSON.stringify([h.up, h.draining, h.capacity.cpu, h.capacity.memoryMB, h.labels, h.volumes ?? {}]);
 const heldKey = (spec: JailSpec, host: string) => JSON.stringify([host, spec.resources.cpu, spec.resources.memoryMB, spec.placement.spreadGroup ?? null]);
 
 export class LivePacking {

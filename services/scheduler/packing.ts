@@ -27,6 +27,8 @@ export interface PackHost {
   draining: boolean;
   capacity: { cpu: number; memoryMB: number };
   labels: Readonly<Record<string, string>>;
+  /** Host volumes offered: name → read-only. */
+  volumes?: Readonly<Record<string, boolean>>;
 }
 
 /**
@@ -37,6 +39,7 @@ export interface PackJail {
   name: string;
   resources: { cpu: number; memoryMB: number };
   placement: { host?: string; labels?: Readonly<Record<string, string>>; spreadGroup?: string; maxPerHost?: number };
+  volumes?: readonly { name: string; readOnly: boolean }[];
 }
 
 /** A jail already on a host (from the placement bucket), counted against the host's capacity. */
@@ -167,6 +170,7 @@ export class ClusterPacking {
         up: host.up,
         draining: host.draining,
         labels: host.labels,
+        volumes: host.volumes ?? {},
         capCpu: millicores(host.capacity.cpu),
         capMem: host.capacity.memoryMB,
       });
@@ -289,6 +293,7 @@ export class ClusterPacking {
       up: h.up,
       draining: h.draining,
       labels: h.labels,
+      volumes: h.volumes ?? {},
       capCpu: millicores(h.capacity.cpu),
       capMem: h.capacity.memoryMB,
       usedCpu: 0,

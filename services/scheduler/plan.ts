@@ -201,7 +201,7 @@ function without(b: Bin, out: readonly number[], cpu: readonly number[], mem: re
   }
   const oc = out.reduce((s, i) => s + cpu[i]!, 0);
   const om = out.reduce((s, i) => s + mem[i]!, 0);
-  return { name: b.name, up: b.up, draining: b.draining, labels: b.labels, capCpu: b.capCpu, usedCpu: b.usedCpu - oc, capMem: b.capMem, usedMem: b.usedMem - om, groups };
+  return { name: b.name, up: b.up, draining: b.draining, labels: b.labels, volumes: b.volumes, capCpu: b.capCpu, usedCpu: b.usedCpu - oc, capMem: b.capMem, usedMem: b.usedMem - om, groups };
 }
 
 /** The view with jail d put on it. */
@@ -212,7 +212,7 @@ function adding(v: HostView, d: Demand): HostView {
     g.set(d.spreadGroup, (g.get(d.spreadGroup) ?? 0) + 1);
     groups = g;
   }
-  return { name: v.name, up: v.up, draining: v.draining, labels: v.labels, capCpu: v.capCpu, usedCpu: v.usedCpu + d.cpu, capMem: v.capMem, usedMem: v.usedMem + d.memoryMB, groups };
+  return { name: v.name, up: v.up, draining: v.draining, labels: v.labels, volumes: v.volumes, capCpu: v.capCpu, usedCpu: v.usedCpu + d.cpu, capMem: v.capMem, usedMem: v.usedMem + d.memoryMB, groups };
 }
 
 /**
@@ -244,7 +244,7 @@ function improve(moving: readonly PackJail[], staying: readonly PackJail[], host
     .sort((a, b) => (a.name < b.name ? -1 : 1))
     .map((h) => {
       // a literal of every field, not a spread of emptyView: V8 keeps it a fast object (the search reads bins the most)
-      const b: Bin = { name: h.name, up: h.up, draining: h.draining, labels: h.labels, capCpu: millicores(h.capacity.cpu), usedCpu: 0, capMem: h.capacity.memoryMB, usedMem: 0, groups: new Map(), items: [] };
+      const b: Bin = { name: h.name, up: h.up, draining: h.draining, labels: h.labels, volumes: h.volumes ?? {}, capCpu: millicores(h.capacity.cpu), usedCpu: 0, capMem: h.capacity.memoryMB, usedMem: 0, groups: new Map(), items: [] };
       byName.set(h.name, b);
       return b;
     });

@@ -99,7 +99,7 @@ export class Reconciler {
   /** A heartbeat the feed admitted (liveness has noted it): the host's capacity, labels and what it holds. */
   onHeartbeat(hb: Heartbeat): void {
     this.held.set(hb.host, hb.jails);
-    this.packing.host({ name: hb.host, up: true, capacity: hb.capacity, labels: hb.labels });
+    this.packing.host({ name: hb.host, up: true, capacity: hb.capacity, labels: hb.labels, volumes: hb.volumes });
   }
 
   /** A host heard for the first time, or again after it was down. */

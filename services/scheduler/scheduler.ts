@@ -20,6 +20,7 @@ import {
   type Logger,
   type NatsConnection,
 } from '../common/index.js';
+import { ImageStore } from '../common/image-store.js';
 import { SchedulerApi } from './api.js';
 import { KvStore } from './kv-store.js';
 import { LeaderLease } from './leader-lease.js';
@@ -108,7 +109,15 @@ export class Scheduler {
     this.reconciler = reconciler;
     const rec = reconciler;
     feed.start(nc);
-    const api = new SchedulerApi(store, rec);
+    // opened on the first apply that names a tag, and again after a failure: a cluster still
+    // electing its JetStream leaders must not stop the scheduler from starting
+    let images: Promise<ImageStore> | undefined;
+    const imageStore = () =>
+      (images ??= ImageStore.open(nc).catch((err: unknown) => {
+        images = undefined;
+        throw err;
+      }));
+    const api = new SchedulerApi(store, rec, async (tag) => (await (await imageStore()).tag(tag))?.digest ?? null);
     for (const verb of API_VERBS) {
       const v = api.verbs[verb] as { request: z.ZodTypeAny; handle: (r: unknown) => unknown };
       serveRpc(nc, subjects.api(verb), v.request, (req) => v.handle(req), { queue: SCHEDULER_QUEUE, log: this.log });

@@ -19,7 +19,7 @@ export class ClusterView {
   private readonly previous = new Map<string, JailRow>();
   /** Drains by host, from the hosts bucket. */
   private readonly hostRecords = new Map<string, HostRecord>();
-  private readonly hostsSeen = new Map<string, { jails: number } & Pick<Heartbeat, 'capacity' | 'labels' | 'allocated'>>();
+  private readonly hostsSeen = new Map<string, { jails: number } & Pick<Heartbeat, 'capacity' | 'labels' | 'allocated' | 'volumes' | 'images'>>();
   /** When each host was last heard, judged by the one liveness rule the scheduler applies too. */
   private readonly liveness: HostLiveness;
 
@@ -87,7 +87,7 @@ export class ClusterView {
 
   applyHeartbeat(hb: Heartbeat, now: number): void {
     this.liveness.seen(hb.host, now);
-    this.hostsSeen.set(hb.host, { jails: hb.jails.length, capacity: hb.capacity, labels: hb.labels, allocated: hb.allocated });
+    this.hostsSeen.set(hb.host, { jails: hb.jails.length, capacity: hb.capacity, labels: hb.labels, allocated: hb.allocated, volumes: hb.volumes, images: hb.images });
   }
 
   /**
@@ -145,6 +145,8 @@ export class ClusterView {
           capacity: h.capacity,
           labels: h.labels,
           allocated: h.allocated,
+          ...(h.volumes && Object.keys(h.volumes).length > 0 && { volumes: h.volumes }),
+          ...(h.images && h.images.length > 0 && { images: h.images }),
           ...(draining && { drain: { parallel: drain.parallel, since: drain.since, blocked: drain.blocked } }),
         };
       });

@@ -13,6 +13,7 @@ import { BUCKET_PLACEMENT, WIRE_VERSION, subjects, type Command, type JailSpec, 
 import { ensureTopology, freePort } from '../../services/common/index.js';
 import { TestCluster, cliPath, mountsUnder, repoRoot } from '../support/cluster.js';
 import { agentRestartFigure, failoverFigure } from './failover.js';
+import { imagePullFigure, imageStartFigure } from './images.js';
 import { placementFigure, planQualityFigure } from './placement.js';
 
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
@@ -412,6 +413,8 @@ const FIGURES: Record<string, { root: boolean; run: () => unknown }> = {
   'plan-quality': { root: false, run: () => planQualityFigure() },
   failover: { root: true, run: () => failoverFigure(Number(process.env.BENCH_JAILS ?? 100)) },
   'agent-restart': { root: true, run: () => agentRestartFigure(Number(process.env.BENCH_JAILS ?? 100)) },
+  'image-start': { root: true, run: () => imageStartFigure(Number(process.env.BENCH_IMAGE_JAILS ?? 30)) },
+  'image-pull': { root: true, run: () => imagePullFigure(Number(process.env.BENCH_IMAGE_MB ?? 100), 3) },
 };
 const asked = process.argv.slice(2);
 const unknown = asked.filter((f) => !(f in FIGURES));

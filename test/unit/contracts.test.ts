@@ -221,12 +221,12 @@ describe('hostile mounts are refused', () => {
       { source: '/a', target: '/data' },
       { source: '/b', target: '/data' },
     ];
-    expect(refusal(jailSpecSchema, spec({ mounts: same }))).toBe('mounts: two mounts have the same target');
+    expect(refusal(jailSpecSchema, spec({ mounts: same }))).toBe('mounts: two mounts or volumes have the same target');
     const slash = [
       { source: '/a', target: '/data' },
       { source: '/b', target: '/data/' },
     ];
-    expect(refusal(jailSpecSchema, spec({ mounts: slash }))).toBe('mounts: two mounts have the same target');
+    expect(refusal(jailSpecSchema, spec({ mounts: slash }))).toBe('mounts: two mounts or volumes have the same target');
   });
 
   test('65 mounts', () => {

@@ -97,6 +97,7 @@ class FakeFreebsdHost {
         return key === 'devfs rule showsets' ? { stdout: this.rulesets.map((n) => `${n}\n`).join('') } : {};
       case 'pwd_mkdb':
       case 'rctl':
+      case 'cp':
         return {};
       case 'jail': {
         if (args[0] === '-c') {
@@ -296,6 +297,68 @@ describe('prepare builds a thin root: read-only nullfs base and a generated /etc
       ['mount', '-p'],
       ['pwd_mkdb', '-p', '-d', join(root, 'etc'), join(root, 'etc', 'master.passwd')],
     ]);
+  });
+});
+
+describe('an image jail is a thin jail of its image: its base read-only by nullfs, its other directories its own', () => {
+  const digest = `sha256:${'ab'.repeat(32)}`;
+  /** An unpacked image (base.txz-like) in the test's directory, served as the agent's cache would. */
+  async function imageCache() {
+    const rootfs = join(tmp, 'images', 'ab', 'rootfs');
+    for (const d of ['bin', 'lib', 'usr', 'etc', 'var/db']) await mkdir(join(rootfs, d), { recursive: true });
+    await writeFile(join(rootfs, 'etc', 'rc.conf'), 'from the image\n');
+    await symlink('usr/home', join(rootfs, 'home'));
+    const asked: string[] = [];
+    return {
+      rootfs,
+      asked,
+      source: {
+        resolve: async (ref: string, recorded: string | null) => (asked.push(`resolve ${ref} ${recorded}`), digest),
+        ensure: async (d: string) => (asked.push(`ensure ${d}`), rootfs),
+      },
+    };
+  }
+
+  test('the exact commands: nullfs of the base dirs the image has, cp -Rp of the rest, once', async () => {
+    const cache = await imageCache();
+    const driver = new FreebsdDriver({ dataDir: data, run: host.run, images: cache.source });
+    const spec = sampleSpec({ image: 'freebsd:14.1', mounts: [] });
+    expect(await transcript(() => driver.prepare(spec))).toEqual([
+      jls('web'),
+      ['mount', '-p'],
+      ...['bin', 'lib', 'usr'].map((d) => ['mount_nullfs', '-o', 'ro', join(cache.rootfs, d), join(root, d)]),
+      ['cp', '-Rp', join(cache.rootfs, 'etc'), join(root, 'etc')],
+      ['cp', '-Rp', join(cache.rootfs, 'home'), join(root, 'home')],
+      ['cp', '-Rp', join(cache.rootfs, 'var'), join(root, 'var')],
+    ]);
+    expect(cache.asked).toEqual([`resolve freebsd:14.1 null`, `ensure ${digest}`]);
+    expect(await readFile(join(dir, 'image'), 'utf8')).toBe(`${digest}\n`);
+    // the fake cp copied nothing: the driver made etc itself and wrote the jail's own files there
+    expect(await readFile(join(root, 'etc', 'hosts'), 'utf8')).toContain('127.0.0.1\tweb.example\n');
+    await expect(lstat(join(root, 'etc', 'master.passwd'))).rejects.toThrow();
+
+    // again (a restart): the recorded digest is kept, nothing mounted or copied again (the fake cp
+    // made nothing; etc and var exist since the first prepare made its own files in them)
+    cache.asked.length = 0;
+    expect(await transcript(() => driver.prepare(spec))).toEqual([
+      jls('web'),
+      ['mount', '-p'],
+      ['cp', '-Rp', join(cache.rootfs, 'home'), join(root, 'home')],
+    ]);
+    expect(cache.asked).toEqual([`resolve freebsd:14.1 ${digest}`, `ensure ${digest}`]);
+    expect(await driver.inspect('web')).toMatchObject({ prepared: true });
+    // mount takes the image's base as the root's mounts, then devfs and tmpfs as for any jail
+    expect(await transcript(() => driver.mount(spec))).toEqual([
+      ['mount', '-p'],
+      ['devfs', 'rule', 'showsets'],
+      ['mount', '-t', 'devfs', '-o', 'ruleset=4', 'devfs', join(root, 'dev')],
+      ['devfs', '-m', join(root, 'dev'), 'rule', '-s', '4', 'applyset'],
+      ['mount', '-t', 'tmpfs', '-o', 'mode=1777,nosuid', 'tmpfs', join(root, 'tmp')],
+    ]);
+  });
+
+  test('without an image cache, an image jail fails its prepare with why', async () => {
+    await expect(driverFor().prepare(sampleSpec({ image: 'freebsd:14.1' }))).rejects.toMatchObject({ name: 'DriverStepFailed', step: 'prepare', message: expect.stringMatching(/no image cache/) });
   });
 });
 

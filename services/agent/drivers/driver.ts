@@ -57,6 +57,14 @@ export interface JailDriver {
   exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult>;
 }
 
+/** The unpacked image a spec's `image` names, on this host (the agent's image cache). */
+export interface ImageSource {
+  /** The digest a reference means: its own, else `recorded` (what the jail was prepared from), else its tag's in the cluster. */
+  resolve(ref: string, recorded: string | null): Promise<string>;
+  /** The unpacked root of `digest`, fetched first if this host has not got it. */
+  ensure(digest: string): Promise<string>;
+}
+
 export type DriverStepName = 'prepare' | 'mount' | 'start' | 'stop' | 'unmount' | 'destroy' | 'exec';
 
 /**

@@ -1,6 +1,12 @@
 // The freebsd driver: a jail is a FreeBSD jail(8) whose root is a thin base (read-only nullfs
 // mounts of the host's bin, sbin, lib, libexec and usr, or a zfs clone of a base snapshot) with a
 // generated /etc, a devfs /dev restricted by a ruleset, a tmpfs /tmp and the spec's nullfs mounts.
+// A jail with an `image` is a thin jail of that image instead: the image's bin, sbin, lib, libexec
+// and usr (those it has) nullfs-mounted read-only from the agent's image cache, every other
+// top-level directory of the image copied once into the jail's root (`cp -Rp`) as its own
+// writable directories, kept across stop/start and removed by destroy; its /etc is the image's,
+// with the jail's hosts and resolv.conf. (With --zfs-dataset an image jail uses this layout too:
+// a zfs clone per image is not built yet.)
 // Every tool runs through the injected CommandRunner as an argv array: there is no shell anywhere,
 // so a hostile name or argument can never be parsed as shell syntax. It must never make the
 // driver's data directory visible inside a jail, never mount over a path a jail could have
@@ -9,12 +15,12 @@
 // Every argv below was checked against the FreeBSD 14 manual pages named next to its builder.
 import { lstat, readFile, readdir, realpath, rm, unlink } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { execa } from 'execa';
 import { z } from 'zod';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec, type Resources } from '../../../contracts/index.js';
-import { DriverStepFailed, type DriverStepName, type ExecOptions, type JailDriver, type JailExit, type JailInspection } from './driver.js';
+import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
 import { abortError, ensureRealDir, ifExists, isWithin, sleep, writeFileAtomic } from './host-files.js';
 import { checkJailName } from './jail-steps.js';
@@ -37,6 +43,8 @@ export interface FreebsdDriverOptions {
    * is its snapshot, and each jail's root is the clone `<zfsDataset>/<name>` instead of nullfs mounts.
    */
   zfsDataset?: string;
+  /** Where image jails' roots come from (the agent's image cache). */
+  images?: ImageSource;
   run?: CommandRunner;
   logger?: DriverLogger;
 }
@@ -321,6 +329,7 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
   private readonly devfsRuleset: number;
   private readonly zfsDataset: string | undefined;
   private readonly runner: CommandRunner;
+  private readonly images: ImageSource | undefined;
 
   constructor(options: FreebsdDriverOptions) {
     super(options.dataDir, options.logger);
@@ -331,6 +340,7 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
     }
     this.zfsDataset = options.zfsDataset?.replace(/\/+$/, '');
     this.runner = options.run ?? execaRunner;
+    this.images = options.images;
   }
 
   async prepare(spec: JailSpec): Promise<void> {
@@ -340,6 +350,10 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
       // symlink between our check and a write. A running jail was prepared already.
       if (await this.jail(spec.name)) return;
       await this.saveSpec(spec);
+      if (spec.image) {
+        await this.prepareImageRoot(spec);
+        return;
+      }
 
       if (this.zfsDataset) await this.prepareZfsRoot(spec.name, p.root);
       else await this.prepareNullfsRoot(spec.name, p.root);
@@ -364,7 +378,7 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
     await this.step('mount', spec.name, async () => {
       const p = await this.paths(spec.name);
       const mounts = await this.mountTable('mount', spec.name);
-      if (!this.rootMounted(p.root, mounts)) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} is not mounted)`);
+      if (!this.rootMounted(p.root, mounts, await this.imageBase(spec.name))) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} is not mounted)`);
 
       const sets = (await this.tool('mount', spec.name, devfsShowsetsArgv())).stdout.split(/\s+/).filter(Boolean);
       if (!sets.includes(String(this.devfsRuleset))) {
@@ -487,7 +501,8 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
     checkJailName('inspect', name);
     const p = await this.paths(name);
     const mounts = new MountTable((await this.checked(`inspect of jail ${name}`, mountListArgv())).stdout);
-    const prepared = this.rootMounted(p.root, mounts) && (await ifExists(lstat(join(p.root, 'etc', 'master.passwd')))) !== null;
+    const imageBase = await this.imageBase(name);
+    const prepared = this.rootMounted(p.root, mounts, imageBase) && (imageBase !== null || (await ifExists(lstat(join(p.root, 'etc', 'master.passwd')))) !== null);
     const mounted = mounts.has(join(p.root, 'dev')) && mounts.has(join(p.root, 'tmp'));
     const pid = (await this.jail(name)) ? await this.runningPid(name) : null;
     return { name, prepared, mounted, pid };
@@ -582,8 +597,52 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
     return (await this.jailPids(name)).includes(pid) ? pid : null;
   }
 
-  private rootMounted(root: string, mounts: MountTable): boolean {
+  private rootMounted(root: string, mounts: MountTable, imageBase: string[] | null): boolean {
+    if (imageBase) return imageBase.every((d) => mounts.has(join(root, d)));
     return this.zfsDataset ? mounts.has(root) : BASE_DIRS.every((d) => mounts.has(join(root, d)));
+  }
+
+  /** An image jail's read-only base directories (recorded by prepare), or null for a thin-base jail. */
+  private async imageBase(name: string): Promise<string[] | null> {
+    const text = await ifExists(readFile(join((await this.paths(name)).dir, 'image-base.json'), 'utf8'));
+    if (text === null) return null;
+    const dirs = JSON.parse(text) as unknown;
+    return Array.isArray(dirs) && dirs.every((d) => (BASE_DIRS as readonly unknown[]).includes(d)) ? (dirs as string[]) : null;
+  }
+
+  /**
+   * An image jail's root (see the header): the digest recorded before the fetch (the cache never
+   * collects an image a jail names), the image's base directories mounted read-only, its other
+   * top-level directories copied once, then the jail's hosts and resolv.conf.
+   */
+  private async prepareImageRoot(spec: JailSpec): Promise<void> {
+    if (!this.images) throw new Error('this agent has no image cache: it cannot start jails from images');
+    const p = await this.paths(spec.name);
+    const recorded = (await ifExists(readFile(join(p.dir, 'image'), 'utf8')))?.trim() ?? null;
+    const digest = await this.images.resolve(spec.image!, recorded && /^sha256:[0-9a-f]{64}$/.test(recorded) ? recorded : null);
+    await writeFileAtomic(join(p.dir, 'image'), `${digest}\n`, 0o600);
+    const rootfs = await this.images.ensure(digest);
+    await ensureRealDir(dirname(p.root), basename(p.root));
+    const entries = (await readdir(rootfs, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1));
+    const base = entries.filter((e) => e.isDirectory() && (BASE_DIRS as readonly string[]).includes(e.name)).map((e) => e.name);
+    await writeFileAtomic(join(p.dir, 'image-base.json'), JSON.stringify(base), 0o600);
+    const mounts = await this.mountTable('prepare', spec.name);
+    for (const d of base) {
+      const target = await ensureRealDir(p.root, d);
+      if (!mounts.has(target)) await this.tool('prepare', spec.name, nullfsArgv(join(rootfs, d), target, true));
+    }
+    for (const e of entries) {
+      if (base.includes(e.name) || (await ifExists(lstat(join(p.root, e.name))))) continue;
+      // cp(1) -R copies symlinks as symlinks, -p keeps owners, modes and times
+      await this.tool('prepare', spec.name, ['cp', '-Rp', join(rootfs, e.name), join(p.root, e.name)]);
+    }
+    const etc = await ensureRealDir(p.root, 'etc');
+    const { hosts } = generatedEtc(jailHostname(spec));
+    await writeFileAtomic(join(etc, 'hosts'), hosts.content, hosts.mode);
+    const resolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => null);
+    if (resolv !== null) await writeFileAtomic(join(etc, 'resolv.conf'), resolv);
+    for (const dir of ['dev', 'tmp', 'var/run', 'var/log']) await ensureRealDir(p.root, dir);
+    this.log?.info({ jail: spec.name, image: digest, base }, 'jail image root prepared');
   }
 
   /** SIGTERM to every process of the jail, up to `graceMs` for them to exit, then jail -R. */

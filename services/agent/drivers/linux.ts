@@ -18,6 +18,11 @@
 //   unmount: forgets the plan (the mounts went with the namespace).
 //   destroy: stops the init, removes the cgroup and the jail's files (after one look at the
 //            host's mount table: a jail mounted by an older driver is unmounted first).
+// A jail with an `image` has an overlay root instead: the image's unpacked tree (the agent's
+// read-only cache, ImageSource) below, the jail's own upper and work directories (under its
+// directory, kept across stop/start and agent restarts, removed by destroy) above, mounted by
+// jailinit like every other mount. The digest a jail was prepared from is kept in its directory
+// (`image`), so it restarts from the same bytes even if its tag moved.
 // It must never run anything through a shell, never make the host's secrets, homes or its own
 // data directory visible inside a jail, never mount anything in the host's namespace for a jail,
 // and never delete files through a mount.
@@ -42,7 +47,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
-import { DriverStepFailed, type DriverStepName, type ExecOptions, type JailDriver, type JailExit, type JailInspection } from './driver.js';
+import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
 import { JailCgroups, type CgroupController } from './cgroup-limits.js';
 import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
@@ -61,13 +66,26 @@ export interface LinuxDriverOptions {
    */
   cgroupScope?: string;
   logger?: DriverLogger;
+  /** Where image jails' roots come from (the agent's image cache); without it a spec with an image fails at prepare. */
+  images?: ImageSource;
+  /** Host volumes this agent offers (`--volume`): name → directory, and whether only read-only. */
+  volumes?: ReadonlyMap<string, { path: string; readOnly: boolean }>;
 }
+
+
 
 /**
  * One operation of a jail's mount plan, run by jailinit in the jail's namespace (see its header),
  * or of jailmount (umount only, for jails mounted on the host by an older driver).
  */
-type MountOp = [op: 'bind' | 'tmpfs' | 'devpts' | 'mkdir' | 'file' | 'symlink' | 'umount', arg: string, target: string, flags: string];
+type MountOp = [op: 'bind' | 'tmpfs' | 'devpts' | 'overlay' | 'mkdir' | 'file' | 'symlink' | 'umount', arg: string, target: string, flags: string];
+
+/** An image jail's overlay: the image below, the jail's own writable directories above. */
+interface OverlayRoot {
+  lower: string;
+  upper: string;
+  work: string;
+}
 /** Root-level directories that become a fresh tmpfs in the jail: what lies below is made in there. */
 const TMPFS_DIRS = ['dev', 'tmp'];
 
@@ -248,6 +266,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   /** Jails started by this very process: their exit comes from the child, not from polling. */
   private readonly children = new Map<string, OwnChild>();
   private readonly cgroups: JailCgroups;
+  private readonly images?: ImageSource;
+  private readonly volumes: ReadonlyMap<string, { path: string; readOnly: boolean }>;
 
   constructor(options: LinuxDriverOptions) {
     super(options.dataDir, options.logger);
@@ -256,6 +276,18 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     this.cgroups = new JailCgroups(async () => scope ?? `data-${createHash('sha256').update(await this.dataDir()).digest('hex').slice(0, 12)}`);
     this.initPath = options.initPath ?? join(repoRoot(), 'dist', 'native', 'jailinit');
     this.mountPath = options.mountPath ?? join(repoRoot(), 'dist', 'native', 'jailmount');
+    this.images = options.images;
+    this.volumes = options.volumes ?? new Map();
+  }
+
+  /** Digests of the images this host's jails were prepared from (the image cache never collects them). */
+  async imagesInUse(): Promise<Set<string>> {
+    const used = new Set<string>();
+    for (const name of await this.jailDirNames()) {
+      const digest = await this.recordedImage(name);
+      if (digest) used.add(digest);
+    }
+    return used;
   }
 
   async prepare(spec: JailSpec): Promise<void> {
@@ -266,6 +298,10 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         if (errCode(err) !== 'EEXIST') throw err;
       });
       if (!(await lstat(p.root)).isDirectory()) throw new Error(`${p.root} is not a directory`);
+      if (spec.image) {
+        await this.prepareImageRoot(spec);
+        return;
+      }
       for (const base of BASE_DIRS) await this.prepareBase(p.root, base);
       const etc = await ensureRealDir(p.root, 'etc');
       const files = generatedEtc(jailHostname(spec));
@@ -281,8 +317,10 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   async mount(spec: JailSpec): Promise<void> {
     await this.step('mount', spec.name, async () => {
       const p = await this.paths(spec.name);
-      if (!(await ifExists(lstat(join(p.root, 'etc', 'passwd'))))) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} has no etc/passwd)`);
-      const plan = await this.mountPlan(spec.name, p.root, spec.mounts);
+      const overlay = spec.image ? await this.overlayOf(spec.name) : null;
+      if (spec.image && !overlay) throw new Error(`the root of jail ${spec.name} is not prepared (its image is not recorded in ${p.dir})`);
+      if (!spec.image && !(await ifExists(lstat(join(p.root, 'etc', 'passwd'))))) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} has no etc/passwd)`);
+      const plan = await this.mountPlan(spec.name, p.root, [...spec.mounts, ...this.volumeMounts(spec)], overlay);
       await writeFileAtomic(this.planPath(p.dir), JSON.stringify(plan), 0o600);
       this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mount plan recorded');
     });
@@ -424,7 +462,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   async inspect(name: string): Promise<JailInspection> {
     checkJailName('inspect', name);
     const p = await this.paths(name);
-    const prepared = (await ifExists(lstat(join(p.root, 'etc', 'passwd')))) !== null;
+    const prepared = (await ifExists(lstat(join(p.root, 'etc', 'passwd')))) !== null || (await this.recordedImage(name)) !== null;
     const mounted = prepared && (await ifExists(lstat(this.planPath(p.dir)))) !== null;
     const running = await this.runningInit(name);
     return { name, prepared, mounted, pid: running?.pid ?? null };
@@ -437,6 +475,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   async exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult> {
     const running = await this.step('exec', spec.name, () => this.runningInit(spec.name));
     if (!running) throw new DriverStepFailed('exec', `jail ${spec.name} is not running`);
+    // an image holds no setpriv of the host's: jailinit itself joins the jail and drops to its capabilities
+    if (await this.recordedImage(spec.name)) return this.runInJail(spec, this.initPath, ['--enter', String(running.pid), '--', ...argv], options);
     const nsenter = await this.step('exec', spec.name, () => this.toolPath('nsenter'));
     // nsenter has every capability of the agent; setpriv, run inside the jail (from its read-only
     // /usr), cuts them to the jail's before the command runs. setpriv itself runs with them all,
@@ -459,6 +499,11 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       '--no-new-privs',
       '--', ...argv,
     ];
+    return this.runInJail(spec, nsenter, args, options);
+  }
+
+  /** Runs `tool args` (which enters the jail itself), bounded in output and time. */
+  private async runInJail(spec: JailSpec, nsenter: string, args: string[], options: ExecOptions): Promise<ExecResult> {
     // Its own process group, so a timeout kills what nsenter forked inside the jail too.
     const child = execa(nsenter, args, {
       detached: true,
@@ -548,6 +593,63 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     else if (st?.isDirectory()) await ensureRealDir(root, base);
   }
 
+  /**
+   * An image jail's root: the image's digest recorded (once; a restart keeps it), its writable
+   * upper and work directories, and the few files a jail needs that an image cannot know (its
+   * hostname, hosts, resolv.conf), written in the upper layer.
+   */
+  private async prepareImageRoot(spec: JailSpec): Promise<void> {
+    if (!this.images) throw new Error('this agent has no image cache: it cannot start jails from images');
+    const p = await this.paths(spec.name);
+    const digest = await this.images.resolve(spec.image!, await this.recordedImage(spec.name));
+    // recorded before the fetch: the cache never collects an image a jail's directory names
+    await writeFileAtomic(join(p.dir, 'image'), `${digest}\n`, 0o600);
+    const rootfs = await this.images.ensure(digest);
+    const upper = await ensureRealDir(p.dir, 'upper');
+    await ensureRealDir(p.dir, 'work', 0o700);
+    for (const dir of ['proc', ...TMPFS_DIRS]) await ensureRealDir(upper, dir);
+    const etc = await ensureRealDir(upper, 'etc');
+    const { hosts, hostname } = generatedEtc(jailHostname(spec));
+    const files: Record<string, string> = { hosts, hostname };
+    const resolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => null);
+    if (resolv !== null) files['resolv.conf'] = resolv;
+    for (const [file, content] of Object.entries(files)) await writeFileAtomic(join(etc, file), content);
+    this.log?.info({ jail: spec.name, image: digest, lower: rootfs }, 'jail image root prepared');
+  }
+
+  /**
+   * A spec's volumes as the binds they are: this host's directory of each (read-only when the
+   * spec or the host says so). A volume this host does not offer fails the step: the scheduler
+   * should not have placed the jail here.
+   */
+  private volumeMounts(spec: JailSpec): JailSpec['mounts'] {
+    return (spec.volumes ?? []).map((v) => {
+      const offer = this.volumes.get(v.name);
+      if (!offer) throw new Error(`volume ${v.name} is not offered by this host (serve agent --volume ${v.name}=/path)`);
+      if (!v.readOnly && offer.readOnly) throw new Error(`volume ${v.name} is offered read-only on this host, and the jail writes to it`);
+      return { source: offer.path, target: v.target, readOnly: v.readOnly || offer.readOnly };
+    });
+  }
+
+  /** The digest a jail was prepared from, or null (a thin root, or not prepared). */
+  private async recordedImage(name: string): Promise<string | null> {
+    const text = (await ifExists(readFile(join((await this.paths(name)).dir, 'image'), 'utf8')))?.trim();
+    return text && /^sha256:[0-9a-f]{64}$/.test(text) ? text : null;
+  }
+
+  /** An image jail's overlay directories, its image fetched again if the cache lost it; null when not prepared. */
+  private async overlayOf(name: string): Promise<OverlayRoot | null> {
+    const digest = await this.recordedImage(name);
+    if (!digest || !this.images) return null;
+    const p = await this.paths(name);
+    const rootfs = await this.images.ensure(digest);
+    for (const dir of [rootfs, join(p.dir, 'upper'), join(p.dir, 'work')]) {
+      // overlay's options are comma-separated and colon-separated: a path must hold neither
+      if (/[,:\\]/.test(dir)) throw new Error(`${dir}: an overlay directory must not contain ",", ":" or "\\"`);
+    }
+    return { lower: rootfs, upper: join(p.dir, 'upper'), work: join(p.dir, 'work') };
+  }
+
   private planPath(dir: string): string {
     return join(dir, 'mount-plan.json');
   }
@@ -574,13 +676,25 @@ export class LinuxDriver extends DriverBase implements JailDriver {
    * checked and made here, on the host, inside the root; one inside a tmpfs is made by jailinit
    * in that fresh tmpfs, and one inside an earlier user mount is made in that mount's source.
    */
-  private async mountPlan(jail: string, root: string, mounts: JailSpec['mounts']): Promise<MountOp[]> {
-    const plan: MountOp[] = [['bind', root, root, '-']];
-    for (const base of BASE_DIRS) {
-      const st = await ifExists(lstat(`/${base}`));
-      if (st?.isDirectory()) plan.push(['bind', `/${base}`, await ensureRealDir(root, base), 'ro']);
+  private async mountPlan(jail: string, root: string, mounts: JailSpec['mounts'], overlay: OverlayRoot | null): Promise<MountOp[]> {
+    // where the root's directories are made on the host: the root itself, or an image jail's
+    // upper directory (the overlay shows it at the root once jailinit has mounted it)
+    const made = overlay?.upper ?? root;
+    const realDir = async (rel: string) => {
+      await ensureRealDir(made, rel);
+      return join(root, rel);
+    };
+    const plan: MountOp[] = [];
+    if (overlay) {
+      plan.push(['overlay', `lowerdir=${overlay.lower},upperdir=${overlay.upper},workdir=${overlay.work}`, root, 'nodev']);
+    } else {
+      plan.push(['bind', root, root, '-']);
+      for (const base of BASE_DIRS) {
+        const st = await ifExists(lstat(`/${base}`));
+        if (st?.isDirectory()) plan.push(['bind', `/${base}`, await realDir(base), 'ro']);
+      }
     }
-    const dev = await ensureRealDir(root, 'dev');
+    const dev = await realDir('dev');
     plan.push(['tmpfs', 'mode=755,size=1m', dev, 'nosuid,nodev,noexec']);
     for (const node of DEV_NODES) {
       if (!(await lstat(`/dev/${node}`)).isCharacterDevice()) throw new Error(`/dev/${node} of the host is not a character device`);
@@ -589,7 +703,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     plan.push(['mkdir', '755', join(dev, 'pts'), '-'], ['devpts', 'newinstance,ptmxmode=0666,mode=0620', join(dev, 'pts'), 'nosuid,noexec']);
     plan.push(['mkdir', '755', join(dev, 'shm'), '-'], ['tmpfs', 'mode=1777', join(dev, 'shm'), 'nosuid,nodev']);
     for (const [link, target] of Object.entries(DEV_LINKS)) plan.push(['symlink', target, join(dev, link), '-']);
-    plan.push(['tmpfs', 'mode=1777', await ensureRealDir(root, 'tmp'), 'nosuid,nodev']);
+    plan.push(['tmpfs', 'mode=1777', await realDir('tmp'), 'nosuid,nodev']);
+    await realDir('proc');
 
     const data = await this.dataDir();
     const placed: { segs: string[]; source: string }[] = [];
@@ -611,7 +726,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         for (let i = 2; i < segs.length; i++) plan.push(['mkdir', '755', join(root, ...segs.slice(0, i)), '-']);
         plan.push(isDir ? ['mkdir', '755', target, '-'] : ['file', '-', target, '-']);
       } else if (!(segs.length === 1 && TMPFS_DIRS.includes(segs[0]!) && isDir)) {
-        await resolveMountTarget(root, m.target, isDir, refuse);
+        await resolveMountTarget(made, m.target, isDir, refuse);
       }
       plan.push(['bind', source, target, m.readOnly ? 'ro' : '-']);
       if (isDir) placed.push({ segs, source });

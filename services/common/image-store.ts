@@ -1,0 +1,111 @@
+// The cluster's image store: canonical tars in a JetStream object store (by digest) and tags in a
+// KV bucket (`NAME/TAG` → image record), so every agent fetches images from the brokers it already
+// talks to. Creating the buckets is idempotent. It must never store an object under a name that
+// is not the sha256 of its bytes (the importer hashes, the agent checks again on fetch).
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { Kvm, type KV } from '@nats-io/kv';
+import { Objm, StorageType, type ObjectResult, type ObjectStore } from '@nats-io/obj';
+import type { NatsConnection } from '@nats-io/transport-node';
+import {
+  BUCKET_IMAGES,
+  BUCKET_IMAGE_TAGS,
+  InvalidInput,
+  NotFound,
+  imageRecordSchema,
+  imageTagKey,
+  parseImageRef,
+  type ImageRecord,
+} from '../../contracts/index.js';
+import { decodeWith, encodeJson } from './codec.js';
+import { replicasFor } from './nats.js';
+
+export class ImageStore {
+  private constructor(
+    readonly tags: KV,
+    readonly blobs: ObjectStore,
+  ) {}
+
+  /** Opens (or creates) both buckets. */
+  static async open(nc: NatsConnection): Promise<ImageStore> {
+    const replicas = replicasFor(nc);
+    const kvm = new Kvm(nc);
+    const tags = await kvm
+      .open(BUCKET_IMAGE_TAGS)
+      .then(async (kv) => {
+        await kv.status();
+        return kv;
+      })
+      .catch(() => kvm.create(BUCKET_IMAGE_TAGS, { history: 1, replicas }));
+    const objm = new Objm(nc);
+    const blobs = await objm.open(BUCKET_IMAGES).catch(() => objm.create(BUCKET_IMAGES, { replicas, storage: StorageType.File }));
+    return new ImageStore(tags, blobs);
+  }
+
+  /** Stores a canonical tar under its digest, unless the store holds it already. */
+  async putBlob(digest: string, tarPath: string, bytes: number): Promise<'stored' | 'present'> {
+    const info = await this.blobs.info(digest);
+    if (info && !info.deleted && info.size === bytes) return 'present';
+    const rs = Readable.toWeb(createReadStream(tarPath, { highWaterMark: 128 * 1024 })) as ReadableStream<Uint8Array>;
+    await this.blobs.put({ name: digest, description: 'jailfleet image (canonical tar)', options: { max_chunk_size: 128 * 1024 } }, rs);
+    return 'stored';
+  }
+
+  /** The canonical tar of `digest`, streamed; null when the store has no such object. */
+  async getBlob(digest: string): Promise<ObjectResult | null> {
+    return this.blobs.get(digest);
+  }
+
+  async hasBlob(digest: string): Promise<boolean> {
+    const info = await this.blobs.info(digest);
+    return Boolean(info && !info.deleted);
+  }
+
+  async deleteBlob(digest: string): Promise<void> {
+    await this.blobs.delete(digest).catch(() => undefined);
+  }
+
+  async putTag(record: ImageRecord): Promise<void> {
+    await this.tags.put(imageTagKey(`${record.name}:${record.tag}`), encodeJson(record));
+  }
+
+  /** The record `NAME:TAG` points at, or null. */
+  async tag(tagRef: string): Promise<ImageRecord | null> {
+    const e = await this.tags.get(imageTagKey(tagRef));
+    if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
+    return decodeWith(imageRecordSchema, e.value);
+  }
+
+  async deleteTag(tagRef: string): Promise<void> {
+    await this.tags.delete(imageTagKey(tagRef));
+  }
+
+  /** Every tag's record (an unreadable one is skipped). */
+  async list(): Promise<ImageRecord[]> {
+    const out: ImageRecord[] = [];
+    const keys = await this.tags.keys();
+    for await (const key of keys) {
+      const e = await this.tags.get(key);
+      if (!e || e.operation !== 'PUT' || e.value.length === 0) continue;
+      try {
+        out.push(decodeWith(imageRecordSchema, e.value));
+      } catch {
+        // an unreadable record is not an image anyone can use; `image rm` of its tag removes it
+      }
+    }
+    return out.sort((a, b) => `${a.name}:${a.tag}`.localeCompare(`${b.name}:${b.tag}`));
+  }
+
+  /**
+   * The digest a spec's image reference means now: its own digest, else what its tag points at.
+   * NotFound when the tag is unknown or the digest's bytes are not in the store.
+   */
+  async resolve(ref: string): Promise<string> {
+    const { tag, digest } = parseImageRef(ref);
+    if (digest) return digest;
+    if (!tag) throw new InvalidInput(`image: ${ref} is not an image reference`);
+    const record = await this.tag(tag);
+    if (!record) throw new NotFound(`no image ${tag} in the cluster (import it with: jailfleet image import ${tag} PATH)`);
+    return record.digest;
+  }
+}
