@@ -6,3 +6,4 @@ export * from './api.js';
 export * from './errors.js';
 export * from './state.js';
 export * from './plan.js';
+export * from './session.js';

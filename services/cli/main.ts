@@ -4,7 +4,7 @@
 // `jailfleet: ` on stderr and exits non-zero.
 import { Command, CommanderError, Option } from 'commander';
 import { z } from 'zod';
-import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
+import { COPY_MAX_BYTES, jailPathSchema, EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
@@ -13,6 +13,7 @@ import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
 import { Progress } from './progress.js';
+import type { SessionOpen } from './session-client.js';
 import type { Fleet, PlanResultJson } from '../../contracts/index.js';
 
 const program = new Command('jailfleet')
@@ -228,27 +229,101 @@ for (const verb of ['stop', 'start', 'rm'] as const) {
 
 program
   .command('exec')
-  .description('run a command inside a running jail; exits with its exit code')
+  .description('run a command inside a running jail, its output streamed as it comes; exits with its exit code')
   .argument('<name>', 'jail name')
   .argument('<command...>', 'command and arguments (after --)')
-  .option('--timeout <ms>', 'kill the command after this long', '30000')
+  .option('-i, --interactive', 'stream stdin to the command')
+  .option('-t, --tty', 'a pseudo-terminal inside the jail (raw mode here, its size follows this terminal)')
+  .option('--timeout <ms>', 'kill the command after this long (default: no limit)')
   .action(async (name: string, command: string[], o) => {
     const jail = jailName(name);
-    const timeoutMs = flag('timeout', msSchema, o.timeout);
-    const req = execRequestSchema.safeParse({ v: 1, jail, command, timeoutMs });
+    const timeoutMs = o.timeout === undefined ? null : flag('timeout', msSchema, o.timeout);
+    const req = execRequestSchema.safeParse({ v: 1, jail, command });
     if (!req.success) throw new CliError(`command: ${req.error.issues[0]!.message}`, 2);
-    process.exitCode = await withClient(async (c) => {
-      const row = (await c.ps()).jails.find((j) => j.name === jail);
-      if (!row) throw new CliError(`no jail named "${jail}"`);
-      if (row.state !== 'running' || !row.host) throw new CliError(`jail "${jail}" is ${row.state}, not running`);
-      const r = await c.exec(row.host, { jail, command, timeoutMs, maxOutputBytes: req.data.maxOutputBytes });
-      process.stdout.write(r.stdout);
-      process.stderr.write(r.stderr);
-      if (r.truncated) process.stderr.write('jailfleet: output truncated\n');
-      if (r.timedOut) process.stderr.write(`jailfleet: command killed after ${timeoutMs} ms\n`);
-      return r.exitCode;
+    process.exitCode = await interactive(jail, { kind: 'exec', jail, command, login: false, stdin: Boolean(o.interactive), timeoutMs }, Boolean(o.interactive), Boolean(o.tty));
+  });
+
+program
+  .command('console')
+  .description("a login shell in a running jail, with a terminal (exit it to come back)")
+  .argument('<name>', 'jail name')
+  .action(async (name: string) => {
+    const jail = jailName(name);
+    process.exitCode = await interactive(jail, { kind: 'exec', jail, command: ['/bin/sh'], login: true, stdin: true, timeoutMs: null }, true, true);
+  });
+
+/** Runs an exec or console session; the command's exit code, or 124 after --timeout. */
+async function interactive(jail: string, open: Omit<Extract<SessionOpen, { kind: 'exec' }>, 'tty'>, stdin: boolean, tty: boolean): Promise<number> {
+  const { runSession, hostOfRunningJail } = await import('./session-client.js');
+  const term = tty && process.stdin.isTTY ? process.stdin : undefined;
+  const size = process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : { rows: 24, cols: 80 };
+  const exit = await withClient(async (c) => {
+    const host = await hostOfRunningJail(c, jail);
+    return runSession(
+      c,
+      host,
+      { ...open, tty: tty ? { ...size, term: process.env.TERM && /^[A-Za-z0-9._+-]{1,64}$/.test(process.env.TERM) ? process.env.TERM : 'xterm' } : null },
+      { stdin: stdin ? (process.stdin as AsyncIterable<Buffer>) : undefined, terminal: term, forwardSignals: !tty },
+    );
+  });
+  if (stdin) process.stdin.destroy();
+  if (exit.reason) process.stderr.write(`jailfleet: ${exit.reason}\n`);
+  return exit.exitCode;
+}
+
+program
+  .command('cp')
+  .description('copy files or directories into or out of a running jail: jailfleet cp SRC NAME:/path, or cp NAME:/path DST (modes kept)')
+  .argument('<src>', 'a local path, or NAME:/path in a jail')
+  .argument('<dst>', 'a local path, or NAME:/path in a jail')
+  .option('--max-mb <n>', 'refuse a copy larger than this many MB', '1024')
+  .action(async (src: string, dst: string, o) => {
+    const maxBytes = flag('max-mb', z.coerce.number().int().min(1).max(COPY_MAX_BYTES / 1024 / 1024), o.maxMb) * 1024 * 1024;
+    const from = cpOperand('SRC', src);
+    const to = cpOperand('DST', dst);
+    if ((from.jail === undefined) === (to.jail === undefined)) throw new CliError('cp: exactly one of SRC and DST must be NAME:/path in a jail', 2);
+    const { runSession, hostOfRunningJail } = await import('./session-client.js');
+    const { packLocal, unpackLocal, CopyRefused } = await import('./cp-stream.js');
+    await withClient(async (c) => {
+      const jailSide = (from.jail ? from : to) as { jail: string; path: string };
+      const host = await hostOfRunningJail(c, jailSide.jail);
+      let errText = '';
+      const stderr = { write: (b: Uint8Array, cb?: () => void) => ((errText += Buffer.from(b).toString()), cb?.(), true) } as unknown as NodeJS.WritableStream;
+      const failed = (exit: { exitCode: number; reason?: string }) =>
+        new CliError(`cp ${src} ${dst}: ${errText.trim().split('\n').at(-1)?.replace(/^jailfs: /, '') || exit.reason || `exit code ${exit.exitCode}`}`);
+      try {
+        if (to.jail) {
+          const exit = await runSession(c, host, { kind: 'copy-in', jail: to.jail, path: to.path, maxBytes }, { stdin: packLocal(from.path, maxBytes), stderr });
+          if (exit.exitCode !== 0) throw failed(exit);
+        } else {
+          const { PassThrough } = await import('node:stream');
+          const pipe = new PassThrough({ highWaterMark: 1024 * 1024 });
+          const writing = unpackLocal(pipe as AsyncIterable<Buffer>, to.path, maxBytes);
+          writing.catch(() => pipe.resume());
+          const exit = await runSession(c, host, { kind: 'copy-out', jail: from.jail!, path: from.path, maxBytes }, { stdout: pipe, stderr });
+          pipe.end();
+          if (exit.exitCode !== 0) throw failed(exit);
+          await writing;
+        }
+      } catch (err) {
+        if (err instanceof CopyRefused) throw new CliError(`cp ${src} ${dst}: ${err.message}`);
+        if (errCodeOf(err) === 'ENOENT' || errCodeOf(err) === 'EACCES' || errCodeOf(err) === 'ENOTDIR') throw new CliError(`cp ${src} ${dst}: ${(err as Error).message}`);
+        throw err;
+      }
     });
   });
+
+const errCodeOf = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code;
+
+/** `NAME:/path` (a path in a jail) or a local path (one starting with / or ., or without a colon). */
+function cpOperand(what: 'SRC' | 'DST', arg: string): { jail?: string; path: string } {
+  const m = /^([^/.:][^/:]*):(.*)$/.exec(arg);
+  if (!m) return { path: arg };
+  const jail = jailName(m[1]!);
+  const path = jailPathSchema.safeParse(m[2]);
+  if (!path.success) throw new CliError(`${what}: ${arg}: ${path.error.issues[0]!.message}`, 2);
+  return { jail, path: path.data };
+}
 
 program
   .command('logs')
