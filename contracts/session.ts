@@ -85,6 +85,8 @@ export const sessionRequestSchema = z.discriminatedUnion('kind', [
     /** Kill the command after this long; null: no limit. */
     timeoutMs: z.number().int().min(1).max(7 * 24 * 3_600_000).nullable().default(null),
   }),
+  /** The console of a jail: its last `tail` lines, then (with `follow`) what it writes, across restarts. */
+  z.object({ ...common, kind: z.literal('logs'), tail: z.number().int().min(0).max(100_000).default(100), follow: z.boolean() }),
   z.object({ ...common, kind: z.literal('copy-in'), path: jailPath, maxBytes: z.number().int().min(1).max(COPY_MAX_BYTES) }),
   z.object({ ...common, kind: z.literal('copy-out'), path: jailPath, maxBytes: z.number().int().min(1).max(COPY_MAX_BYTES) }),
 ]);

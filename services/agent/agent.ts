@@ -679,7 +679,8 @@ export class Agent {
   private async openSession(req: SessionRequest) {
     const entry = this.jails.get(req.jail);
     if (!entry) throw new NotFound(`no jail "${req.jail}" on host ${this.opts.host}`);
-    if (entry.record?.state !== 'running') throw new Conflict(`jail "${req.jail}" is ${entry.record?.state ?? 'pending'}, not running`);
+    // a console is read whatever the jail's state; everything else runs in the jail
+    if (req.kind !== 'logs' && entry.record?.state !== 'running') throw new Conflict(`jail "${req.jail}" is ${entry.record?.state ?? 'pending'}, not running`);
     return this.sessions!.open(entry.spec, req);
   }
 

@@ -12,11 +12,14 @@ import { FRAME, subjects, type JailSpec, type SessionExit, type SessionRequest }
 import { SessionChannel, type SessionLost } from '../common/session-channel.js';
 import type { Logger } from '../common/logger.js';
 import type { JailDriver } from './drivers/driver.js';
+import { readConsoleFrom, readConsoleTail } from './drivers/console-log.js';
 
 /** The exit code of a command its session's --timeout killed (as timeout(1) says). */
 const TIMEOUT_EXIT = 124;
 /** Grace between SIGTERM to a session's process (it kills the command's group) and SIGKILL. */
 const KILL_GRACE_MS = 2000;
+/** How often `logs -f` looks at the console file and the jail's pid when nothing new came. */
+const LOGS_POLL_MS = 200;
 
 export class JailSessions {
   private readonly live = new Map<string, () => void>();
@@ -30,6 +33,7 @@ export class JailSessions {
 
   /** Starts the session's process; resolves once its frames are listened for. */
   async open(spec: JailSpec, req: SessionRequest): Promise<{ id: string }> {
+    if (req.kind === 'logs') return this.openLogs(spec.name, req);
     const spawn =
       req.kind === 'exec'
         ? await this.driver.sessionSpawn(spec, { command: req.command, login: req.login, tty: req.tty })
@@ -94,6 +98,58 @@ export class JailSessions {
       this.live.delete(req.id);
       log.info('session ended');
     });
+    return { id: req.id };
+  }
+
+  /**
+   * Streams the jail's console: its last `tail` lines, then, with `follow`, what is appended,
+   * read no faster than the CLI takes it. A restart of the jail (its init's pid changes) or a
+   * stop is told on stderr, and following goes on in the same file, which every run appends to.
+   */
+  private async openLogs(jail: string, req: Extract<SessionRequest, { kind: 'logs' }>): Promise<{ id: string }> {
+    const file = await this.driver.consoleFile(jail);
+    let open = true;
+    const channel = new SessionChannel(this.nc, subjects.sessionOut(this.host, req.id), subjects.sessionIn(this.host, req.id), {
+      window: req.window,
+      onLost: () => (open = false),
+      onFrame: (kind) => {
+        if (kind === FRAME.close) open = false;
+      },
+    });
+    this.live.set(req.id, () => (open = false));
+    const follow = async () => {
+      const tail = await readConsoleTail(file, req.tail);
+      if (tail.text) await channel.sendData(FRAME.stdout, Buffer.from(tail.text));
+      let offset = tail.end;
+      let pid = (await this.driver.inspect(jail)).pid;
+      // whether a run of the jail was seen: its next run is a restart
+      let ran = pid !== null;
+      while (open && req.follow) {
+        const r = await readConsoleFrom(file, offset);
+        if (r.restart) await channel.sendData(FRAME.stderr, Buffer.from(`jailfleet: the console of ${jail} was truncated; from its start again\n`));
+        for (const chunk of r.chunks) await channel.sendData(FRAME.stdout, chunk);
+        offset = r.end;
+        const now = (await this.driver.inspect(jail)).pid;
+        if (now !== pid) {
+          const note = now === null ? `jailfleet: ${jail} stopped; still following its console\n` : `jailfleet: ${jail} ${ran ? 'restarted' : 'started'} (pid ${now})\n`;
+          ran ||= now !== null;
+          await channel.sendData(FRAME.stderr, Buffer.from(note));
+          pid = now;
+        }
+        if (r.chunks.length === 0) await new Promise((resolve) => setTimeout(resolve, LOGS_POLL_MS));
+      }
+      channel.send(FRAME.exit, Buffer.from(JSON.stringify({ exitCode: 0 })));
+      await channel.flush();
+    };
+    void follow()
+      .catch((err: unknown) => {
+        this.log.warn({ err, jail }, 'logs session failed');
+        channel.send(FRAME.exit, Buffer.from(JSON.stringify({ exitCode: 1, reason: `reading the console of ${jail} failed: ${(err as Error).message}` })));
+      })
+      .finally(() => {
+        channel.close();
+        this.live.delete(req.id);
+      });
     return { id: req.id };
   }
 

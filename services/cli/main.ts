@@ -4,7 +4,7 @@
 // `jailfleet: ` on stderr and exits non-zero.
 import { Command, CommanderError, Option } from 'commander';
 import { z } from 'zod';
-import { COPY_MAX_BYTES, jailPathSchema, EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
+import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
@@ -327,33 +327,52 @@ function cpOperand(what: 'SRC' | 'DST', arg: string): { jail?: string; path: str
 
 program
   .command('logs')
-  .description("the end of a jail's console: its command's stdout and stderr")
+  .description("a jail's console: its command's stdout and stderr; with -f, followed as it grows (and across restarts)")
   .argument('<name>', 'jail name')
-  .option('-n, --lines <n>', 'how many lines', '100')
+  .option('-n, --lines <n>', 'how many lines from the end', '100')
+  .option('--tail <n>', 'the same as --lines')
+  .option('-f, --follow', 'keep printing what the jail writes, until interrupted')
   .action(async (name: string, o) => {
     const jail = jailName(name);
-    const lines = flag('lines', linesSchema, o.lines);
+    const lines = o.tail !== undefined ? flag('tail', linesSchema, o.tail) : flag('lines', linesSchema, o.lines);
     await withClient(async (c) => {
       const row = (await c.ps()).jails.find((j) => j.name === jail);
       if (!row) throw new CliError(`no jail named "${jail}"`);
       if (!row.host) throw new CliError(`jail "${jail}" is not placed on any host yet`);
-      const r = await c.logs(row.host, jail, lines);
-      process.stdout.write(r.text);
+      if (!o.follow) {
+        const r = await c.logs(row.host, jail, lines);
+        process.stdout.write(r.text);
+        return;
+      }
+      const { runSession } = await import('./session-client.js');
+      const ac = new AbortController();
+      // ^C ends the following, not the process: the session says goodbye to the agent first
+      process.once('SIGINT', () => ac.abort());
+      const exit = await runSession(c, row.host, { kind: 'logs', jail, tail: lines, follow: true }, { signal: ac.signal });
+      if (exit.reason) throw new CliError(exit.reason);
     });
   });
 
 program
   .command('events')
-  .description('state events of every jail, oldest first')
-  .option('--follow', 'keep printing new events')
+  .description('state events of every jail (or one), oldest first')
+  .option('-f, --follow', 'keep printing new events')
+  .option('--jail <name>', 'only the events of this jail')
   .option('--json', 'one JSON object per line')
   .action(async (o) => {
     const { jetstream, jetstreamManager, DeliverPolicy } = await import('@nats-io/jetstream');
     await withClient(async (c) => {
       const jsm = await jetstreamManager(c.nc);
+      const jail = o.jail === undefined ? undefined : jailName(o.jail);
       const last = (await jsm.streams.info(EVT_STREAM).catch(() => null))?.state.last_seq ?? 0;
       if (last === 0 && !o.follow) return;
-      const consumer = await jetstream(c.nc).consumers.get(EVT_STREAM, { deliver_policy: DeliverPolicy.All });
+      const consumer = await jetstream(c.nc).consumers.get(EVT_STREAM, {
+        deliver_policy: DeliverPolicy.All,
+        // one subject as a string: nats-server 2.9 knows no list of filters
+        ...(jail ? { filter_subjects: subjects.evtOfJail(jail) } : {}),
+      });
+      // with a filter the stream's last message may not be ours: stop when nothing is pending
+      if (!o.follow && (await consumer.info()).num_pending === 0) return;
       const msgs = await consumer.consume({ max_messages: 1000 });
       process.once('SIGINT', () => void msgs.close());
       for await (const m of msgs) {
@@ -370,7 +389,7 @@ program
         } catch {
           /* a malformed event is skipped here; the status service logs it */
         }
-        if (!o.follow && m.seq >= last) break;
+        if (!o.follow && (m.seq >= last || m.info.pending === 0)) break;
       }
       await msgs.close();
     });

@@ -20,6 +20,8 @@ export interface SessionIo {
   terminal?: NodeJS.ReadStream & { setRawMode?: (raw: boolean) => unknown };
   /** Forward SIGINT and SIGTERM to the command (without a terminal). */
   forwardSignals?: boolean;
+  /** Ends the session (the command is killed) with exit code 0. */
+  signal?: AbortSignal;
 }
 
 /** A fresh session id: 16 random lowercase hex digits, nobody else's to guess. */
@@ -80,6 +82,7 @@ export async function runSession(c: Client, host: string, open: SessionOpen, io:
     if (term) process.stdout.on('resize', resize);
     if (io.forwardSignals) for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, onSignal);
     if (io.stdin) pumpStdin(channel, io.stdin).catch((err: Error) => fail(err));
+    io.signal?.addEventListener('abort', () => settle({ exitCode: 0 }), { once: true });
     return await ended;
   } finally {
     restore();

@@ -94,6 +94,41 @@ d('an admin works inside a jail', () => {
     expect(both).toEqual({ exitCode: 2, stdout: '', stderr: 'jailfleet: cp: exactly one of SRC and DST must be NAME:/path in a jail' });
   }, 60_000);
 
+  it('logs -f shows a line written after it started, and goes on across a restart, saying so', async () => {
+    const script = 'echo "run begins"; while sleep 0.2; do if [ -f /tmp/go ]; then rm /tmp/go; echo "after go"; fi; done';
+    const r = await c.cli(['run', 'talker', '--restart', 'always', '--', '/bin/sh', '-c', script]);
+    expect(r.exitCode).toBe(0);
+    const p = execa(process.execPath, [cliPath, 'logs', '-f', 'talker'], { env: { JAILFLEET_NATS_URL: c.url }, reject: false });
+    let out = '';
+    let err = '';
+    p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    p.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+    await c.until('the first line', async () => out.includes('run begins'), 15_000);
+    expect((await c.cli(['exec', 'talker', '--', 'touch', '/tmp/go'])).exitCode).toBe(0);
+    await c.until('the line written after logs -f started', async () => out.includes('after go'), 15_000);
+    // SIGTERM to the jail's init ends its command; the restart policy starts it again
+    expect((await c.cli(['exec', 'talker', '--', 'kill', '-TERM', '1'])).exitCode).toBe(0);
+    await c
+      .until('the restart told and the new run followed', async () => /restarted \(pid \d+\)/.test(err) && out.split('run begins').length === 3, 30_000)
+      .catch((e: Error) => {
+        p.kill('SIGKILL');
+        throw new Error(`${e.message}; stdout ${JSON.stringify(out)}, stderr ${JSON.stringify(err)}`);
+      });
+    expect(err).toMatch(/^jailfleet: talker (stopped; still following its console\njailfleet: talker )?restarted \(pid \d+\)\n$/);
+    expect(out).toBe('run begins\nafter go\nrun begins\n');
+    p.kill('SIGINT');
+    const ended = await p;
+    expect({ code: ended.exitCode, err }).toEqual({ code: 0, err: expect.any(String) });
+
+    expect(await c.cli(['logs', '--tail', '1', 'talker'])).toEqual({ exitCode: 0, stdout: 'run begins', stderr: '' });
+    const events = await c.cli(['events', '--jail', 'talker']);
+    expect(events.exitCode).toBe(0);
+    const lines = events.stdout.split('\n');
+    expect(lines.length).toBeGreaterThanOrEqual(4);
+    for (const line of lines) expect(line).toMatch(/^\S+  host-1  talker  gen=\d+  \w+/);
+    expect(await c.cli(['events', '--jail', 'nobody'])).toEqual({ exitCode: 0, stdout: '', stderr: '' });
+  }, 90_000);
+
   it('cp of a 50 MB file and a tree into a jail and back keeps every byte and mode', async () => {
     await run('copier');
     const big = join(scratch, 'big.bin');

@@ -66,6 +66,8 @@ export interface JailDriver {
   list(): Promise<string[]>;
   /** The last `lines` lines of the jail's console (its command's stdout and stderr). */
   consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }>;
+  /** The file the jail's console is appended to, run after run (`jailfleet logs -f` follows it). */
+  consoleFile(name: string): Promise<string>;
   /** Runs argv inside a running jail (its namespaces and root), non-interactive. */
   exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult>;
   /**
