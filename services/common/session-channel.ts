@@ -49,7 +49,7 @@ export class SessionChannel {
     this.sub = nc.subscribe(receiveSubject, { callback: (err, msg) => (err ? this.lose(`the session's subscription failed: ${err.message}`) : this.receive(msg.data)) });
     const silenceMs = opts.silenceMs ?? SESSION_SILENCE_MS;
     this.timer = setInterval(() => {
-      if (Date.now() - this.lastHeard > silenceMs) return this.lose(`nothing heard from the other side for ${Math.round(silenceMs / 1000)} s`);
+      if (Date.now() - this.lastHeard > silenceMs) return this.lose(`nothing heard from the other side for ${silenceMs / 1000} s`);
       this.send(FRAME.ping);
     }, opts.pingMs ?? SESSION_PING_MS);
     this.timer.unref();
