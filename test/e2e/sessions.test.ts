@@ -157,6 +157,8 @@ d('an admin works inside a jail', () => {
     const limited = await c.cli(['cp', '--max-mb', '10', big, 'copier:/tmp/too-big.bin']);
     expect(limited.exitCode).toBe(1);
     expect(limited.stderr).toMatch(/^jailfleet: cp .*: .*larger than the limit of 10485760 bytes$/);
+    // refused before a byte of it went in
+    expect((await c.cli(['exec', 'copier', '--', 'test', '-e', '/tmp/too-big.bin'])).exitCode).toBe(1);
   }, 180_000);
 
   it('cp into a path whose parent is a symlink to / writes inside the jail, never on the host', async () => {
@@ -208,6 +210,16 @@ d('exec -it gives the jail a real terminal', () => {
     await tmux?.kill();
     await c?.stop();
   }, 120_000);
+
+  it('console gives a login shell with a terminal in the jail', async () => {
+    expect((await c.cli(['run', 'consoled', '--', '/bin/sleep', '3600'])).exitCode).toBe(0);
+    // stdin is a pipe here: the terminal is the jail's all the same
+    const r = await c.cli(['console', 'consoled'], { input: 'tty; echo "home=$HOME"; hostname; exit 4\n' });
+    expect(r.exitCode).toBe(4);
+    expect(r.stdout).toMatch(/^\/dev\/pts\/\d+\r?$/m);
+    expect(r.stdout).toMatch(/^home=\/root\r?$/m);
+    expect(r.stdout).toMatch(/^consoled\r?$/m);
+  }, 60_000);
 
   it('tty, window size and its change, C-c reaching the jail, exit 3 as the CLI\'s code', async () => {
     expect((await c.cli(['run', 'shell', '--', '/bin/sleep', '3600'])).exitCode).toBe(0);
