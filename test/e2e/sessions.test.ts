@@ -161,6 +161,24 @@ d('an admin works inside a jail', () => {
     expect((await c.cli(['exec', 'copier', '--', 'test', '-e', '/tmp/too-big.bin'])).exitCode).toBe(1);
   }, 180_000);
 
+  it('cp into a directory the jail keeps swapping with a symlink to / never writes on the host (CVE-2018-15664)', async () => {
+    const swap = 'while :; do rm -rf /tmp/swap; mkdir /tmp/swap; rm -rf /tmp/swap; ln -s / /tmp/swap; done';
+    await run('swapper', ['/bin/sh', '-c', swap]);
+    const marker = `jailfleet-cp-race-${process.pid}`;
+    const file = join(scratch, marker);
+    writeFileSync(file, 'raced\n');
+    let ok = 0;
+    for (let i = 0; i < 25; i++) {
+      const r = await c.cli(['cp', file, `swapper:/tmp/swap/${marker}`]);
+      if (r.exitCode === 0) ok++;
+      else expect(r.stderr).toMatch(/^jailfleet: cp .*: /);
+      expect(existsSync(`/${marker}`)).toBe(false);
+    }
+    expect(ok).toBeGreaterThan(0);
+    // what did land, landed in the jail's own / (or its /tmp/swap while it was a directory)
+    expect(existsSync(`/${marker}`)).toBe(false);
+  }, 120_000);
+
   it('cp into a path whose parent is a symlink to / writes inside the jail, never on the host', async () => {
     await run('linker');
     expect((await c.cli(['exec', 'linker', '--', 'ln', '-s', '/', '/tmp/up'])).exitCode).toBe(0);
