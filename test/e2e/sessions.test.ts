@@ -211,6 +211,8 @@ class Tmux {
   }
   async kill() {
     await this.tmux(['kill-server']);
+    // the server leaves its socket file behind
+    rmSync(join(`/tmp/tmux-${process.getuid?.() ?? 0}`, this.socket), { force: true });
   }
 }
 
