@@ -8,6 +8,7 @@ import { envRecordSchema, envSchema, fleetSchema, jailSpecSchema } from './jail-
 import { commandSchema, execRequestSchema, heartbeatSchema, logsRequestSchema, stateEventSchema } from './messages.js';
 import { applyRequestSchema, nameRequestSchema, psRequestSchema } from './api.js';
 import { hostsFileSchema, planResultSchema } from './plan.js';
+import { sessionExitSchema, sessionRequestSchema } from './session.js';
 
 export const jsonSchemas: Record<string, z.ZodTypeAny> = {
   'jail-spec': jailSpecSchema,
@@ -17,6 +18,8 @@ export const jsonSchemas: Record<string, z.ZodTypeAny> = {
   heartbeat: heartbeatSchema,
   'exec-request': execRequestSchema,
   'logs-request': logsRequestSchema,
+  'session-request': sessionRequestSchema,
+  'session-exit': sessionExitSchema,
   'apply-request': applyRequestSchema,
   'name-request': nameRequestSchema,
   'ps-request': psRequestSchema,

@@ -7,3 +7,4 @@ export * from './errors.js';
 export * from './state.js';
 export * from './plan.js';
 export * from './image.js';
+export * from './session.js';

@@ -38,6 +38,11 @@ export const subjects = {
   status: (query: StatusQuery) => `jailfleet.status.${query}`,
   exec: (host: string) => `jailfleet.agent.${host}.exec`,
   logs: (host: string) => `jailfleet.agent.${host}.logs`,
+  /** Opens a session (exec, console, cp) with the agent of `host` (contracts/session.ts). */
+  session: (host: string) => `jailfleet.agent.${host}.session`,
+  /** Frames of one session: CLI → agent (`in`) and agent → CLI (`out`). */
+  sessionIn: (host: string, id: string) => `jailfleet.agent.${host}.session.${id}.in`,
+  sessionOut: (host: string, id: string) => `jailfleet.agent.${host}.session.${id}.out`,
 } as const;
 
 /** Durable consumer name of a host's agent on the command stream. */

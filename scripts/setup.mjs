@@ -69,6 +69,8 @@ if (mtime(stamp) < sources) {
 for (const [name, src, bin] of [
   ['jailinit', join(root, 'native', 'jailinit.c'), join(root, 'dist', 'native', 'jailinit')],
   ['jailmount', join(root, 'native', 'jailmount.c'), join(root, 'dist', 'native', 'jailmount')],
+  ['jailsession', join(root, 'native', 'jailsession.c'), join(root, 'dist', 'native', 'jailsession')],
+  ['jailfs', join(root, 'native', 'jailfs.c'), join(root, 'dist', 'native', 'jailfs')],
   ['jail-floor', join(root, 'test', 'bench', 'jail-floor.c'), join(root, 'dist', 'test', 'bench', 'jail-floor')],
 ]) {
   if (!existsSync(src) || mtime(bin) >= mtime(src)) continue;

@@ -16,6 +16,8 @@ import {
   commandSchema,
   execRequestSchema,
   logsRequestSchema,
+  sessionRequestSchema,
+  type SessionRequest,
   placementRecordSchema,
   subjects,
   type Command,
@@ -55,6 +57,7 @@ import {
 } from '../common/index.js';
 import { DriverStepFailed, type JailDriver } from './drivers/driver.js';
 import { JailStore, type StoredJail } from './jail-store.js';
+import { JailSessions } from './jail-sessions.js';
 
 export interface AgentOptions {
   host: string;
@@ -188,6 +191,7 @@ export class Agent {
   private readonly startedAt = new Date().toISOString();
   private readonly log: Logger;
   private stopping = false;
+  private sessions?: JailSessions;
   private stopFencing?: () => void;
   /** When the broker last answered a ping, and since when the connection has been known down. */
   private lastContact = Date.now();
@@ -222,6 +226,8 @@ export class Agent {
     this.commands = this.consumeCommands(nc);
     serveRpc(nc, subjects.exec(this.opts.host), execRequestSchema, (req) => this.exec(req), { log: this.log });
     serveRpc(nc, subjects.logs(this.opts.host), logsRequestSchema, (req) => this.logs(req), { log: this.log });
+    this.sessions = new JailSessions(nc, this.opts.host, this.opts.driver, this.log);
+    serveRpc(nc, subjects.session(this.opts.host), sessionRequestSchema, (req) => this.openSession(req), { log: this.log });
     const beat = () => this.heartbeat();
     beat();
     this.heartbeatTimer = setInterval(beat, this.opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
@@ -237,6 +243,7 @@ export class Agent {
     clearInterval(this.heartbeatTimer);
     clearInterval(this.probeTimer);
     this.stopFencing?.();
+    this.sessions?.closeAll();
     // the broker may be gone already (a whole local cluster stopping): never wait on it for long
     await within(5000, this.commands?.stop());
     await within(5000, this.commands?.done);
@@ -672,6 +679,15 @@ export class Agent {
   private async logs(req: LogsRequest) {
     if (!this.jails.has(req.jail)) throw new NotFound(`no jail "${req.jail}" on host ${this.opts.host}`);
     return this.opts.driver.consoleTail(req.jail, req.lines);
+  }
+
+  /** Starts an exec, console or cp session (jail-sessions.ts) in a running jail of this host. */
+  private async openSession(req: SessionRequest) {
+    const entry = this.jails.get(req.jail);
+    if (!entry) throw new NotFound(`no jail "${req.jail}" on host ${this.opts.host}`);
+    // a console is read whatever the jail's state; everything else runs in the jail
+    if (req.kind !== 'logs' && entry.record?.state !== 'running') throw new Conflict(`jail "${req.jail}" is ${entry.record?.state ?? 'pending'}, not running`);
+    return this.sessions!.open(entry.spec, req);
   }
 
   private async exec(req: ExecRequest) {

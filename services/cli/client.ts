@@ -18,6 +18,8 @@ import {
   type ExecRequest,
   type Fleet,
   type PsRequest,
+  sessionOpenedSchema,
+  type SessionRequestInput,
 } from '../../contracts/index.js';
 import { DEFAULT_REQUEST_TIMEOUT_MS } from '../common/defaults.js';
 import { ConnectionClosed, NoReply, NoResponders, RequestFailed, request, requestChunked } from '../common/rpc.js';
@@ -135,6 +137,11 @@ export class Client {
 
   logs(host: string, jail: string, lines: number) {
     return this.request(subjects.logs(host), { v: WIRE_VERSION, jail, lines }, logsResultSchema, 'agent');
+  }
+
+  /** Opens a session (contracts/session.ts); its frames flow on subjects of its own. */
+  openSession(host: string, req: SessionRequestInput) {
+    return this.request(subjects.session(host), req, sessionOpenedSchema, 'agent');
   }
 
   exec(host: string, req: Omit<ExecRequest, 'v'>) {

@@ -4,7 +4,7 @@
 // `jailfleet: ` on stderr and exits non-zero.
 import { Command, CommanderError, Option } from 'commander';
 import { z } from 'zod';
-import { EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, namePatternSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
+import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, namePatternSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
@@ -14,6 +14,7 @@ import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
 import { Progress } from './progress.js';
 import { maxImageMBSchema, registerImageCommands } from './image-commands.js';
+import type { SessionOpen } from './session-client.js';
 import type { Fleet, PlanResultJson } from '../../contracts/index.js';
 
 const program = new Command('jailfleet')
@@ -233,57 +234,150 @@ for (const verb of ['stop', 'start', 'rm'] as const) {
 
 program
   .command('exec')
-  .description('run a command inside a running jail; exits with its exit code')
+  .description('run a command inside a running jail, its output streamed as it comes; exits with its exit code')
   .argument('<name>', 'jail name')
   .argument('<command...>', 'command and arguments (after --)')
-  .option('--timeout <ms>', 'kill the command after this long', '30000')
+  .option('-i, --interactive', 'stream stdin to the command')
+  .option('-t, --tty', 'a pseudo-terminal inside the jail (raw mode here, its size follows this terminal)')
+  .option('--timeout <ms>', 'kill the command after this long (default: no limit)')
   .action(async (name: string, command: string[], o) => {
     const jail = jailName(name);
-    const timeoutMs = flag('timeout', msSchema, o.timeout);
-    const req = execRequestSchema.safeParse({ v: 1, jail, command, timeoutMs });
+    const timeoutMs = o.timeout === undefined ? null : flag('timeout', msSchema, o.timeout);
+    const req = execRequestSchema.safeParse({ v: 1, jail, command });
     if (!req.success) throw new CliError(`command: ${req.error.issues[0]!.message}`, 2);
-    process.exitCode = await withClient(async (c) => {
-      const row = (await c.ps()).jails.find((j) => j.name === jail);
-      if (!row) throw new CliError(`no jail named "${jail}"`);
-      if (row.state !== 'running' || !row.host) throw new CliError(`jail "${jail}" is ${row.state}, not running`);
-      const r = await c.exec(row.host, { jail, command, timeoutMs, maxOutputBytes: req.data.maxOutputBytes });
-      process.stdout.write(r.stdout);
-      process.stderr.write(r.stderr);
-      if (r.truncated) process.stderr.write('jailfleet: output truncated\n');
-      if (r.timedOut) process.stderr.write(`jailfleet: command killed after ${timeoutMs} ms\n`);
-      return r.exitCode;
-    });
+    process.exitCode = await interactive(jail, { kind: 'exec', jail, command, login: false, stdin: Boolean(o.interactive), timeoutMs }, Boolean(o.interactive), Boolean(o.tty));
   });
 
 program
-  .command('logs')
-  .description("the end of a jail's console: its command's stdout and stderr")
+  .command('console')
+  .description("a login shell in a running jail, with a terminal (exit it to come back)")
   .argument('<name>', 'jail name')
-  .option('-n, --lines <n>', 'how many lines', '100')
+  .action(async (name: string) => {
+    const jail = jailName(name);
+    process.exitCode = await interactive(jail, { kind: 'exec', jail, command: ['/bin/sh'], login: true, stdin: true, timeoutMs: null }, true, true);
+  });
+
+/** Runs an exec or console session; the command's exit code, or 124 after --timeout. */
+async function interactive(jail: string, open: Omit<Extract<SessionOpen, { kind: 'exec' }>, 'tty'>, stdin: boolean, tty: boolean): Promise<number> {
+  const { runSession, hostOfRunningJail } = await import('./session-client.js');
+  const term = tty && process.stdin.isTTY ? process.stdin : undefined;
+  const size = process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : { rows: 24, cols: 80 };
+  const exit = await withClient(async (c) => {
+    const host = await hostOfRunningJail(c, jail);
+    return runSession(
+      c,
+      host,
+      { ...open, tty: tty ? { ...size, term: process.env.TERM && /^[A-Za-z0-9._+-]{1,64}$/.test(process.env.TERM) ? process.env.TERM : 'xterm' } : null },
+      { stdin: stdin ? (process.stdin as AsyncIterable<Buffer>) : undefined, terminal: term, forwardSignals: !tty },
+    );
+  });
+  if (stdin) process.stdin.destroy();
+  if (exit.reason) process.stderr.write(`jailfleet: ${exit.reason}\n`);
+  return exit.exitCode;
+}
+
+program
+  .command('cp')
+  .description('copy files or directories into or out of a running jail: jailfleet cp SRC NAME:/path, or cp NAME:/path DST (modes kept)')
+  .argument('<src>', 'a local path, or NAME:/path in a jail')
+  .argument('<dst>', 'a local path, or NAME:/path in a jail')
+  .option('--max-mb <n>', 'refuse a copy larger than this many MB', '1024')
+  .action(async (src: string, dst: string, o) => {
+    const maxBytes = flag('max-mb', z.coerce.number().int().min(1).max(COPY_MAX_BYTES / 1024 / 1024), o.maxMb) * 1024 * 1024;
+    const from = cpOperand('SRC', src);
+    const to = cpOperand('DST', dst);
+    if ((from.jail === undefined) === (to.jail === undefined)) throw new CliError('cp: exactly one of SRC and DST must be NAME:/path in a jail', 2);
+    const { runSession, hostOfRunningJail } = await import('./session-client.js');
+    const { packLocal, unpackLocal, CopyRefused } = await import('./cp-stream.js');
+    await withClient(async (c) => {
+      const jailSide = (from.jail ? from : to) as { jail: string; path: string };
+      const host = await hostOfRunningJail(c, jailSide.jail);
+      let errText = '';
+      const stderr = { write: (b: Uint8Array, cb?: () => void) => ((errText += Buffer.from(b).toString()), cb?.(), true) } as unknown as NodeJS.WritableStream;
+      const failed = (exit: { exitCode: number; reason?: string }) =>
+        new CliError(`cp ${src} ${dst}: ${errText.trim().split('\n').at(-1)?.replace(/^jailfs: /, '') || exit.reason || `exit code ${exit.exitCode}`}`);
+      try {
+        if (to.jail) {
+          const exit = await runSession(c, host, { kind: 'copy-in', jail: to.jail, path: to.path, maxBytes }, { stdin: packLocal(from.path, maxBytes), stderr });
+          if (exit.exitCode !== 0) throw failed(exit);
+        } else {
+          const { PassThrough } = await import('node:stream');
+          const pipe = new PassThrough({ highWaterMark: 1024 * 1024 });
+          const writing = unpackLocal(pipe as AsyncIterable<Buffer>, to.path, maxBytes);
+          writing.catch(() => pipe.resume());
+          const exit = await runSession(c, host, { kind: 'copy-out', jail: from.jail!, path: from.path, maxBytes }, { stdout: pipe, stderr });
+          pipe.end();
+          if (exit.exitCode !== 0) throw failed(exit);
+          await writing;
+        }
+      } catch (err) {
+        if (err instanceof CopyRefused) throw new CliError(`cp ${src} ${dst}: ${err.message}`);
+        if (errCodeOf(err) === 'ENOENT' || errCodeOf(err) === 'EACCES' || errCodeOf(err) === 'ENOTDIR') throw new CliError(`cp ${src} ${dst}: ${(err as Error).message}`);
+        throw err;
+      }
+    });
+  });
+
+const errCodeOf = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code;
+
+/** `NAME:/path` (a path in a jail) or a local path (one starting with / or ., or without a colon). */
+function cpOperand(what: 'SRC' | 'DST', arg: string): { jail?: string; path: string } {
+  const m = /^([^/.:][^/:]*):(.*)$/.exec(arg);
+  if (!m) return { path: arg };
+  const jail = jailName(m[1]!);
+  const path = jailPathSchema.safeParse(m[2]);
+  if (!path.success) throw new CliError(`${what}: ${arg}: ${path.error.issues[0]!.message}`, 2);
+  return { jail, path: path.data };
+}
+
+program
+  .command('logs')
+  .description("a jail's console: its command's stdout and stderr; with -f, followed as it grows (and across restarts)")
+  .argument('<name>', 'jail name')
+  .option('-n, --lines <n>', 'how many lines from the end', '100')
+  .option('--tail <n>', 'the same as --lines')
+  .option('-f, --follow', 'keep printing what the jail writes, until interrupted')
   .action(async (name: string, o) => {
     const jail = jailName(name);
-    const lines = flag('lines', linesSchema, o.lines);
+    const lines = o.tail !== undefined ? flag('tail', linesSchema, o.tail) : flag('lines', linesSchema, o.lines);
     await withClient(async (c) => {
       const row = (await c.ps()).jails.find((j) => j.name === jail);
       if (!row) throw new CliError(`no jail named "${jail}"`);
       if (!row.host) throw new CliError(`jail "${jail}" is not placed on any host yet`);
-      const r = await c.logs(row.host, jail, lines);
-      process.stdout.write(r.text);
+      if (!o.follow) {
+        const r = await c.logs(row.host, jail, lines);
+        process.stdout.write(r.text);
+        return;
+      }
+      const { runSession } = await import('./session-client.js');
+      const ac = new AbortController();
+      // ^C ends the following, not the process: the session says goodbye to the agent first
+      process.once('SIGINT', () => ac.abort());
+      const exit = await runSession(c, row.host, { kind: 'logs', jail, tail: lines, follow: true }, { signal: ac.signal });
+      if (exit.reason) throw new CliError(exit.reason);
     });
   });
 
 program
   .command('events')
-  .description('state events of every jail, oldest first')
-  .option('--follow', 'keep printing new events')
+  .description('state events of every jail (or one), oldest first')
+  .option('-f, --follow', 'keep printing new events')
+  .option('--jail <name>', 'only the events of this jail')
   .option('--json', 'one JSON object per line')
   .action(async (o) => {
     const { jetstream, jetstreamManager, DeliverPolicy } = await import('@nats-io/jetstream');
     await withClient(async (c) => {
       const jsm = await jetstreamManager(c.nc);
+      const jail = o.jail === undefined ? undefined : jailName(o.jail);
       const last = (await jsm.streams.info(EVT_STREAM).catch(() => null))?.state.last_seq ?? 0;
       if (last === 0 && !o.follow) return;
-      const consumer = await jetstream(c.nc).consumers.get(EVT_STREAM, { deliver_policy: DeliverPolicy.All });
+      const consumer = await jetstream(c.nc).consumers.get(EVT_STREAM, {
+        deliver_policy: DeliverPolicy.All,
+        // one subject as a string: nats-server 2.9 knows no list of filters
+        ...(jail ? { filter_subjects: subjects.evtOfJail(jail) } : {}),
+      });
+      // with a filter the stream's last message may not be ours: stop when nothing is pending
+      if (!o.follow && (await consumer.info()).num_pending === 0) return;
       const msgs = await consumer.consume({ max_messages: 1000 });
       process.once('SIGINT', () => void msgs.close());
       for await (const m of msgs) {
@@ -300,7 +394,7 @@ program
         } catch {
           /* a malformed event is skipped here; the status service logs it */
         }
-        if (!o.follow && m.seq >= last) break;
+        if (!o.follow && (m.seq >= last || m.info.pending === 0)) break;
       }
       await msgs.close();
     });

@@ -9,3 +9,4 @@ export * from './heartbeat-feed.js';
 export * from './rpc.js';
 export * from './keyed-queue.js';
 export * from './records.js';
+export * from './session-channel.js';

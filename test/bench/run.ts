@@ -2,7 +2,8 @@
 // (a ratio, since these machines are noisy). `npm run bench -- placement rollout` runs only
 // the figures named; the default is all. The figures that start real jails need root. The floor
 // of a jail start is `jail-floor` (test/bench/jail-floor.c): the same isolation in one process.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -321,6 +322,161 @@ async function execLatency(runs: number) {
   }
 }
 
+/** A jail with room for the session figures (2 cores, 512 MB: a session counts in its cgroup) and `dataDir` at /data. */
+async function sessionTarget(c: TestCluster, name: string, dataDir: string) {
+  const fleet = join(dataDir, '..', `${name}.yaml`);
+  writeFileSync(
+    fleet,
+    `jails:\n  - name: ${name}\n    command: [/bin/sleep, "3600"]\n    resources: { cpu: 2, memoryMB: 512 }\n    mounts: [{ source: ${dataDir}, target: /data }]\n`,
+  );
+  const r = await c.cli(['apply', '-f', fleet, '--wait', '--timeout', '60000']);
+  if (r.exitCode !== 0) throw new Error(`${name}: apply failed: ${r.stderr}`);
+}
+
+/**
+ * Keystroke to echo through a pseudo-terminal: `n` single bytes written to the terminal of
+ * `argv` (run under native/jailsession's pty, the same harness for both sides), each timed until
+ * it comes back. The shell's line is cleared every 20 keys.
+ */
+async function echoLatencies(argv: string[], env: Record<string, string>, n: number, ready: RegExp): Promise<number[]> {
+  const p = execa(join(repoRoot, 'dist', 'native', 'jailsession'), ['--tty', '24', '80', '--', ...argv], { env, reject: false, stdin: 'pipe', stdout: 'pipe', buffer: false });
+  let seen = '';
+  let waiter: (() => void) | undefined;
+  p.stdout!.on('data', (b: Buffer) => {
+    seen += b.toString('latin1');
+    waiter?.();
+  });
+  const until = (check: () => boolean, ms: number) =>
+    new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no echo within ${ms} ms; the screen: ${JSON.stringify(seen.slice(-200))}`)), ms);
+      waiter = () => {
+        if (check()) {
+          clearTimeout(t);
+          waiter = undefined;
+          resolve();
+        }
+      };
+      waiter();
+    });
+  try {
+    await until(() => ready.test(seen), 20_000);
+    const xs: number[] = [];
+    for (let i = 0; i < n; i++) {
+      if (i % 20 === 0) {
+        // ^U: the kernel's line discipline clears the line
+        p.stdin!.write('\x15');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const before = seen.length;
+      const t0 = performance.now();
+      p.stdin!.write('k');
+      await until(() => seen.indexOf('k', before) >= 0, 5000);
+      xs.push(performance.now() - t0);
+    }
+    return xs;
+  } finally {
+    p.stdin!.end('\x15exit\n');
+    const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+    await p;
+    clearTimeout(t);
+  }
+}
+
+async function consoleLatency(n: number) {
+  const c = await TestCluster.start({ hosts: ['session-1'], logLevel: 'info' });
+  const data = mkdtempSync(join(tmpdir(), 'jailfleet-bench-console-'));
+  try {
+    await c.until('the agent up', async () => (await c.json<{ status: string }[]>(['hosts'])).some((h) => h.status === 'up'), 60_000);
+    mkdirSync(join(data, 'data'));
+    await sessionTarget(c, 'console-target', join(data, 'data'));
+    const env = { JAILFLEET_NATS_URL: c.url, TERM: 'xterm', PS1: '$ ' };
+    const local = await echoLatencies(['/bin/sh'], env, n, /[$#] $/);
+    const remote = await echoLatencies([process.execPath, cliPath, 'exec', '-it', 'console-target', '--', '/bin/sh'], env, n, /[$#] $/);
+    emit({
+      figure: 'console-latency',
+      unit: 'ms',
+      keys: n,
+      p50: round(percentile(remote, 50)),
+      p95: round(percentile(remote, 95)),
+      baseline: 'local /bin/sh under the same pty harness',
+      localP50: round(percentile(local, 50)),
+      localP95: round(percentile(local, 95)),
+      overLocalP50: round(percentile(remote, 50) - percentile(local, 50)),
+      goal: 'p50 at most 10 ms over the local one',
+    });
+  } finally {
+    await c.stop();
+    rmSync(data, { recursive: true, force: true });
+  }
+}
+
+/** MB/s of `mb` MB published in 64 KiB messages from one bare client to another through the broker at `url`. */
+async function natsPubSubMBs(url: string, mb: number): Promise<number> {
+  const [a, b] = await Promise.all([connect({ servers: url }), connect({ servers: url })]);
+  try {
+    const n = mb * 16;
+    const payload = new Uint8Array(64 * 1024);
+    let got = 0;
+    const done = new Promise<void>((resolve) => b.subscribe('bench.pubsub', { callback: () => void (++got === n && resolve()) }));
+    await b.flush();
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) a.publish('bench.pubsub', payload);
+    await done;
+    return mb / ((performance.now() - t0) / 1000);
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+}
+
+async function execThroughput(mb: number) {
+  const c = await TestCluster.start({ hosts: ['session-1'], logLevel: 'info' });
+  const data = mkdtempSync(join(tmpdir(), 'jailfleet-bench-exec-'));
+  try {
+    await c.until('the agent up', async () => (await c.json<{ status: string }[]>(['hosts'])).some((h) => h.status === 'up'), 60_000);
+    mkdirSync(join(data, 'data'));
+    const file = join(data, 'data', 'big');
+    writeFileSync(file, randomBytes(mb * 1024 * 1024));
+    await sessionTarget(c, 'exec-target', join(data, 'data'));
+    const env = { JAILFLEET_NATS_URL: c.url };
+    // /dev/null itself as stdout (execa's { file } option would copy through this process)
+    const devNull = openSync('/dev/null', 'w');
+    const timed = async (argv: string[]) => {
+      const t0 = performance.now();
+      const r = await execa(argv[0]!, argv.slice(1), { env, reject: false, stdout: devNull as 1 });
+      if (r.exitCode !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
+      return (performance.now() - t0) / 1000;
+    };
+    // warm the page cache, then three of each; the best of each
+    await timed(['cat', file]);
+    const host: number[] = [];
+    const jail: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      host.push(await timed(['cat', file]));
+      jail.push(await timed([process.execPath, cliPath, 'exec', 'exec-target', '--', 'cat', '/data/big']));
+    }
+    closeSync(devNull);
+    const natsMBs = await natsPubSubMBs(c.url, mb);
+    const hostMBs = mb / Math.min(...host);
+    const jailMBs = mb / Math.min(...jail);
+    emit({
+      figure: 'exec-throughput',
+      unit: 'MB/s',
+      mb,
+      value: round(jailMBs, 1),
+      what: `jailfleet exec NAME -- cat of ${mb} MB to /dev/null (CLI start included), through NATS with credit flow control`,
+      baseline: `cat of the same file to /dev/null on the host`,
+      hostMBs: round(hostMBs, 1),
+      ratio: round(jailMBs / hostMBs, 3),
+      natsMBs: round(natsMBs, 1),
+      natsWhat: `the same bytes in 64 KiB messages between two bare NATS clients on this broker (the transport's ceiling here)`,
+      ratioToNats: round(jailMBs / natsMBs, 3),
+    });
+  } finally {
+    await c.stop();
+    rmSync(data, { recursive: true, force: true });
+  }
+}
+
 /** Resident memory of a process, in MB (VmRSS). */
 function rssMB(pid: number): number {
   const kb = Number(/^VmRSS:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
@@ -407,6 +563,8 @@ const FIGURES: Record<string, { root: boolean; run: () => unknown }> = {
   'start-latency': { root: true, run: () => startLatency(Number(process.env.BENCH_JAILS ?? 100)) },
   'ps-latency': { root: true, run: () => psLatency(Number(process.env.BENCH_PS_JAILS ?? 10_000), 7) },
   'exec-latency': { root: true, run: () => execLatency(7) },
+  'console-latency': { root: true, run: () => consoleLatency(200) },
+  'exec-throughput': { root: true, run: () => execThroughput(100) },
   density: { root: true, run: () => density(Number(process.env.JAILFLEET_BENCH_DENSITY ?? 1000)) },
   rollout: { root: true, run: () => rollout(Number(process.env.BENCH_ROLLOUT_JAILS ?? 500), 5) },
   placement: { root: false, run: () => placementFigure() },

@@ -757,6 +757,47 @@ describe('exec runs argv in the running jail with the spec env only', () => {
   });
 });
 
+describe('sessions (exec -i/-t, console) run through jexec, by exact argv', () => {
+  const helper = '/usr/local/libexec/jailfleet/jailsession';
+
+  test('a command with a terminal: the helper makes the pty, jexec -l -U root with env -i and TERM', async () => {
+    const driver = driverFor();
+    const spec = sampleSpec();
+    await runningJail(driver, spec);
+    let spawn: unknown;
+    expect(
+      await transcript(async () => {
+        spawn = await driver.sessionSpawn(spec, { command: ['/bin/sh', '-c', 'tty; reboot'], login: false, tty: { rows: 30, cols: 100, term: 'xterm-256color' } });
+      }),
+    ).toEqual([jls('web')]);
+    expect(spawn).toEqual({
+      argv: [helper, '--tty', '30', '100', '--', 'jexec', '-l', '-U', 'root', 'web', '/usr/bin/env', '-i', 'A=1', 'GREETING=hello world', 'TERM=xterm-256color', '/bin/sh', '-c', 'tty; reboot'],
+      env: { PATH: '/sbin:/bin:/usr/sbin:/usr/bin', LC_ALL: 'C' },
+    });
+  });
+
+  test('without a terminal: plain pipes, no TERM', async () => {
+    const driver = driverFor();
+    const spec = sampleSpec();
+    await runningJail(driver, spec);
+    const spawn = await driver.sessionSpawn(spec, { command: ['cat'], login: false, tty: null });
+    expect(spawn.argv).toEqual([helper, '--', 'jexec', '-l', '-U', 'root', 'web', '/usr/bin/env', '-i', 'A=1', 'GREETING=hello world', 'cat']);
+  });
+
+  test('the console: jexec -l -U root with no command (the user\'s login shell)', async () => {
+    const driver = driverFor();
+    const spec = sampleSpec();
+    await runningJail(driver, spec);
+    const spawn = await driver.sessionSpawn(spec, { command: ['/bin/sh'], login: true, tty: { rows: 24, cols: 80, term: 'xterm' } });
+    expect(spawn.argv).toEqual([helper, '--tty', '24', '80', '--', 'jexec', '-l', '-U', 'root', 'web']);
+  });
+
+  test('refuses a jail that is not running, and cp (not written for FreeBSD yet)', async () => {
+    await expect(driverFor().sessionSpawn(sampleSpec(), { command: ['true'], login: false, tty: null })).rejects.toMatchObject({ step: 'exec', message: expect.stringMatching(/not running/) });
+    await expect(driverFor().copySpawn(sampleSpec())).rejects.toMatchObject({ step: 'copy', message: 'copy of jail web failed: cp is not supported by the freebsd driver yet' });
+  });
+});
+
 describe('inspect, list and wait read the host', () => {
   test('inspect through the lifecycle', async () => {
     const driver = driverFor();

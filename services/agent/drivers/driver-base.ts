@@ -63,6 +63,12 @@ export abstract class DriverBase {
     this.log = log;
   }
 
+  /** The file the jail's console (its command's stdout and stderr) is appended to, run after run. */
+  async consoleFile(name: string): Promise<string> {
+    checkJailName('inspect', name);
+    return (await this.paths(name)).console;
+  }
+
   async consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }> {
     checkJailName('inspect', name);
     return readConsoleTail((await this.paths(name)).console, lines);

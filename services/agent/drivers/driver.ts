@@ -28,6 +28,19 @@ export interface ExecOptions {
   maxOutputBytes: number;
 }
 
+/** What a session's process is: spawned by the agent with pipes on fds 0-2 and a control pipe on 3. */
+export interface SessionSpawn {
+  argv: string[];
+  env: Record<string, string>;
+}
+
+/** A command of a session: its argv (or the jail's login shell) and a terminal or none. */
+export interface SessionCommand {
+  command: string[];
+  login: boolean;
+  tty: { rows: number; cols: number; term: string } | null;
+}
+
 export interface JailDriver {
   readonly kind: DriverKind;
   /** Builds the jail's root filesystem (thin: read-only binds of a base, a generated /etc). */
@@ -53,8 +66,21 @@ export interface JailDriver {
   list(): Promise<string[]>;
   /** The last `lines` lines of the jail's console (its command's stdout and stderr). */
   consoleTail(name: string, lines: number): Promise<{ text: string; truncated: boolean }>;
+  /** The file the jail's console is appended to, run after run (`jailfleet logs -f` follows it). */
+  consoleFile(name: string): Promise<string>;
   /** Runs argv inside a running jail (its namespaces and root), non-interactive. */
   exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult>;
+  /**
+   * The process of a session in a running jail (native/jailsession.c's protocol: fd 3 takes
+   * "w ROWS COLS" and "k SIGNO" lines, its end ends the command): in the jail's namespaces,
+   * root and resource limits, with the jail's capabilities.
+   */
+  sessionSpawn(spec: JailSpec, command: SessionCommand): Promise<SessionSpawn>;
+  /**
+   * The process of one `cp` into (`unpack`, the stream on its stdin) or out of (`pack`, on its
+   * stdout) a running jail; the stream format is native/jailfs.c's. Every path stays in the jail's root.
+   */
+  copySpawn(spec: JailSpec, direction: 'pack' | 'unpack', path: string, maxBytes: number): Promise<SessionSpawn>;
 }
 
 /** The unpacked image a spec's `image` names, on this host (the agent's image cache). */
@@ -65,7 +91,7 @@ export interface ImageSource {
   ensure(digest: string): Promise<string>;
 }
 
-export type DriverStepName = 'prepare' | 'mount' | 'start' | 'stop' | 'unmount' | 'destroy' | 'exec';
+export type DriverStepName = 'prepare' | 'mount' | 'start' | 'stop' | 'unmount' | 'destroy' | 'exec' | 'copy';
 
 /**
  * A driver step failed: carries the step, the argv that failed and its stderr. `reason` is the

@@ -20,7 +20,7 @@ import type { Readable } from 'node:stream';
 import { execa } from 'execa';
 import { z } from 'zod';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec, type Resources } from '../../../contracts/index.js';
-import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection } from './driver.js';
+import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection, type SessionCommand, type SessionSpawn } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
 import { abortError, ensureRealDir, ifExists, isWithin, sleep, writeFileAtomic } from './host-files.js';
 import { checkJailName } from './jail-steps.js';
@@ -45,6 +45,8 @@ export interface FreebsdDriverOptions {
   zfsDataset?: string;
   /** Where image jails' roots come from (the agent's image cache). */
   images?: ImageSource;
+  /** The session helper (native/jailsession.c, built without --target on FreeBSD); default /usr/local/libexec/jailfleet/jailsession. */
+  sessionPath?: string;
   run?: CommandRunner;
   logger?: DriverLogger;
 }
@@ -84,6 +86,21 @@ function jailCreateArgv(name: string, root: string, hostname: string, network: J
  * after stop() has already given the jail its spec.stopTimeoutMs.
  */
 const jailRemoveArgv = (name: string) => ['jail', '-R', name];
+
+/**
+ * A session's process (`jailfleet exec -i/-t`, `console`): native/jailsession.c, which makes the
+ * pseudo-terminal on the host (devfs ruleset 4 shows /dev/pts in the jail) and relays it, around
+ * jexec(8). A command runs as in exec() (`-l -U root`, env -i with the spec's environment and
+ * TERM); the console is jexec without a command: "If command is not specified then the user's
+ * shell is used", with -l a login environment. The jail's rctl rules (`jail:<name>`) count it.
+ */
+export function jexecSessionArgv(sessionPath: string, name: string, env: Record<string, string>, command: SessionCommand): string[] {
+  const tty = command.tty ? ['--tty', String(command.tty.rows), String(command.tty.cols)] : [];
+  const inner = command.login
+    ? ['jexec', '-l', '-U', 'root', name]
+    : jexecCommandArgv(name, { ...env, ...(command.tty ? { TERM: command.tty.term } : {}) }, command.command);
+  return [sessionPath, ...tty, '--', ...inner];
+}
 
 /** jexec(8) without -l/-u/-U: runs as the host's root, in the jail, from its root directory. */
 const jexecKillAllArgv = (name: string) => ['jexec', name, '/bin/kill', '-TERM', '-1'];
@@ -330,6 +347,7 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
   private readonly zfsDataset: string | undefined;
   private readonly runner: CommandRunner;
   private readonly images: ImageSource | undefined;
+  private readonly sessionPath: string;
 
   constructor(options: FreebsdDriverOptions) {
     super(options.dataDir, options.logger);
@@ -341,6 +359,7 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
     this.zfsDataset = options.zfsDataset?.replace(/\/+$/, '');
     this.runner = options.run ?? execaRunner;
     this.images = options.images;
+    this.sessionPath = options.sessionPath ?? '/usr/local/libexec/jailfleet/jailsession';
   }
 
   async prepare(spec: JailSpec): Promise<void> {
@@ -535,6 +554,24 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
       truncated: r.truncated ?? false,
       timedOut: r.timedOut ?? false,
     };
+  }
+
+  async sessionSpawn(spec: JailSpec, command: SessionCommand): Promise<SessionSpawn> {
+    checkJailName('exec', spec.name);
+    if (!command.login) checkCommand('exec', spec.name, command.command);
+    const running = await this.jail(spec.name).catch((err: unknown) => {
+      throw new DriverStepFailed('exec', `exec in jail ${spec.name} failed: ${(err as Error).message}`, [], '', { cause: err });
+    });
+    if (!running) throw new DriverStepFailed('exec', `jail ${spec.name} is not running`);
+    // jexec -l and env -i set the command's environment; the helper's own is the tools'
+    return { argv: jexecSessionArgv(this.sessionPath, spec.name, spec.env, command), env: TOOL_ENV };
+  }
+
+  async copySpawn(spec: JailSpec): Promise<SessionSpawn> {
+    // jailfs resolves paths with Linux's openat2(RESOLVE_IN_ROOT); its FreeBSD counterpart
+    // (openat O_RESOLVE_BENEATH) is not written yet, and nothing less is safe against a jail
+    // that swaps symlinks
+    throw DriverStepFailed.of('copy', spec.name, 'cp is not supported by the freebsd driver yet');
   }
 
   // ---- internals ----

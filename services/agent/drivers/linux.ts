@@ -47,7 +47,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
-import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection } from './driver.js';
+import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection, type SessionCommand, type SessionSpawn } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
 import { JailCgroups, type CgroupController } from './cgroup-limits.js';
 import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
@@ -60,6 +60,9 @@ export interface LinuxDriverOptions {
   initPath?: string;
   /** The unmount helper for jails an older driver mounted on the host (native/jailmount.c); default `<repo>/dist/native/jailmount`. */
   mountPath?: string;
+  /** The session helper (native/jailsession.c) and the copy helper (native/jailfs.c); default under `<repo>/dist/native/`. */
+  sessionPath?: string;
+  fsPath?: string;
   /**
    * The directory under `<cgroup mount>/jailfleet/` that holds this driver's jails; default
    * `data-` and a hash of the data directory, so that two agents on one machine never share one.
@@ -262,6 +265,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   readonly kind = 'linux' as const;
   private readonly initPath: string;
   private readonly mountPath: string;
+  private readonly sessionPath: string;
+  private readonly fsPath: string;
   private readonly tools = new Map<string, string>();
   /** Jails started by this very process: their exit comes from the child, not from polling. */
   private readonly children = new Map<string, OwnChild>();
@@ -278,6 +283,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     this.mountPath = options.mountPath ?? join(repoRoot(), 'dist', 'native', 'jailmount');
     this.images = options.images;
     this.volumes = options.volumes ?? new Map();
+    this.sessionPath = options.sessionPath ?? join(repoRoot(), 'dist', 'native', 'jailsession');
+    this.fsPath = options.fsPath ?? join(repoRoot(), 'dist', 'native', 'jailfs');
   }
 
   /** Digests of the images this host's jails were prepared from (the image cache never collects them). */
@@ -550,6 +557,33 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     };
   }
 
+  async sessionSpawn(spec: JailSpec, command: SessionCommand): Promise<SessionSpawn> {
+    return this.step('exec', spec.name, async () => {
+      const running = await this.runningInit(spec.name);
+      if (!running) throw new Error('the jail is not running');
+      await this.helperReady(this.sessionPath);
+      // the session counts against the jail's limits: it joins the jail's cgroup first
+      const cgroups = [...new Set(Object.values(await this.cgroups.paths(spec.name)))].flatMap((dir) => ['--cgroup', join(dir, 'cgroup.procs')]);
+      const tty = command.tty ? ['--tty', String(command.tty.rows), String(command.tty.cols)] : [];
+      // the jail's generated /etc/passwd gives root /bin/sh; -l makes it a login shell
+      const argv = command.login ? ['/bin/sh', '-l'] : command.command;
+      return {
+        argv: [this.sessionPath, '--target', String(running.pid), ...cgroups, ...tty, '--', ...argv],
+        env: { ...spec.env, ...(command.tty ? { TERM: command.tty.term } : {}), ...(command.login ? { HOME: '/root', SHELL: '/bin/sh' } : {}) },
+      };
+    });
+  }
+
+  async copySpawn(spec: JailSpec, direction: 'pack' | 'unpack', path: string, maxBytes: number): Promise<SessionSpawn> {
+    return this.step('copy', spec.name, async () => {
+      const running = await this.runningInit(spec.name);
+      if (!running) throw new Error('the jail is not running');
+      await this.helperReady(this.fsPath);
+      // the init's root is the jail's root with the jail's own mounts (jailfs never leaves it)
+      return { argv: [this.fsPath, direction, `/proc/${running.pid}/root`, path, String(maxBytes)], env: TOOL_ENV };
+    });
+  }
+
   /** The jail's cgroup directory in each hierarchy (the same one thrice on cgroup v2). */
   cgroupPaths(name: string): Promise<Record<CgroupController, string>> {
     checkJailName('inspect', name);
@@ -557,6 +591,12 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   }
 
   // ---- internals ----
+
+  private async helperReady(path: string): Promise<void> {
+    await access(path, fsConstants.X_OK).catch((err) => {
+      throw new Error(`the helper ${path} is missing or not executable (build it with: node scripts/setup.mjs)`, { cause: err });
+    });
+  }
 
   private async toolPath(name: string): Promise<string> {
     const known = this.tools.get(name);
