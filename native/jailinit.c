@@ -83,21 +83,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "jail-caps.h"
+
 #define EXIT_SETUP 125
 #define EXIT_HARDEN 126
 #define EXIT_NOEXEC 127
-
-#define CAPBIT(c) (1ULL << (c))
-/*
- * The capabilities a jail keeps: Docker's default set without CAP_MKNOD and CAP_SYS_CHROOT
- * (the chroot-again escape). The driver's exec path (setpriv in services/agent/drivers/linux.ts)
- * keeps the same list; the tests compute the mask from it: 0xa00025fb.
- */
-#define KEPT_CAPS                                                                              \
-    (CAPBIT(CAP_CHOWN) | CAPBIT(CAP_DAC_OVERRIDE) | CAPBIT(CAP_FOWNER) | CAPBIT(CAP_FSETID) |  \
-     CAPBIT(CAP_KILL) | CAPBIT(CAP_SETGID) | CAPBIT(CAP_SETUID) | CAPBIT(CAP_SETPCAP) |       \
-     CAPBIT(CAP_NET_BIND_SERVICE) | CAPBIT(CAP_NET_RAW) | CAPBIT(CAP_AUDIT_WRITE) |           \
-     CAPBIT(CAP_SETFCAP))
 
 /* Bound read-only onto themselves (Docker's readonly paths, and the masked directories). */
 static const char *const readonly_paths[] = {
@@ -288,52 +278,16 @@ static void harden_proc(void)
 }
 
 /*
- * Cuts this process down to KEPT_CAPS for good (see the header): bounding set (up to the last
- * capability the kernel knows: PR_CAPBSET_READ says EINVAL past it), ambient set, permitted,
- * effective and inheritable sets, no_new_privs, and not dumpable. Fork and exec pass it all on.
+ * Cuts this process down to KEPT_CAPS for good (jail-caps.h), and makes it not dumpable. Fork and
+ * exec pass it all on.
  */
 static void drop_privileges(void)
 {
-    struct __user_cap_header_struct hdr;
-    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-    unsigned long cap;
-    int i;
+    const char *what = "";
+    unsigned long cap = 0;
 
-    for (cap = 0;; cap++) {
-        int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
-
-        if (r < 0 && errno == EINVAL)
-            break;
-        if (r < 0)
-            die_harden("cannot read capability %lu of the bounding set", cap);
-        if (cap >= 64) {
-            errno = ERANGE;
-            die_harden("capability %lu is beyond what this jailinit knows", cap);
-        }
-        if (r == 1 && !(KEPT_CAPS & CAPBIT(cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
-            die_harden("cannot drop capability %lu from the bounding set", cap);
-    }
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
-        die_harden("cannot clear the ambient capabilities");
-
-    memset(&hdr, 0, sizeof hdr);
-    memset(data, 0, sizeof data);
-    hdr.version = _LINUX_CAPABILITY_VERSION_3;
-    hdr.pid = 0;
-    if (syscall(SYS_capget, &hdr, data) < 0)
-        die_harden("cannot read the capabilities");
-    for (i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
-        __u32 kept = (__u32)(KEPT_CAPS >> (32 * i));
-
-        data[i].permitted &= kept;
-        data[i].effective &= kept;
-        data[i].inheritable = 0;
-    }
-    if (syscall(SYS_capset, &hdr, data) < 0)
-        die_harden("cannot drop the capabilities");
-
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        die_harden("cannot set no_new_privs");
+    if (jail_drop_caps(&what, &cap) < 0)
+        die_harden(what, cap);
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         die_harden("cannot make the jail init non-dumpable");
 }

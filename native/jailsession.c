@@ -76,51 +76,16 @@ static void die(int code, const char *fmt, ...)
 }
 
 #ifdef __linux__
-#define CAPBIT(c) (1ULL << (c))
-/* Must stay the same as KEPT_CAPS in native/jailinit.c. */
-#define KEPT_CAPS                                                                              \
-    (CAPBIT(CAP_CHOWN) | CAPBIT(CAP_DAC_OVERRIDE) | CAPBIT(CAP_FOWNER) | CAPBIT(CAP_FSETID) |  \
-     CAPBIT(CAP_KILL) | CAPBIT(CAP_SETGID) | CAPBIT(CAP_SETUID) | CAPBIT(CAP_SETPCAP) |       \
-     CAPBIT(CAP_NET_BIND_SERVICE) | CAPBIT(CAP_NET_RAW) | CAPBIT(CAP_AUDIT_WRITE) |           \
-     CAPBIT(CAP_SETFCAP))
+#include "jail-caps.h"
 
-/* The jail's capabilities and no more, for good (as jailinit's drop_privileges). */
+/* The jail's capabilities and no more, for good (jail-caps.h, as the jail's init). */
 static void drop_privileges(void)
 {
-    struct __user_cap_header_struct hdr;
-    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-    unsigned long cap;
-    int i;
+    const char *what = "";
+    unsigned long cap = 0;
 
-    errno = 0;
-    for (cap = 0;; cap++) {
-        int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
-
-        if (r < 0 && errno == EINVAL)
-            break;
-        if (r < 0 || cap >= 64)
-            die(EXIT_HARDEN, "cannot read capability %lu of the bounding set", cap);
-        if (r == 1 && !(KEPT_CAPS & CAPBIT(cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
-            die(EXIT_HARDEN, "cannot drop capability %lu", cap);
-    }
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
-        die(EXIT_HARDEN, "cannot clear the ambient capabilities");
-    memset(&hdr, 0, sizeof hdr);
-    memset(data, 0, sizeof data);
-    hdr.version = _LINUX_CAPABILITY_VERSION_3;
-    if (syscall(SYS_capget, &hdr, data) < 0)
-        die(EXIT_HARDEN, "cannot read the capabilities");
-    for (i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
-        __u32 kept = (__u32)(KEPT_CAPS >> (32 * i));
-
-        data[i].permitted &= kept;
-        data[i].effective &= kept;
-        data[i].inheritable = 0;
-    }
-    if (syscall(SYS_capset, &hdr, data) < 0)
-        die(EXIT_HARDEN, "cannot drop the capabilities");
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        die(EXIT_HARDEN, "cannot set no_new_privs");
+    if (jail_drop_caps(&what, &cap) < 0)
+        die(EXIT_HARDEN, what, cap);
 }
 
 /* Joins the cgroups, then the namespaces and the root of the jail whose init is `pid`. */

@@ -73,7 +73,8 @@ for (const [name, src, bin] of [
   ['jailfs', join(root, 'native', 'jailfs.c'), join(root, 'dist', 'native', 'jailfs')],
   ['jail-floor', join(root, 'test', 'bench', 'jail-floor.c'), join(root, 'dist', 'test', 'bench', 'jail-floor')],
 ]) {
-  if (!existsSync(src) || mtime(bin) >= mtime(src)) continue;
+  // the shared header counts as a source of every helper that includes it
+  if (!existsSync(src) || mtime(bin) >= Math.max(mtime(src), mtime(join(root, 'native', 'jail-caps.h')))) continue;
   if (!onPath('cc')) aptInstall(['gcc', 'libc6-dev'], `a C compiler (for ${name})`);
   say(`compiling ${name}`);
   mkdirSync(dirname(bin), { recursive: true });
