@@ -13,4 +13,6 @@ export default {
   // Tests share the kernel (mounts, namespaces) and two cores: run files one at a time in CI.
   maxWorkers: 1,
   testTimeout: 60000,
+  // every test file's scratch directories are removed when it ends (test/support/scratch.ts)
+  setupFilesAfterEnv: ['<rootDir>/test/support/jest-scratch.ts'],
 };

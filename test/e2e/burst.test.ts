@@ -3,11 +3,11 @@
 // what is mounted; a jail mounts nothing on the host, so the host's mount table never grows.
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestCluster, jailProcesses, mountsUnder, runningCopies } from '../support/cluster.js';
 import type { PsRow } from '../../contracts/index.js';
+import { scratchDir } from '../support/scratch.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -16,7 +16,7 @@ const BURST = 200;
 const names = Array.from({ length: BURST }, (_, i) => `burst-${i}`);
 
 function fleetFile(): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'jf-fleet-')), 'fleet.yaml');
+  const file = join(scratchDir('jf-fleet-'), 'fleet.yaml');
   writeFileSync(file, `jails:\n${names.map((n) => `  - name: ${n}\n    command: [/bin/sleep, "3600"]\n`).join('')}`);
   return file;
 }

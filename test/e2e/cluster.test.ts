@@ -5,12 +5,12 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { TestCluster, cliPath } from '../support/cluster.js';
 import { CMD_STREAM, agentConsumerName, type PsRow } from '../../contracts/index.js';
+import { scratchDir } from '../support/scratch.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -22,7 +22,7 @@ const alive = (pid: number) => existsSync(`/proc/${pid}`);
 
 /** A fleet file of sleepers named `names`. */
 function sleepers(names: string[]): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'jf-fleet-')), 'fleet.yaml');
+  const file = join(scratchDir('jf-fleet-'), 'fleet.yaml');
   writeFileSync(file, `jails:\n${names.map((n) => `  - name: ${n}\n    command: [/bin/sleep, "3600"]\n    restart: always\n`).join('')}`);
   return file;
 }
@@ -162,7 +162,7 @@ d('a cluster of two hosts runs jails for a user', () => {
     expect((await c.cli(['apply', '-f', sleepers(calm), '--wait'])).exitCode).toBe(0);
     const before = await rowsOf(calm);
     expect(before.map((j) => j.state)).toEqual(['running', 'running']);
-    const dir = mkdtempSync(join(tmpdir(), 'jf-bad-'));
+    const dir = scratchDir('jf-bad-');
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, 'jails:\n  - name: ok-one\n    command: [/bin/true]\n  - name: evil\n    command: [/bin/true]\n    mounts:\n      - { source: /etc/../root, target: /x }\n');
     const r = await c.cli(['apply', '-f', bad]);

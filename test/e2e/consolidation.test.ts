@@ -7,11 +7,11 @@
 // (every jail removed, every host taking jails) and builds the layout it needs itself: any one of
 // them runs alone (`jest -t NAME`).
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestCluster, runningCopies } from '../support/cluster.js';
 import type { PsRow } from '../../contracts/index.js';
+import { scratchDir } from '../support/scratch.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -29,7 +29,7 @@ const HOSTS = ['host-1', 'host-2', 'host-3'];
 const PACKED = Array.from({ length: 6 }, (_, i) => `pack-${i}`);
 
 function fleetFile(jails: object[]): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'jf-consol-')), 'fleet.json');
+  const file = join(scratchDir('jf-consol-'), 'fleet.json');
   writeFileSync(file, JSON.stringify({ jails }));
   return file;
 }

@@ -4,12 +4,12 @@
 // its own names and kills what it kills itself (a beforeEach brings every agent back), so any one
 // of them runs alone (`jest -t NAME`).
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { TestCluster, cliPath, runningCopies } from '../support/cluster.js';
 import type { PsRow } from '../../contracts/index.js';
+import { scratchDir } from '../support/scratch.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -18,7 +18,7 @@ const d = asRoot ? describe : describe.skip;
 const TTL = 3000;
 
 function fleetFile(names: string[], extra = ''): string {
-  const dir = mkdtempSync(join(tmpdir(), 'jf-fleet-'));
+  const dir = scratchDir('jf-fleet-');
   const file = join(dir, 'fleet.yaml');
   writeFileSync(file, `jails:\n${names.map((n) => `  - name: ${n}\n    command: [/bin/sleep, "3600"]\n${extra}`).join('')}`);
   return file;

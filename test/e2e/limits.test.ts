@@ -2,12 +2,12 @@
 // that outgrows its memory is killed by the kernel while its neighbour runs on; `jailfleet ps`
 // says why. Real nats-server, real `jailfleet serve` processes, real cgroups.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { TestCluster, cliPath } from '../support/cluster.js';
 import type { PsRow } from '../../contracts/index.js';
+import { scratchDir } from '../support/scratch.js';
 
 /** The memory limit of process `pid`'s cgroup in bytes, from the kernel (cgroup v1 or v2). */
 function memoryLimitBytes(pid: number): number {
@@ -49,7 +49,7 @@ d('an agent with a declared capacity, and jails held to their limits', () => {
   });
 
   it('a memory hog in a 64 MB jail is killed by its limit, ps says "out of memory", its neighbour keeps running', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'jf-limits-'));
+    const dir = scratchDir('jf-limits-');
     const fleet = join(dir, 'fleet.json');
     const hogScript = '$| = 1; print "allocating\\n"; $x = "x" x ($ARGV[0] * 1024 * 1024); sleep 60';
     writeFileSync(

@@ -2,12 +2,12 @@
 // broker by a veth pair; the test takes the link down for longer than the host TTL and brings it
 // back. The other host and the services stay in the machine's own namespace.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { TestCluster, runningCopies } from '../support/cluster.js';
 import type { PsRow } from '../../contracts/index.js';
+import { scratchDir } from '../support/scratch.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -51,7 +51,7 @@ d('a partitioned host', () => {
   }, 180_000);
 
   it('loses its jails to another host, stops its singleton by itself on time, and keeps one copy of each once back', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'jf-fleet-'));
+    const dir = scratchDir('jf-fleet-');
     const file = join(dir, 'fleet.yaml');
     writeFileSync(
       file,

@@ -3,13 +3,13 @@
 // its jail exactly as it was (same pid, still running) until the admin applies its spec again;
 // `plan` on the live cluster says what an apply would do and writes nothing.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
 import { BUCKET_DESIRED, BUCKET_PLACEMENT, type PsRow } from '../../contracts/index.js';
 import { TestCluster } from '../support/cluster.js';
+import { scratchDir } from '../support/scratch.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -23,7 +23,7 @@ d('records the contract refuses, and plan on the live cluster', () => {
     c.startAgent('host-1', ['--cpu', '2', '--memory-mb', '1024']);
     c.startAgent('host-2', ['--cpu', '2', '--memory-mb', '1024']);
     await c.until('both hosts up', async () => (await c.json<{ status: string }[]>(['hosts'])).filter((h) => h.status === 'up').length === 2);
-    dir = mkdtempSync(join(tmpdir(), 'jf-records-'));
+    dir = scratchDir('jf-records-');
   }, 60_000);
 
   afterAll(async () => {

@@ -3,11 +3,11 @@
 // agent, real jails; only the `jailfleet` CLI is used. Each test uses jails of its own.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { TestCluster, cliPath } from '../support/cluster.js';
+import { scratchDir } from '../support/scratch.js';
 
 const asRoot = process.getuid?.() === 0;
 const d = asRoot ? describe : describe.skip;
@@ -28,7 +28,7 @@ d('an admin works inside a jail', () => {
 
   beforeAll(async () => {
     c = await TestCluster.start({ hosts: ['host-1'] });
-    scratch = mkdtempSync(join(tmpdir(), 'jf-sessions-'));
+    scratch = scratchDir('jf-sessions-');
     await c.until('the host up', async () => (await c.json<{ status: string }[]>(['hosts'])).some((h) => h.status === 'up'));
   }, 60_000);
 

@@ -2,13 +2,13 @@
 // producer never has more than its window unconsumed, so nothing piles up in the broker, and every
 // byte arrives in order), a lost frame noticed by its number, and silence noticed by the pings.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { FRAME } from '../../contracts/index.js';
 import { SessionChannel, type SessionLost } from '../../services/common/session-channel.js';
 import { startNatsServer, type NatsServerHandle } from '../../services/common/index.js';
+import { scratchDir } from '../support/scratch.js';
 
 describe('session frames over a real broker', () => {
   let dir: string;
@@ -17,7 +17,7 @@ describe('session frames over a real broker', () => {
   let b: NatsConnection;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'jf-session-channel-'));
+    dir = scratchDir('jf-session-channel-');
     nats = await startNatsServer({ dir });
     [a, b] = await Promise.all([connect({ servers: nats.url }), connect({ servers: nats.url })]);
   }, 30_000);

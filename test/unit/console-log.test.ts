@@ -1,11 +1,11 @@
 // readConsoleTail: the end of a jail's console, line-exact, bounded in what it reads.
 import { describe, expect, it } from '@jest/globals';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CONSOLE_TAIL_MAX_BYTES, readConsoleFrom, readConsoleTail } from '../../services/agent/drivers/console-log.js';
+import { scratchDir } from '../support/scratch.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'jf-console-'));
+const dir = scratchDir('jf-console-');
 const file = (name: string, text: string) => {
   const p = join(dir, name);
   writeFileSync(p, text);

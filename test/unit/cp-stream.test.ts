@@ -1,14 +1,14 @@
 // The CLI's half of `jailfleet cp`: the local tree as a stream and back, and a hostile stream
 // (what a jail that wants out of `cp` would send) refused before it writes outside its destination.
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CopyRefused, packLocal, unpackLocal } from '../../services/cli/cp-stream.js';
+import { scratchDir } from '../support/scratch.js';
 
 let dir: string;
 beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'jf-cp-'));
+  dir = scratchDir('jf-cp-');
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 

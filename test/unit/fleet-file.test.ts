@@ -1,11 +1,11 @@
 // Reading a fleet file: strict JSON or YAML, every refusal one line naming the file and why.
 import { describe, expect, it } from '@jest/globals';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readFleetFile } from '../../services/cli/flags.js';
+import { scratchDir } from '../support/scratch.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'jf-fleet-file-'));
+const dir = scratchDir('jf-fleet-file-');
 const file = (name: string, text: string) => {
   const p = join(dir, name);
   writeFileSync(p, text);

@@ -2,13 +2,13 @@
 // refused on one line naming the field and the rule (exit 2); a jail that fits nowhere printed
 // with its reason and exit 1. Runs the built CLI (dist/), no cluster needed with --hosts.
 import { describe, expect, test } from '@jest/globals';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { cliPath } from '../support/cluster.js';
+import { scratchDir } from '../support/scratch.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'jf-plan-'));
+const dir = scratchDir('jf-plan-');
 const file = (name: string, data: unknown) => {
   const p = join(dir, name);
   writeFileSync(p, typeof data === 'string' ? data : JSON.stringify(data));
