@@ -17,11 +17,8 @@ import {
 } from '../../contracts/index.js';
 import { decodeWith } from '../common/codec.js';
 import { DEFAULT_MAX_IMAGE_MB } from '../common/defaults.js';
-import { ImageRefused } from '../common/image-tree.js';
-import { ImageStore } from '../common/image-store.js';
 import { CliError, type Client } from './client.js';
 import { flag } from './flags.js';
-import { buildImage } from './image-import.js';
 
 export const maxImageMBSchema = z
   .string()
@@ -62,6 +59,10 @@ async function jailsUsing(c: Client, record: ImageRecord): Promise<string[]> {
 
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 
+// The object store, tar and the importer are loaded only by the image commands that use them:
+// every other command would pay for them at each start (about 160 ms here).
+const imageStore = async () => (await import('../common/image-store.js')).ImageStore;
+
 export function registerImageCommands(program: Command, withClient: <T>(fn: (c: Client) => Promise<T>) => Promise<T>): Command {
   const image = program.command('image').description('images: root filesystems jails start from, stored in the cluster');
 
@@ -79,6 +80,8 @@ export function registerImageCommands(program: Command, withClient: <T>(fn: (c: 
       const tty = Boolean(process.stderr.isTTY);
       let lastShown = 0;
       try {
+        const { buildImage } = await import('./image-import.js');
+        const { ImageRefused } = await import('../common/image-tree.js');
         const built = await buildImage(path, {
           maxBytes: maxMB * 1024 * 1024,
           scratch,
@@ -96,7 +99,7 @@ export function registerImageCommands(program: Command, withClient: <T>(fn: (c: 
         if (tty && lastShown) process.stderr.write('\n');
         for (const w of built.warnings) process.stderr.write(`jailfleet: warning: ${w}\n`);
         await withClient(async (c) => {
-          const store = await ImageStore.open(c.nc);
+          const store = await (await imageStore()).open(c.nc);
           if (tty) process.stderr.write(`storing ${mb(built.bytes)} as ${built.digest}\n`);
           await store.putBlob(built.digest, built.tarPath, built.bytes);
           await store.putTag({
@@ -122,7 +125,7 @@ export function registerImageCommands(program: Command, withClient: <T>(fn: (c: 
     .option('--json', 'JSON array')
     .action(async (o) => {
       const { records, holders } = await withClient(async (c) => {
-        const records = await (await ImageStore.open(c.nc)).list();
+        const records = await (await (await imageStore()).open(c.nc)).list();
         // which hosts hold each image unpacked, from their heartbeats (nothing when no status service answers)
         const hosts = await c.hosts().then((r) => r.hosts, () => []);
         const holders = (digest: string) => hosts.filter((h) => h.images?.includes(digest)).map((h) => h.host).sort();
@@ -146,7 +149,7 @@ export function registerImageCommands(program: Command, withClient: <T>(fn: (c: 
       if (!r.success) throw new CliError(`IMAGE: ${r.error.issues[0]!.message} (got ${JSON.stringify(ref)})`, 2);
       const { tag, digest } = parseImageRef(r.data);
       const found = await withClient(async (c) => {
-        const store = await ImageStore.open(c.nc);
+        const store = await (await imageStore()).open(c.nc);
         const records = tag ? [await store.tag(tag)].filter((x): x is ImageRecord => x !== null) : (await store.list()).filter((x) => x.digest === digest);
         if (records.length === 0) throw new CliError(`no image ${ref} in the cluster`);
         const users = await jailsUsing(c, records[0]!);
@@ -163,7 +166,7 @@ export function registerImageCommands(program: Command, withClient: <T>(fn: (c: 
     .action(async (tagValue: string, o) => {
       const tag = tagArg(tagValue);
       const left = await withClient(async (c) => {
-        const store = await ImageStore.open(c.nc);
+        const store = await (await imageStore()).open(c.nc);
         const record = await store.tag(tag);
         if (!record) throw new CliError(`no image ${tag} in the cluster`);
         const users = await jailsUsing(c, record);
