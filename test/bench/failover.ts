@@ -1,7 +1,7 @@
 // Bench figures of issue 3: how long a dead agent's jails take to run elsewhere (beside the host
 // TTL that bounds detection), and how long a restarted agent takes to re-adopt its jails (beside
 // the same agent starting with none). Real processes, real jails, torn down after each run.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
@@ -16,8 +16,15 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
 const silent = pino({ level: 'silent' });
 
+/** The bench's fleet files live in one directory, removed when the bench process exits. */
+let scratch: string | undefined;
 function fleet(n: number, prefix: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'jf-bench-')), 'fleet.yaml');
+  if (!scratch) {
+    const dir = mkdtempSync(join(tmpdir(), 'jf-bench-'));
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    scratch = dir;
+  }
+  const file = join(scratch, `${prefix}.yaml`);
   writeFileSync(file, `jails:\n${Array.from({ length: n }, (_, i) => `  - name: ${prefix}-${i}\n    command: [/bin/sleep, "3600"]\n    restart: never\n`).join('')}`);
   return file;
 }
