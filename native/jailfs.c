@@ -19,7 +19,8 @@
  * Unpack: when <path> is a directory, entries go inside it under their names; otherwise the top
  * entry becomes <path> itself. Below the resolved starting directory no symlink is followed at
  * all (O_NOFOLLOW on every component): an entry whose way leads through one is refused. A
- * symlink already at an entry's own place is replaced, never written through.
+ * symlink already at an entry's own place is replaced, never written through. A file is written
+ * whole or not at all (see write_file): an interrupted or refused cp leaves the old file in place.
  *
  * Exit: 0, 1 with one line on stderr ("jailfs: ..."), 3 when the stream would exceed <max-bytes>.
  * It must never follow a path out of <root>, never write outside it, and never exec anything.
@@ -30,6 +31,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/openat2.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +44,23 @@
 #define EXIT_TOO_BIG 3
 
 static unsigned long long max_bytes, total;
+/* the named temporary file a write has in flight, removed if jailfs dies before renaming it */
+static int pending_dir = -1;
+static char pending_name[64];
+
+static void drop_pending(void)
+{
+    if (pending_dir >= 0)
+        unlinkat(pending_dir, pending_name, 0);
+    pending_dir = -1;
+}
+
+static void on_signal(int sig)
+{
+    drop_pending();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 static void die(int code, const char *fmt, ...)
 {
@@ -55,6 +74,7 @@ static void die(int code, const char *fmt, ...)
     if (saved)
         fprintf(stderr, ": %s", strerror(saved));
     fputc('\n', stderr);
+    drop_pending();
     exit(code);
 }
 
@@ -256,6 +276,59 @@ static int parent_of(int base, char *name, char **leaf)
     return fd;
 }
 
+/*
+ * Writes the next `size` bytes of the stream as the file `leaf` of `dir`, all at once or not at
+ * all: the bytes go into an unnamed file (O_TMPFILE) that is linked under a temporary name and
+ * renamed over `leaf` only when complete, so a cp that is interrupted or refused halfway leaves
+ * the old file (or none), never a partial one. A filesystem without O_TMPFILE gets a named
+ * temporary file, removed by die() and on SIGTERM/SIGINT/SIGHUP/SIGPIPE (only SIGKILL can leave it).
+ */
+static void write_file(int dir, const char *leaf, unsigned mode, unsigned long long size, char *buf, size_t bufsize)
+{
+    char tmp[64];
+    struct stat st;
+    unsigned long long left;
+    int fd = openat(dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    int named = fd < 0;
+
+    snprintf(tmp, sizeof tmp, ".jailfs-%ld", (long)getpid());
+    if (named) {
+        fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            pending_dir = dir;
+            snprintf(pending_name, sizeof pending_name, "%s", tmp);
+        }
+    }
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        die(1, "cannot write %s", leaf);
+    for (left = size; left > 0;) {
+        size_t n = left < bufsize ? (size_t)left : bufsize;
+
+        take(buf, n);
+        for (size_t off = 0; off < n;) {
+            ssize_t w = write(fd, buf + off, n - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0)
+                die(1, "cannot write %s", leaf);
+            off += (size_t)w;
+        }
+        left -= n;
+    }
+    if (fchmod(fd, mode & 07777) < 0)
+        die(1, "cannot finish %s", leaf);
+    if (!named) {
+        /* AT_EMPTY_PATH links the open file itself (the agent's root has CAP_DAC_READ_SEARCH) */
+        if (linkat(fd, "", dir, tmp, AT_EMPTY_PATH) < 0)
+            die(1, "cannot finish %s", leaf);
+        pending_dir = dir;
+        snprintf(pending_name, sizeof pending_name, "%s", tmp);
+    }
+    if (close(fd) < 0 || renameat(dir, tmp, dir, leaf) < 0)
+        die(1, "cannot finish %s", leaf);
+    pending_dir = -1;
+}
+
 static void unpack(int root, const char *path)
 {
     char leafbuf[NAME_MAX + 1];
@@ -340,27 +413,7 @@ static void unpack(int root, const char *path)
                     die(1, "cannot make the symlink %s", leaf);
                 free(target);
             } else {
-                int fd = openat(dir, leaf, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-                unsigned long long left;
-
-                if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-                    die(1, "cannot write %s", leaf);
-                for (left = size; left > 0;) {
-                    size_t n = left < sizeof buf ? (size_t)left : sizeof buf;
-
-                    take(buf, n);
-                    for (size_t off = 0; off < n;) {
-                        ssize_t w = write(fd, buf + off, n - off);
-                        if (w < 0 && errno == EINTR)
-                            continue;
-                        if (w < 0)
-                            die(1, "cannot write %s", leaf);
-                        off += (size_t)w;
-                    }
-                    left -= n;
-                }
-                if (fchmod(fd, mode & 07777) < 0 || close(fd) < 0)
-                    die(1, "cannot finish %s", leaf);
+                write_file(dir, leaf, mode, size, buf, sizeof buf);
             }
         } else {
             errno = 0;
@@ -385,6 +438,10 @@ int main(int argc, char **argv)
         errno = 0;
         die(1, "max-bytes: not a number");
     }
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    signal(SIGHUP, on_signal);
+    signal(SIGPIPE, on_signal);
     root = open(argv[2], O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (root < 0)
         die(1, "cannot open the jail's root %s", argv[2]);

@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { TestCluster, cliPath } from '../support/cluster.js';
+import { TestCluster, cliPath, processArgvs } from '../support/cluster.js';
 import { scratchDir } from '../support/scratch.js';
 
 const asRoot = process.getuid?.() === 0;
@@ -160,6 +160,23 @@ d('an admin works inside a jail', () => {
     // refused before a byte of it went in
     expect((await c.cli(['exec', 'copier', '--', 'test', '-e', '/tmp/too-big.bin'])).exitCode).toBe(1);
   }, 180_000);
+
+  it('a cp into a jail that is killed halfway leaves the old file, not a partial one', async () => {
+    await run('halfway');
+    expect((await c.cli(['exec', 'halfway', '--', '/bin/sh', '-c', 'echo old > /tmp/victim'])).exitCode).toBe(0);
+    const big = join(scratch, 'halfway.bin');
+    writeFileSync(big, randomBytes(200 * 1024 * 1024));
+    const p = execa(process.execPath, [cliPath, 'cp', big, 'halfway:/tmp/victim'], { env: { JAILFLEET_NATS_URL: c.url }, reject: false });
+    const writing = () => processArgvs().some((x) => x.argv.some((a) => a.endsWith('/jailfs')) && x.argv.includes('unpack'));
+    await c.until('the agent writing the file', async () => writing(), 20_000);
+    p.kill('SIGKILL');
+    await p;
+    await c.until('the agent gave the write up', async () => !writing(), 60_000);
+    const seen = await c.cli(['exec', 'halfway', '--', '/bin/sh', '-c', 'cat /tmp/victim; ls -a /tmp']);
+    expect(seen.stdout.split('\n')[0]).toBe('old');
+    expect(seen.stdout).not.toMatch(/jailfs/);
+    rmSync(big);
+  }, 120_000);
 
   it('cp into a directory the jail keeps swapping with a symlink to / never writes on the host (CVE-2018-15664)', async () => {
     const swap = 'while :; do rm -rf /tmp/swap; mkdir /tmp/swap; rm -rf /tmp/swap; ln -s / /tmp/swap; done';
