@@ -85,8 +85,19 @@ export const sessionRequestSchema = z.discriminatedUnion('kind', [
     /** Kill the command after this long; null: no limit. */
     timeoutMs: z.number().int().min(1).max(7 * 24 * 3_600_000).nullable().default(null),
   }),
-  /** The console of a jail: its last `tail` lines, then (with `follow`) what it writes, across restarts. */
-  z.object({ ...common, kind: z.literal('logs'), tail: z.number().int().min(0).max(100_000).default(100), follow: z.boolean() }),
+  /**
+   * The console of a jail: its last `tail` lines (100 when neither `tail` nor `since` is given),
+   * or what it wrote since `since` (epoch ms; to within a second, services/agent/console-times.ts)
+   * limited to the last `tail` lines when both are given; then (with `follow`) what it writes,
+   * across restarts.
+   */
+  z.object({
+    ...common,
+    kind: z.literal('logs'),
+    tail: z.number().int().min(0).max(100_000).optional(),
+    since: z.number().int().min(0).max(8_640_000_000_000_000).optional(),
+    follow: z.boolean(),
+  }),
   z.object({ ...common, kind: z.literal('copy-in'), path: jailPath, maxBytes: z.number().int().min(1).max(COPY_MAX_BYTES) }),
   z.object({ ...common, kind: z.literal('copy-out'), path: jailPath, maxBytes: z.number().int().min(1).max(COPY_MAX_BYTES) }),
 ]);
@@ -100,5 +111,7 @@ export const sessionExitSchema = z.object({
   exitCode: z.number().int(),
   /** Why the session ended other than by the command's own exit (timeout, silence, lost frames). */
   reason: z.string().max(4096).optional(),
+  /** `logs -f`: the jail left this host (moved or removed); the CLI looks for where it is now. */
+  left: z.boolean().optional(),
 });
 export type SessionExit = z.infer<typeof sessionExitSchema>;

@@ -8,6 +8,7 @@
  *
  * usage: jailfs pack   <root> <path> <max-bytes>   the file or tree at <path>, as a stream on stdout
  *        jailfs unpack <root> <path> <max-bytes>   a stream from stdin, written at <path>
+ * <root>: on Linux the jail's root directory; on FreeBSD the jail's name or jid (see enter_root).
  *
  * The stream (the CLI reads and writes the same, services/cli/cp-stream.ts) is a sequence of
  * entries, each a header line "<type> <mode-octal> <size> <name-length>\n", the name, and <size>
@@ -30,16 +31,26 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#else
+/* FreeBSD: cc -O2 -o jailfs jailfs.c -ljail (installed as /usr/local/libexec/jailfleet/jailfs) */
+#include <sys/param.h>
+#include <sys/jail.h>
+#include <jail.h>
+#endif
+#ifndef O_PATH
+#define O_PATH 0 /* FreeBSD before 14: a plain open of the directory does as well here */
+#endif
 
 #define EXIT_TOO_BIG 3
 
@@ -81,12 +92,41 @@ static void die(int code, const char *fmt, ...)
 /* `path` resolved inside the directory `root` as if it were "/" (see the header). */
 static int open_in_root(int root, const char *path, int flags)
 {
+#ifdef __linux__
     struct open_how how;
 
     memset(&how, 0, sizeof how);
     how.flags = (unsigned long long)(flags | O_CLOEXEC);
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
     return (int)syscall(SYS_openat2, root, path, &how, sizeof how);
+#else
+    /* attached to the jail (enter_root): its root is this process's "/", which `..` and every
+       symlink, absolute or not, resolve against and never leave */
+    return openat(root, path, flags | O_CLOEXEC);
+#endif
+}
+
+/*
+ * The jail's root as a directory fd. Linux: <root> is a path (/proc/<init>/root) and paths are
+ * resolved under it by openat2. FreeBSD: <root> is the jail's name or jid; jailfs attaches to
+ * the jail (jail_attach(2), as jexec does) so that the kernel itself confines every lookup to the
+ * jail's root; everything it loads is loaded by then, and it never execs (CVE-2019-14271).
+ */
+static int enter_root(const char *root)
+{
+#ifdef __linux__
+    return open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+#else
+    int jid = jail_getid(root);
+
+    if (jid < 0) {
+        errno = 0;
+        die(1, "no jail %s: %s", root, jail_errmsg);
+    }
+    if (jail_attach(jid) < 0 || chdir("/") < 0)
+        die(1, "cannot attach to the jail %s", root);
+    return open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+#endif
 }
 
 static void count(unsigned long long n)
@@ -288,7 +328,11 @@ static void write_file(int dir, const char *leaf, unsigned mode, unsigned long l
     char tmp[64];
     struct stat st;
     unsigned long long left;
+#if defined(O_TMPFILE) && !defined(JAILFS_NO_TMPFILE)
     int fd = openat(dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+#else
+    int fd = -1; /* FreeBSD has no unnamed files: a named one, removed if jailfs dies */
+#endif
     int named = fd < 0;
 
     snprintf(tmp, sizeof tmp, ".jailfs-%ld", (long)getpid());
@@ -317,6 +361,7 @@ static void write_file(int dir, const char *leaf, unsigned mode, unsigned long l
     }
     if (fchmod(fd, mode & 07777) < 0)
         die(1, "cannot finish %s", leaf);
+#if defined(O_TMPFILE) && !defined(JAILFS_NO_TMPFILE)
     if (!named) {
         /* AT_EMPTY_PATH links the open file itself (the agent's root has CAP_DAC_READ_SEARCH) */
         if (linkat(fd, "", dir, tmp, AT_EMPTY_PATH) < 0)
@@ -324,6 +369,7 @@ static void write_file(int dir, const char *leaf, unsigned mode, unsigned long l
         pending_dir = dir;
         snprintf(pending_name, sizeof pending_name, "%s", tmp);
     }
+#endif
     if (close(fd) < 0 || renameat(dir, tmp, dir, leaf) < 0)
         die(1, "cannot finish %s", leaf);
     pending_dir = -1;
@@ -442,7 +488,7 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGHUP, on_signal);
     signal(SIGPIPE, on_signal);
-    root = open(argv[2], O_PATH | O_DIRECTORY | O_CLOEXEC);
+    root = enter_root(argv[2]);
     if (root < 0)
         die(1, "cannot open the jail's root %s", argv[2]);
     if (strcmp(argv[1], "pack") == 0) {

@@ -39,6 +39,11 @@ for (const file of files) {
     if (ok) passed++;
     else failed.push(`${file}: ${name}`);
     console.log(`${ok ? 'pass' : 'FAIL'} ${((Date.now() - t) / 1000).toFixed(0).padStart(4)} s  ${file}: ${name}`);
+    // why, in a few lines: the first failure message of the test, or the suite's
+    if (!ok) {
+      const why = r.testResults.flatMap((f) => [...f.assertionResults.flatMap((a) => a.failureMessages), f.message ?? '']).find((m) => m);
+      for (const line of (why ?? 'no message').split('\n').filter((l) => l.trim()).slice(0, 8)) console.log(`       ${line}`);
+    }
   }
 }
 rmSync(tmp, { recursive: true, force: true });

@@ -58,6 +58,7 @@ import {
 import { DriverStepFailed, type JailDriver } from './drivers/driver.js';
 import { JailStore, type StoredJail } from './jail-store.js';
 import { JailSessions } from './jail-sessions.js';
+import { CONSOLE_SAMPLE_MS, ConsoleTimes } from './console-times.js';
 
 export interface AgentOptions {
   host: string;
@@ -198,6 +199,11 @@ export class Agent {
   private disconnectedSince: number | null = null;
   private probeSentAt = 0;
   private probeTimer?: NodeJS.Timeout;
+  /** Samples the jails' console sizes for `logs --since` (console-times.ts). */
+  private readonly consoleTimes = new ConsoleTimes();
+  private readonly consolePaths = new Map<string, string>();
+  private consoleTimer?: NodeJS.Timeout;
+  private consoleSampleFailed = false;
   /** Jails this agent stopped by itself (failover.stopWhenDisconnectedMs), by generation. */
   private readonly selfFenced = new Map<string, number>();
   private topo?: Topology;
@@ -226,11 +232,12 @@ export class Agent {
     this.commands = this.consumeCommands(nc);
     serveRpc(nc, subjects.exec(this.opts.host), execRequestSchema, (req) => this.exec(req), { log: this.log });
     serveRpc(nc, subjects.logs(this.opts.host), logsRequestSchema, (req) => this.logs(req), { log: this.log });
-    this.sessions = new JailSessions(nc, this.opts.host, this.opts.driver, this.log);
+    this.sessions = new JailSessions(nc, this.opts.host, this.opts.driver, this.log, (jail) => this.jails.has(jail));
     serveRpc(nc, subjects.session(this.opts.host), sessionRequestSchema, (req) => this.openSession(req), { log: this.log });
     const beat = () => this.heartbeat();
     beat();
     this.heartbeatTimer = setInterval(beat, this.opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+    this.consoleTimer = setInterval(() => void this.sampleConsoles(), CONSOLE_SAMPLE_MS);
     this.log.info({ jails: this.jails.size, driver: this.opts.driver.kind }, 'agent started');
   }
 
@@ -242,6 +249,7 @@ export class Agent {
     this.stopping = true;
     clearInterval(this.heartbeatTimer);
     clearInterval(this.probeTimer);
+    clearInterval(this.consoleTimer);
     this.stopFencing?.();
     this.sessions?.closeAll();
     // the broker may be gone already (a whole local cluster stopping): never wait on it for long
@@ -391,6 +399,20 @@ export class Agent {
       const cutFor = this.disconnectedSince !== null ? now - this.disconnectedSince : Math.max(0, now - this.lastContact - PROBE_MS);
       if (cutFor > 0) this.selfFence(cutFor);
     }, PROBE_MS / 2);
+  }
+
+  /** One sample of every jail's console size (a jail's file is looked up once, when first seen). */
+  private async sampleConsoles() {
+    try {
+      for (const name of this.jails.keys()) if (!this.consolePaths.has(name)) this.consolePaths.set(name, await this.opts.driver.consoleFile(name));
+      for (const name of [...this.consolePaths.keys()]) if (!this.jails.has(name)) this.consolePaths.delete(name);
+      await this.consoleTimes.sample(this.consolePaths.values());
+      this.consoleSampleFailed = false;
+    } catch (err) {
+      // once per run of failures, not once a second
+      if (!this.consoleSampleFailed) this.log.warn({ err }, 'sampling the consoles for logs --since failed');
+      this.consoleSampleFailed = true;
+    }
   }
 
   private selfFence(cutFor: number) {

@@ -12,7 +12,9 @@ import { FRAME, subjects, type JailSpec, type SessionExit, type SessionRequest }
 import { SessionChannel, type SessionLost } from '../common/session-channel.js';
 import type { Logger } from '../common/logger.js';
 import type { JailDriver } from './drivers/driver.js';
-import { readConsoleFrom, readConsoleTail } from './drivers/console-log.js';
+import { readConsoleFrom, readConsoleTail, tailStart } from './drivers/console-log.js';
+import { consoleOffsetSince } from './console-times.js';
+import { DEFAULT_LOG_LINES } from '../common/defaults.js';
 
 /** The exit code of a command its session's --timeout killed (as timeout(1) says). */
 const TIMEOUT_EXIT = 124;
@@ -29,6 +31,8 @@ export class JailSessions {
     private readonly host: string,
     private readonly driver: JailDriver,
     private readonly log: Logger,
+    /** Whether this agent still holds the jail (a `logs -f` of a jail that left ends, saying so). */
+    private readonly holds: (jail: string) => boolean = () => true,
   ) {}
 
   /** Starts the session's process; resolves once its frames are listened for. */
@@ -118,13 +122,31 @@ export class JailSessions {
     });
     this.live.set(req.id, () => (open = false));
     const follow = async () => {
-      const tail = await readConsoleTail(file, req.tail);
-      if (tail.text) await channel.sendData(FRAME.stdout, Buffer.from(tail.text));
-      let offset = tail.end;
+      let offset: number;
+      if (req.since === undefined) {
+        const tail = await readConsoleTail(file, req.tail ?? DEFAULT_LOG_LINES);
+        if (tail.text) await channel.sendData(FRAME.stdout, Buffer.from(tail.text));
+        offset = tail.end;
+      } else {
+        offset = await consoleOffsetSince(file, req.since);
+        if (req.tail !== undefined) offset = Math.max(offset, await tailStart(file, req.tail));
+        // everything from there to the end as it is now, in pieces under flow control
+        for (;;) {
+          const r = await readConsoleFrom(file, offset);
+          for (const chunk of r.chunks) await channel.sendData(FRAME.stdout, chunk);
+          offset = r.end;
+          if (r.chunks.length === 0 || !open) break;
+        }
+      }
       let pid = (await this.driver.inspect(jail)).pid;
       // whether a run of the jail was seen: its next run is a restart
       let ran = pid !== null;
+      let left = false;
       while (open && req.follow) {
+        if (!this.holds(jail)) {
+          left = true;
+          break;
+        }
         const r = await readConsoleFrom(file, offset);
         if (r.restart) await channel.sendData(FRAME.stderr, Buffer.from(`jailfleet: the console of ${jail} was truncated; from its start again\n`));
         for (const chunk of r.chunks) await channel.sendData(FRAME.stdout, chunk);
@@ -138,7 +160,7 @@ export class JailSessions {
         }
         if (r.chunks.length === 0) await new Promise((resolve) => setTimeout(resolve, LOGS_POLL_MS));
       }
-      channel.send(FRAME.exit, Buffer.from(JSON.stringify({ exitCode: 0 })));
+      channel.send(FRAME.exit, Buffer.from(JSON.stringify(left ? { exitCode: 0, left } : { exitCode: 0 })));
       await channel.flush();
     };
     void follow()

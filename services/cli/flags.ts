@@ -19,6 +19,35 @@ export const linesSchema = z
   .regex(/^\d{1,6}$/, { message: 'must be a whole number' })
   .transform(Number)
   .pipe(z.number().min(1, { message: 'must be at least 1' }).max(100_000, { message: 'must be at most 100000' }));
+/** Units of a `--since` duration, in ms. */
+const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const SINCE_RULE = 'must be a duration such as 90s, 10m, 1h30m or 2d, or a time such as 2026-12-02T08:00:00Z';
+/**
+ * `--since`: a duration back from now (`1h30m`) or an RFC 3339 time, as epoch ms. A time in the
+ * future is refused (it would show nothing and look like a bug).
+ */
+export const sinceSchema = z.string().transform((value, ctx) => {
+  const now = Date.now();
+  let at: number;
+  if (/^(\d{1,7}[smhd])+$/.test(value)) {
+    let ms = 0;
+    for (const [, n, unit] of value.matchAll(/(\d+)([smhd])/g)) ms += Number(n) * DURATION_UNITS[unit!]!;
+    at = now - ms;
+  } else if (/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d{1,9})?)?(Z|[+-]\d\d:\d\d)$/.test(value)) {
+    at = Date.parse(value);
+  } else {
+    at = Number.NaN;
+  }
+  if (!Number.isFinite(at) || at < 0) {
+    ctx.addIssue({ code: 'custom', message: SINCE_RULE });
+    return z.NEVER;
+  }
+  if (at > now) {
+    ctx.addIssue({ code: 'custom', message: 'is in the future' });
+    return z.NEVER;
+  }
+  return at;
+});
 export const msSchema = z
   .string()
   .regex(/^\d{1,8}$/, { message: 'must be a whole number of milliseconds' })

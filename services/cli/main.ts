@@ -6,9 +6,9 @@ import { Command, CommanderError, Option } from 'commander';
 import { z } from 'zod';
 import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, namePatternSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
-import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
+import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_LOG_LINES, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile } from './flags.js';
+import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile } from './flags.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
@@ -334,18 +334,21 @@ program
   .command('logs')
   .description("a jail's console: its command's stdout and stderr; with -f, followed as it grows (and across restarts)")
   .argument('<name>', 'jail name')
-  .option('-n, --lines <n>', 'how many lines from the end', '100')
+  .option('-n, --lines <n>', `how many lines from the end (default ${DEFAULT_LOG_LINES}, or all with --since)`)
   .option('--tail <n>', 'the same as --lines')
+  .option('--since <when>', 'only lines written since then: a duration back from now (10m, 1h30m, 2d) or a time (2026-12-02T08:00:00Z); to within a second')
   .option('-f, --follow', 'keep printing what the jail writes, until interrupted')
   .action(async (name: string, o) => {
     const jail = jailName(name);
-    const lines = o.tail !== undefined ? flag('tail', linesSchema, o.tail) : flag('lines', linesSchema, o.lines);
+    const given = o.tail ?? o.lines;
+    const lines: number | undefined = given !== undefined ? flag(o.tail !== undefined ? 'tail' : 'lines', linesSchema, given) : undefined;
+    const since: number | undefined = o.since !== undefined ? flag('since', sinceSchema, o.since) : undefined;
     await withClient(async (c) => {
       const row = (await c.ps()).jails.find((j) => j.name === jail);
       if (!row) throw new CliError(`no jail named "${jail}"`);
       if (!row.host) throw new CliError(`jail "${jail}" is not placed on any host yet`);
-      if (!o.follow) {
-        const r = await c.logs(row.host, jail, lines);
+      if (!o.follow && since === undefined) {
+        const r = await c.logs(row.host, jail, lines ?? DEFAULT_LOG_LINES);
         process.stdout.write(r.text);
         return;
       }
@@ -353,10 +356,54 @@ program
       const ac = new AbortController();
       // ^C ends the following, not the process: the session says goodbye to the agent first
       process.once('SIGINT', () => ac.abort());
-      const exit = await runSession(c, row.host, { kind: 'logs', jail, tail: lines, follow: true }, { signal: ac.signal });
-      if (exit.reason) throw new CliError(exit.reason);
+      if (!o.follow) {
+        const exit = await runSession(c, row.host, { kind: 'logs', jail, tail: lines, since, follow: false });
+        if (exit.reason) throw new CliError(exit.reason);
+        return;
+      }
+      // -f follows the jail, not the host: when it leaves one (moved, failed over), on to the next
+      let host = row.host;
+      let open: SessionOpen = { kind: 'logs', jail, tail: lines, since, follow: true };
+      while (!ac.signal.aborted) {
+        let lostAt: number | null = null;
+        try {
+          const exit = await runSession(c, host, open, { signal: ac.signal });
+          if (exit.reason) throw new CliError(exit.reason);
+          if (!exit.left) return;
+        } catch (err) {
+          if (!(err instanceof CliError) || ac.signal.aborted) throw err;
+          process.stderr.write(`jailfleet: ${err.message}; waiting for ${jail} to run again\n`);
+          lostAt = Date.now();
+        }
+        const next = await whereJailGoes(c, jail, lostAt === null ? host : null, ac.signal);
+        if (next === null) {
+          if (!ac.signal.aborted) process.stderr.write(`jailfleet: ${jail} was removed\n`);
+          return;
+        }
+        if (next !== host) process.stderr.write(`jailfleet: ${jail} moved from ${host} to ${next}; following it there\n`);
+        // a new host's console is the new copy's own: all of it; the same host's from the loss on
+        open = { kind: 'logs', jail, since: next !== host ? 0 : Math.max(0, (lostAt ?? Date.now()) - 1000), follow: true };
+        host = next;
+      }
     });
   });
+
+/**
+ * Where a followed jail runs next: its host once it is placed on one other than `leaving` (any
+ * host when null), polled from status; null when it was removed or the user interrupted.
+ */
+async function whereJailGoes(c: Client, jail: string, leaving: string | null, signal: AbortSignal): Promise<string | null> {
+  while (!signal.aborted) {
+    const row = await c.ps().then(
+      (r) => r.jails.find((j) => j.name === jail) ?? null,
+      () => undefined, // status not answering for now: ask again
+    );
+    if (row === null) return null;
+    if (row?.host && row.host !== leaving && row.state === 'running') return row.host;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return null;
+}
 
 program
   .command('events')

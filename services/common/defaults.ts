@@ -28,3 +28,6 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_IMAGE_MB = 4096;
 /** How much unpacked images an agent keeps cached before it collects the least recently used unused ones, in MB. */
 export const DEFAULT_IMAGE_CACHE_MB = 8192;
+
+/** The console lines `logs` shows when neither --lines nor --since says. */
+export const DEFAULT_LOG_LINES = 100;

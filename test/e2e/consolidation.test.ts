@@ -9,7 +9,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TestCluster, runningCopies } from '../support/cluster.js';
+import { execa } from 'execa';
+import { TestCluster, cliPath, runningCopies } from '../support/cluster.js';
 import type { PsRow } from '../../contracts/index.js';
 import { scratchDir } from '../support/scratch.js';
 
@@ -150,6 +151,29 @@ d('consolidation: packing by resources, reasons, drain', () => {
     });
     expect(Object.values(copies).flat()).not.toContain(victim);
   }, 180_000);
+
+  it('logs -f follows a jail that a drain moves, to its new host, saying so', async () => {
+    const script = 'echo "copy starts"; while sleep 0.3; do :; done';
+    expect((await c.cli(['run', 'mover', '--', '/bin/sh', '-c', script])).exitCode).toBe(0);
+    const from = (await c.until('mover running', async () => (await ps()).find((r) => r.name === 'mover' && r.state === 'running')))!.host!;
+    const p = execa(process.execPath, [cliPath, 'logs', '-f', 'mover'], { env: { JAILFLEET_NATS_URL: c.url }, reject: false });
+    let out = '';
+    let err = '';
+    p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    p.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+    try {
+      await c.until('the first copy\'s line', async () => out === 'copy starts\n', 15_000);
+      expect((await c.cli(['drain', from, '--wait', '--timeout', '60000'])).exitCode).toBe(0);
+      const to = (await ps()).find((r) => r.name === 'mover')!.host!;
+      expect(to).not.toBe(from);
+      await c.until('the new copy\'s line, after the move was told', async () => out === 'copy starts\ncopy starts\n' && err.includes('moved'), 20_000);
+      // the old copy's stop is told as it happens, then the move
+      expect(err).toMatch(new RegExp(`^(jailfleet: mover stopped; still following its console\n)?jailfleet: mover moved from ${from} to ${to}; following it there\n$`));
+    } finally {
+      p.kill('SIGINT');
+    }
+    expect((await p).exitCode).toBe(0);
+  }, 120_000);
 
   it('a drained host takes no jail, not even one pinned to it, until it is undrained', async () => {
     const victim = 'host-2';

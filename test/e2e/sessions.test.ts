@@ -129,6 +129,30 @@ d('an admin works inside a jail', () => {
     expect(await c.cli(['events', '--jail', 'nobody'])).toEqual({ exitCode: 0, stdout: '', stderr: '' });
   }, 90_000);
 
+  it('logs --since shows what the jail wrote since then, to within a second, alone or with --tail and -f', async () => {
+    await run('diarist', ['/bin/sh', '-c', 'echo early; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo late one; echo late two; sleep 3600']);
+    await c.until('the early line', async () => (await c.cli(['logs', 'diarist'])).stdout === 'early', 15_000);
+    // more than the sampling period after the early line, before the late ones
+    await new Promise((r) => setTimeout(r, 2500));
+    const mark = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await c.cli(['exec', 'diarist', '--', 'touch', '/tmp/go'])).exitCode).toBe(0);
+    await c.until('the late lines', async () => (await c.cli(['logs', 'diarist'])).stdout.endsWith('late two'), 15_000);
+    expect(await c.cli(['logs', '--since', mark, 'diarist'])).toEqual({ exitCode: 0, stdout: 'late one\nlate two', stderr: '' });
+    expect(await c.cli(['logs', '--since', '1h', 'diarist'])).toEqual({ exitCode: 0, stdout: 'early\nlate one\nlate two', stderr: '' });
+    expect(await c.cli(['logs', '--since', '1h', '--tail', '1', 'diarist'])).toEqual({ exitCode: 0, stdout: 'late two', stderr: '' });
+    // with -f: the lines since, then what comes
+    const p = execa(process.execPath, [cliPath, 'logs', '-f', '--since', mark, 'diarist'], { env: { JAILFLEET_NATS_URL: c.url }, reject: false });
+    let out = '';
+    p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    await c.until('the lines since the mark', async () => out === 'late one\nlate two\n', 15_000);
+    p.kill('SIGINT');
+    expect((await p).exitCode).toBe(0);
+    const bad = await c.cli(['logs', '--since', 'yesterday', 'diarist']);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/^jailfleet: --since: must be a duration such as 90s, 10m, 1h30m or 2d, or a time such as 2026-12-02T08:00:00Z \(got "yesterday"\)$/);
+  }, 90_000);
+
   it('cp of a 50 MB file and a tree into a jail and back keeps every byte and mode', async () => {
     await run('copier');
     const big = join(scratch, 'big.bin');

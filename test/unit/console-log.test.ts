@@ -51,5 +51,7 @@ describe('readConsoleFrom (logs -f)', () => {
     writeFileSync(p, 'x\n');
     expect(await readConsoleFrom(p, 8)).toEqual({ chunks: [Buffer.from('x\n')], end: 2, restart: true });
     expect(await readConsoleFrom(join(dir, 'none.log'), 0)).toEqual({ chunks: [], end: 0, restart: false });
+    // a console that went (its jail is being removed) is not a cut one
+    expect(await readConsoleFrom(join(dir, 'none.log'), 8)).toEqual({ chunks: [], end: 8, restart: false });
   });
 });

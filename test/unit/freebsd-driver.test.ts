@@ -792,9 +792,23 @@ describe('sessions (exec -i/-t, console) run through jexec, by exact argv', () =
     expect(spawn.argv).toEqual([helper, '--tty', '24', '80', '--', 'jexec', '-l', '-U', 'root', 'web']);
   });
 
-  test('refuses a jail that is not running, and cp (not written for FreeBSD yet)', async () => {
+  test('refuses a jail that is not running, for a session and for cp', async () => {
     await expect(driverFor().sessionSpawn(sampleSpec(), { command: ['true'], login: false, tty: null })).rejects.toMatchObject({ step: 'exec', message: expect.stringMatching(/not running/) });
-    await expect(driverFor().copySpawn(sampleSpec())).rejects.toMatchObject({ step: 'copy', message: 'copy of jail web failed: cp is not supported by the freebsd driver yet' });
+    await expect(driverFor().copySpawn(sampleSpec(), 'unpack', '/tmp/x', 1024)).rejects.toMatchObject({ step: 'copy', message: expect.stringMatching(/not running/) });
+  });
+
+  test('cp: jailfs attaches to the jail by name (jail_attach), after jls says it runs', async () => {
+    const driver = driverFor();
+    const spec = sampleSpec();
+    await runningJail(driver, spec);
+    let into: unknown;
+    expect(
+      await transcript(async () => {
+        into = await driver.copySpawn(spec, 'unpack', '/usr/local/etc/app.conf', 1_048_576);
+      }),
+    ).toEqual([jls('web')]);
+    expect(into).toEqual({ argv: ['/usr/local/libexec/jailfleet/jailfs', 'unpack', 'web', '/usr/local/etc/app.conf', '1048576'], env: { PATH: '/sbin:/bin:/usr/sbin:/usr/bin', LC_ALL: 'C' } });
+    expect((await driver.copySpawn(spec, 'pack', '/var/log', 5)).argv).toEqual(['/usr/local/libexec/jailfleet/jailfs', 'pack', 'web', '/var/log', '5']);
   });
 });
 

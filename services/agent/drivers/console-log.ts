@@ -32,14 +32,16 @@ export async function readConsoleTail(path: string, lines: number): Promise<{ te
 
 /**
  * The bytes of the file at `path` from `offset` to its current end, in pieces of at most
- * `piece` bytes; `restart` when the file is shorter than `offset` (it was truncated).
+ * `piece` bytes; `restart` when the file is shorter than `offset` (it was truncated). No file is
+ * no news: `end` stays at `offset`.
  */
 export async function readConsoleFrom(path: string, offset: number, piece = 64 * 1024): Promise<{ chunks: Buffer[]; end: number; restart: boolean }> {
   let fh;
   try {
     fh = await open(path, 'r');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { chunks: [], end: 0, restart: offset > 0 };
+    // no file (yet, or any more: the jail is being removed): nothing new, and nothing was cut
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { chunks: [], end: offset, restart: false };
     throw err;
   }
   try {
@@ -57,6 +59,39 @@ export async function readConsoleFrom(path: string, offset: number, piece = 64 *
       at += bytesRead;
     }
     return { chunks, end: from + chunks.reduce((n, c) => n + c.length, 0), restart };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The offset at which the last `lines` lines of the file at `path` begin (within its last MiB, as readConsoleTail). */
+export async function tailStart(path: string, lines: number): Promise<number> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw err;
+  }
+  try {
+    const { size } = await fh.stat();
+    const length = Math.min(size, CONSOLE_TAIL_MAX_BYTES);
+    const from = size - length;
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(buf, 0, length, from);
+    // a last line without its newline yet is a line too
+    let at = bytesRead > 0 && buf[bytesRead - 1] === 0x0a ? bytesRead - 1 : bytesRead;
+    for (let seen = 0; at > 0; ) {
+      const nl = buf.lastIndexOf(0x0a, at - 1);
+      if (nl < 0) break;
+      if (++seen === lines) return from + nl + 1;
+      at = nl;
+    }
+    if (lines === 0) return size;
+    // fewer lines than asked: all of it, or from the first whole line of the window
+    if (from === 0) return 0;
+    const first = buf.indexOf(0x0a);
+    return first < 0 ? size : from + first + 1;
   } finally {
     await fh.close();
   }

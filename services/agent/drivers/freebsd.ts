@@ -47,6 +47,8 @@ export interface FreebsdDriverOptions {
   images?: ImageSource;
   /** The session helper (native/jailsession.c, built without --target on FreeBSD); default /usr/local/libexec/jailfleet/jailsession. */
   sessionPath?: string;
+  /** The cp helper (native/jailfs.c, `cc -o jailfs jailfs.c -ljail` on FreeBSD); default /usr/local/libexec/jailfleet/jailfs. */
+  fsPath?: string;
   run?: CommandRunner;
   logger?: DriverLogger;
 }
@@ -348,6 +350,7 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
   private readonly runner: CommandRunner;
   private readonly images: ImageSource | undefined;
   private readonly sessionPath: string;
+  private readonly fsPath: string;
 
   constructor(options: FreebsdDriverOptions) {
     super(options.dataDir, options.logger);
@@ -360,6 +363,7 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
     this.runner = options.run ?? execaRunner;
     this.images = options.images;
     this.sessionPath = options.sessionPath ?? '/usr/local/libexec/jailfleet/jailsession';
+    this.fsPath = options.fsPath ?? '/usr/local/libexec/jailfleet/jailfs';
   }
 
   async prepare(spec: JailSpec): Promise<void> {
@@ -567,11 +571,18 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
     return { argv: jexecSessionArgv(this.sessionPath, spec.name, spec.env, command), env: TOOL_ENV };
   }
 
-  async copySpawn(spec: JailSpec): Promise<SessionSpawn> {
-    // jailfs resolves paths with Linux's openat2(RESOLVE_IN_ROOT); its FreeBSD counterpart
-    // (openat O_RESOLVE_BENEATH) is not written yet, and nothing less is safe against a jail
-    // that swaps symlinks
-    throw DriverStepFailed.of('copy', spec.name, 'cp is not supported by the freebsd driver yet');
+  /**
+   * jailfs with the jail's name for a root: it attaches to the jail (jail_attach(2), as jexec
+   * does) and lets the kernel confine every lookup to the jail's root, so that a jail swapping
+   * symlinks cannot send a cp out of it (see native/jailfs.c).
+   */
+  async copySpawn(spec: JailSpec, direction: 'pack' | 'unpack', path: string, maxBytes: number): Promise<SessionSpawn> {
+    checkJailName('copy', spec.name);
+    const running = await this.jail(spec.name).catch((err: unknown) => {
+      throw new DriverStepFailed('copy', `copy of jail ${spec.name} failed: ${(err as Error).message}`, [], '', { cause: err });
+    });
+    if (!running) throw new DriverStepFailed('copy', `jail ${spec.name} is not running`);
+    return { argv: [this.fsPath, direction, spec.name, path, String(maxBytes)], env: TOOL_ENV };
   }
 
   // ---- internals ----
