@@ -10,11 +10,16 @@ import type { MetricsAddr } from './metrics-addr.js';
 
 export { BadMetricsAddr, parseMetricsAddr, type MetricsAddr } from './metrics-addr.js';
 
+const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 /** A registry of one service with the process metrics; `labels` go on every series (the agent's host). */
 export function serviceRegistry(labels: Record<string, string> = {}): Registry {
   const registry = new Registry();
   registry.setDefaultLabels(labels);
   collectDefaultMetrics({ register: registry });
+  // prom-client names three gauges `_total`, which Prometheus keeps for counters (promtool check
+  // metrics refuses them); their per-type twins without the suffix stay
+  for (const name of MISNAMED_DEFAULTS) registry.removeSingleMetric(name);
   return registry;
 }
 
