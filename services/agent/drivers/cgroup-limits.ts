@@ -4,6 +4,7 @@
 // for the agent's metrics. The pure part (which hierarchy, which files,
 // which values) is exported for tests; the rest writes only below `<mount>/jailfleet/<scope>/`.
 // It must never move or signal a process that is not in a jail's own cgroup.
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Resources } from '../../../contracts/index.js';
@@ -201,16 +202,20 @@ export class JailCgroups {
     return text === null ? null : oomKillsIn(text);
   }
 
-  /** The jail's cpu time and memory now; null when it has no cgroup (not running) or no usable layout. */
+  /**
+   * The jail's cpu time and memory now; null when it has no cgroup (not running) or no usable
+   * layout. The two files are read synchronously: a cgroup file is made in the kernel at the read
+   * (tens of microseconds), while an fs/promises read is four round trips through libuv's four
+   * threads — 2,000 of them (a scrape at 1,000 jails) took 5–10 times longer here than in a row.
+   */
   async usage(name: string): Promise<JailUsage | null> {
     const layout = await this.detect();
     if (layout.version === null) return null;
     const p = await this.paths(name);
-    const [cpu, memory] = await Promise.all(
-      layout.version === 2
-        ? [ifExists(readFile(join(p.cpu, 'cpu.stat'), 'utf8')), ifExists(readFile(join(p.memory, 'memory.current'), 'utf8'))]
-        : [ifExists(readFile(join(p.cpuacct ?? p.cpu, 'cpuacct.usage'), 'utf8')), ifExists(readFile(join(p.memory, 'memory.usage_in_bytes'), 'utf8'))],
-    );
+    const [cpuFile, memoryFile] =
+      layout.version === 2 ? [join(p.cpu, 'cpu.stat'), join(p.memory, 'memory.current')] : [join(p.cpuacct ?? p.cpu, 'cpuacct.usage'), join(p.memory, 'memory.usage_in_bytes')];
+    const cpu = readIfThere(cpuFile);
+    const memory = cpu === null ? null : readIfThere(memoryFile);
     return cpu === null || memory === null ? null : usageOf(layout.version, cpu, memory);
   }
 
@@ -273,6 +278,16 @@ async function mkdirRacing(dir: string): Promise<void> {
 }
 
 const REMOVE_WAIT_MS = 5_000;
+
+/** A cgroup file's text, or null when the cgroup is gone (the jail exited meanwhile). */
+function readIfThere(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    if (errCode(err) === 'ENOENT' || errCode(err) === 'ENODEV') return null;
+    throw err;
+  }
+}
 
 /** rmdir of one cgroup, once the processes in it are gone. */
 async function removeCgroupDir(dir: string): Promise<void> {
