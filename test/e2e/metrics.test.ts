@@ -154,4 +154,30 @@ d('Prometheus scrapes a running cluster', () => {
     await c.until('prometheus to see it', async () => (await query('sum(jailfleet_jails{state="running"})'))[0]?.value === 2 && (await query('jailfleet_jail_memory_bytes{jail="web"}')).length === 0);
     expect((await query('jailfleet_jails{state="stopped"}')).map((s) => s.value)).toEqual([1]);
   });
+
+  it("restarts and out-of-memory kills are counted as ps shows them", async () => {
+    const dir = scratchDir('jf-metrics-crash-');
+    const fleet = join(dir, 'fleet.json');
+    const hog = '$x = "x" x (200 * 1024 * 1024); sleep 60';
+    writeFileSync(
+      fleet,
+      JSON.stringify({
+        jails: [
+          { name: 'crash', command: ['/bin/sh', '-c', 'exit 3'], restart: 'always', resources: { memoryMB: 64 } },
+          { name: 'hog', command: ['/usr/bin/perl', '-e', hog], restart: 'never', resources: { memoryMB: 64, cpu: 1 } },
+        ],
+      }),
+    );
+    expect((await c.cli(['apply', '-f', fleet])).exitCode).toBe(0);
+    await c.until('the hog killed for memory', async () => (await c.json<PsRow[]>(['ps'])).find((r) => r.name === 'hog')?.state === 'failed', 60_000);
+    await c.until('one OOM kill in prometheus', async () => (await query('sum(jailfleet_agent_jail_oom_kills_total)'))[0]?.value === 1);
+    // the backoff doubles from 200 ms: after a few restarts the count holds still for seconds
+    await c.until('crash restarted thrice', async () => ((await c.json<PsRow[]>(['ps'])).find((r) => r.name === 'crash')?.restarts ?? 0) >= 3, 60_000);
+    await c.until('prometheus counting what ps says', async () => {
+      const before = (await c.json<PsRow[]>(['ps'])).find((r) => r.name === 'crash')!.restarts;
+      const counted = (await query('sum(jailfleet_agent_jail_restarts_total)'))[0]?.value;
+      const after = (await c.json<PsRow[]>(['ps'])).find((r) => r.name === 'crash')!.restarts;
+      return before === after && counted === after;
+    }, 60_000);
+  }, 180_000);
 });
