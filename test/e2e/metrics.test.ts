@@ -99,6 +99,15 @@ d('Prometheus scrapes a running cluster', () => {
     });
   });
 
+  it('a --metrics-addr already taken fails the start at once, in one line, exit 1', async () => {
+    const taken = ports.get('status')!;
+    const r = await execa(process.execPath, [cliPath, 'serve', 'status', '--metrics-addr', `127.0.0.1:${taken}`], { env: { JAILFLEET_NATS_URL: c.url }, reject: false, timeout: 30_000 });
+    expect({ exitCode: r.exitCode, stderr: r.stderr }).toEqual({
+      exitCode: 1,
+      stderr: `jailfleet: cannot serve metrics on 127.0.0.1:${taken}: listen EADDRINUSE: address already in use 127.0.0.1:${taken}`,
+    });
+  });
+
   it('promtool check metrics passes on every endpoint', async () => {
     for (const name of SERVICES) {
       const text = await (await fetch(metricsUrl(name))).text();
