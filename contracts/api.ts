@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { fleetSchema, labelsSchema, nameSchema } from './jail-spec.js';
 import { drainParallelSchema, hostRecordSchema } from './state.js';
 import { planResultSchema } from './plan.js';
-import { WIRE_VERSION, hostResourcesSchema, jailErrorSchema, jailStateSchema, execResultSchema, logsResultSchema } from './messages.js';
+import { WIRE_VERSION, hostResourcesSchema, jailErrorSchema, jailUsageSchema, jailStateSchema, execResultSchema, logsResultSchema } from './messages.js';
 
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
 
@@ -55,6 +55,8 @@ export const psRowSchema = z.object({
   exitCode: z.number().int().nullable(),
   restarts: z.number().int().min(0),
   error: jailErrorSchema.nullable(),
+  /** A running jail's cpu seconds and memory bytes, as its agent last read them (absent until read). */
+  usage: jailUsageSchema.optional(),
 });
 export type PsRow = z.infer<typeof psRowSchema>;
 export const psReplyBody = z.object({ jails: z.array(psRowSchema) });

@@ -83,6 +83,10 @@ export const hostResourcesSchema = z.object({
 });
 export type HostResources = z.infer<typeof hostResourcesSchema>;
 
+/** What a running jail uses, from its cgroup: cpu time since it started, memory charged to it now. */
+export const jailUsageSchema = z.object({ cpuSeconds: z.number().min(0), memoryBytes: z.number().int().min(0) });
+export type JailUsage = z.infer<typeof jailUsageSchema>;
+
 export const heartbeatSchema = z.object({
   v,
   host: nameSchema,
@@ -98,7 +102,16 @@ export const heartbeatSchema = z.object({
   /** The sum of the resources of the jails the agent holds. */
   allocated: hostResourcesSchema,
   jails: z
-    .array(z.object({ name: nameSchema, generation, state: jailStateSchema, pid: z.number().int().positive().nullable() }))
+    .array(
+      z.object({
+        name: nameSchema,
+        generation,
+        state: jailStateSchema,
+        pid: z.number().int().positive().nullable(),
+        /** Sent in the beat after the agent read its running jails' cgroups (every few seconds), absent in the others. */
+        usage: jailUsageSchema.optional(),
+      }),
+    )
     .max(100_000),
 });
 export type Heartbeat = z.infer<typeof heartbeatSchema>;

@@ -101,6 +101,16 @@ if (!onPath('nats-server')) {
   }
 }
 
+// the metrics e2e test scrapes the cluster with Debian's prometheus (promtool comes with it);
+// the packaged service would scrape nothing of ours and only hold port 9090, so it is stopped
+if (!onPath('prometheus') || !onPath('promtool')) {
+  aptInstall(['prometheus'], 'prometheus and promtool (the metrics test)');
+  if (existsSync('/run/systemd/system')) {
+    say('disabling the packaged prometheus service (the metrics test runs its own)');
+    spawnSync('systemctl', ['disable', '--now', 'prometheus', 'prometheus-node-exporter'], { stdio: 'ignore' });
+  }
+}
+
 // 5. `npx jailfleet` inside the project: link the built CLI into node_modules/.bin
 const bin = join(root, 'node_modules', '.bin', 'jailfleet');
 const cli = join(root, 'dist', 'services', 'cli', 'main.js');

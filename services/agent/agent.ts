@@ -25,6 +25,7 @@ import {
   type Heartbeat,
   type LogsRequest,
   type HostResources,
+  type JailUsage,
   type Labels,
   type JailSpec,
   type PlacementRecord,
@@ -59,6 +60,7 @@ import { DriverStepFailed, type JailDriver } from './drivers/driver.js';
 import { JailStore, type StoredJail } from './jail-store.js';
 import { JailSessions } from './jail-sessions.js';
 import { CONSOLE_SAMPLE_MS, ConsoleTimes } from './console-times.js';
+import { AgentMetrics } from './agent-metrics.js';
 
 export interface AgentOptions {
   host: string;
@@ -97,6 +99,9 @@ const allocatedOf = (specs: readonly JailSpec[]): HostResources => ({
 });
 
 type JailActor = Actor<typeof jailLifecycleMachine>;
+
+/** How often the agent reads its running jails' cgroups for the heartbeat (the ps usage column). */
+const USAGE_EVERY_MS = 5000;
 
 /** Resolves true once `p` settles, false after `ms` (p keeps going). */
 const within = (ms: number, p: Promise<unknown> | undefined): Promise<boolean> =>
@@ -213,11 +218,24 @@ export class Agent {
   private readonly placementSeen = new Map<string, PlacementRecord>();
   /** Driver steps at once: a burst of commands must not starve the heartbeat or the host. */
   private readonly steps: StepLimit;
+  /** Served on /metrics by `serve agent --metrics-addr`; the health check runner reports to it. */
+  readonly metrics: AgentMetrics;
+  /** What the running jails used at the last read, and whether a heartbeat has carried it yet. */
+  private usage = new Map<string, JailUsage>();
+  private usageFresh = false;
+  private usageTimer?: NodeJS.Timeout;
+  private readingUsage = false;
 
   constructor(private readonly opts: AgentOptions) {
     this.store = new JailStore(join(opts.dataDir, 'state'));
     this.log = opts.logger;
     this.steps = new StepLimit(opts.maxParallelSteps ?? defaultParallelSteps());
+    this.metrics = new AgentMetrics(opts.host, {
+      jailStates: () => this.jailStates(),
+      capacity: () => this.capacity(),
+      allocated: () => allocatedOf(this.heldSpecs()),
+      usage: () => this.readUsage(),
+    });
   }
 
   async start(): Promise<void> {
@@ -238,6 +256,7 @@ export class Agent {
     beat();
     this.heartbeatTimer = setInterval(beat, this.opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
     this.consoleTimer = setInterval(() => void this.sampleConsoles(), CONSOLE_SAMPLE_MS);
+    this.usageTimer = setInterval(() => void this.sampleUsage(), USAGE_EVERY_MS);
     this.log.info({ jails: this.jails.size, driver: this.opts.driver.kind }, 'agent started');
   }
 
@@ -248,6 +267,7 @@ export class Agent {
   async stop({ teardown = false } = {}): Promise<void> {
     this.stopping = true;
     clearInterval(this.heartbeatTimer);
+    clearInterval(this.usageTimer);
     clearInterval(this.probeTimer);
     clearInterval(this.consoleTimer);
     this.stopFencing?.();
@@ -474,14 +494,24 @@ export class Agent {
       actors: {
         prepare: fromPromise(({ input }: In) => step('prepare', () => d.prepare(input.spec))),
         mount: fromPromise(({ input }: In) => step('mount', () => d.mount(input.spec))),
-        start: fromPromise(({ input }: In) => step('start', () => d.start(input.spec))),
+        start: fromPromise(({ input }: In) =>
+          step('start', async () => {
+            const began = performance.now();
+            const started = await d.start(input.spec);
+            this.metrics.jailStarted((performance.now() - began) / 1000);
+            return started;
+          }),
+        ),
         stop: fromPromise(({ input }: In) => step('stop', () => d.stop(input.spec))),
         unmount: fromPromise(({ input }: In) => step('unmount', () => d.unmount(input.spec))),
         destroy: fromPromise(({ input }: In) => step('destroy', () => d.destroy(input.spec.name))),
         watch: fromCallback(({ sendBack, input }: { sendBack: (e: any) => void; input: { spec: JailSpec; pid: number } }) => {
           const ac = new AbortController();
           d.wait(input.spec.name, input.pid, ac.signal).then(
-            (r) => sendBack({ type: 'EXITED', exitCode: r.exitCode, outOfMemory: r.outOfMemory, at: Date.now() }),
+            (r) => {
+              if (r.outOfMemory) this.metrics.jailKilledForMemory();
+              sendBack({ type: 'EXITED', exitCode: r.exitCode, outOfMemory: r.outOfMemory, at: Date.now() });
+            },
             () => ac.signal.aborted || sendBack({ type: 'EXITED', exitCode: null, at: Date.now() }),
           );
           return () => ac.abort();
@@ -535,6 +565,7 @@ export class Agent {
     const key = this.keyOf(record);
     const publish = state !== null && key !== entry.lastKey;
     if (publish) {
+      if (entry.record && mine) this.metrics.jailRestarted(record.restarts - entry.record.restarts);
       entry.lastKey = key;
       entry.record = record;
       entry.seq += 1;
@@ -672,14 +703,61 @@ export class Agent {
     return s?.status === 'done';
   }
 
+  /** The state of every jail that has one: the metrics' jails by state. */
+  private *jailStates(): Iterable<string> {
+    for (const e of this.jails.values()) if (e.record) yield e.record.state;
+  }
+
+  private capacity(): HostResources {
+    return this.opts.capacity ?? machineCapacity();
+  }
+
+  /** The specs of the jails this agent holds (they reserve the host's resources). */
+  private heldSpecs(): JailSpec[] {
+    const held: JailSpec[] = [];
+    for (const e of this.jails.values()) if (e.record && e.record.state !== 'destroyed') held.push(e.spec);
+    return held;
+  }
+
+  /** What every running jail uses now, from its cgroup (a scrape, and every USAGE_EVERY_MS for the heartbeat). */
+  private async readUsage(): Promise<({ jail: string } & JailUsage)[]> {
+    const d = this.opts.driver;
+    if (!d.usage) return [];
+    const running = [...this.jails.values()].filter((e) => e.record?.state === 'running').map((e) => e.spec.name);
+    const out: ({ jail: string } & JailUsage)[] = [];
+    // one jail after another (a read is a few tens of microseconds), the event loop let go every
+    // 100: 1,000 jails never hold a heartbeat up for the whole read
+    for (let i = 0; i < running.length; i++) {
+      if (i > 0 && i % 100 === 0) await new Promise((r) => setImmediate(r));
+      const usage = await d.usage(running[i]!).catch(() => null);
+      if (usage) out.push({ jail: running[i]!, ...usage });
+    }
+    return out;
+  }
+
+  private async sampleUsage() {
+    if (this.readingUsage || this.stopping) return;
+    this.readingUsage = true;
+    try {
+      this.usage = new Map((await this.readUsage()).map(({ jail, ...u }) => [jail, u]));
+      this.usageFresh = true;
+    } finally {
+      this.readingUsage = false;
+    }
+  }
+
   private heartbeat() {
     if (!this.nc || this.nc.isClosed()) return;
-    // one pass over the jails, once a beat
+    // one pass over the jails, once a beat; usage only in the beat after a read (it is most of a
+    // beat's bytes at 1,000 jails, and a read is every few seconds)
+    const withUsage = this.usageFresh;
+    this.usageFresh = false;
     const held: JailSpec[] = [];
     const jails: Heartbeat['jails'] = [];
     for (const e of this.jails.values()) {
       if (!e.record) continue;
-      jails.push({ name: e.spec.name, generation: e.generation, state: e.record.state, pid: e.record.pid });
+      const usage = withUsage && e.record.state === 'running' ? this.usage.get(e.spec.name) : undefined;
+      jails.push({ name: e.spec.name, generation: e.generation, state: e.record.state, pid: e.record.pid, ...(usage && { usage }) });
       if (e.record.state !== 'destroyed') held.push(e.spec);
     }
     const hb: Heartbeat = {
@@ -688,7 +766,7 @@ export class Agent {
       at: new Date().toISOString(),
       startedAt: this.startedAt,
       driver: this.opts.driver.kind,
-      capacity: this.opts.capacity ?? machineCapacity(),
+      capacity: this.capacity(),
       labels: this.opts.labels ?? {},
       ...(this.opts.volumes && { volumes: this.opts.volumes }),
       ...(this.opts.images && { images: this.opts.images() }),

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { absolutePathSchema, PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
+import { BadMetricsAddr, parseMetricsAddr, type MetricsAddr } from '../common/metrics-addr.js';
 import { CliError } from './client.js';
 
 export const portSchema = z.coerce.number().int().min(1).max(65535);
@@ -77,6 +78,16 @@ export const parallelSchema = z
   .pipe(drainParallelSchema);
 
 /** Parses one flag value or throws a CliError naming the flag. */
+/** `--metrics-addr HOST:PORT`, or a bad-input error naming the flag and the rule. */
+export function metricsAddrFlag(value: string): MetricsAddr {
+  try {
+    return parseMetricsAddr(value);
+  } catch (err) {
+    if (err instanceof BadMetricsAddr) throw new CliError(err.message, 2);
+    throw err;
+  }
+}
+
 export function flag<S extends z.ZodTypeAny>(name: string, schema: S, value: unknown): z.output<S> {
   const r = schema.safeParse(value);
   if (!r.success) throw new CliError(`--${name}: ${r.error.issues[0]?.message ?? 'invalid value'} (got ${JSON.stringify(value)})`, 2);

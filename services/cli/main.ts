@@ -8,7 +8,7 @@ import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETW
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_LOG_LINES, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile } from './flags.js';
+import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile } from './flags.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
@@ -478,6 +478,9 @@ program
 /** --exit-with-parent: a pid, or undefined when not given. */
 const parentPid = (v: string | undefined) => (v === undefined ? undefined : flag('exit-with-parent', z.coerce.number().int().min(1), v));
 
+/** --metrics-addr: HOST:PORT, or undefined when not given. */
+const metricsAddr = (v: string | undefined) => (v === undefined ? undefined : metricsAddrFlag(v));
+
 registerImageCommands(program, withClient);
 
 const serve = program.command('serve').description('run one service in the foreground');
@@ -497,6 +500,7 @@ serve
   .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
   .option('--image-cache-mb <mb>', 'unpacked images kept on this host before the least recently used unused ones are removed', String(DEFAULT_IMAGE_CACHE_MB))
   .option('--max-image-mb <mb>', 'the largest image (unpacked) this agent takes', String(DEFAULT_MAX_IMAGE_MB))
+  .option('--metrics-addr <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
@@ -514,6 +518,7 @@ serve
       exitWithParent: parentPid(o.exitWithParent),
       imageCacheMB: flag('image-cache-mb', maxImageMBSchema, o.imageCacheMb),
       maxImageMB: flag('max-image-mb', maxImageMBSchema, o.maxImageMb),
+      metricsAddr: metricsAddr(o.metricsAddr),
     });
   });
 serve
@@ -523,6 +528,7 @@ serve
   .option('--lease-ms <ms>', 'leader lease: a standby takes over within this long (fixed when the bucket is first made)', String(DEFAULT_LEASE_MS))
   .option('--strategy <strategy>', 'how new jails are packed: binpack (fewest hosts) or spread (least loaded)', 'binpack')
   .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
+  .option('--metrics-addr <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
   .action(async (o) => {
     const { serveScheduler } = await import('./serve.js');
     await serveScheduler({
@@ -531,6 +537,7 @@ serve
       leaseMs: flag('lease-ms', msSchema, o.leaseMs),
       strategy: flag('strategy', strategySchema, o.strategy),
       exitWithParent: parentPid(o.exitWithParent),
+      metricsAddr: metricsAddr(o.metricsAddr),
     });
   });
 serve
@@ -538,9 +545,15 @@ serve
   .description('the status service (cluster view)')
   .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', String(DEFAULT_HOST_TTL_MS))
   .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
+  .option('--metrics-addr <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
   .action(async (o) => {
     const { serveStatus } = await import('./serve.js');
-    await serveStatus({ servers: servers(), hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs), exitWithParent: parentPid(o.exitWithParent) });
+    await serveStatus({
+      servers: servers(),
+      hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs),
+      exitWithParent: parentPid(o.exitWithParent),
+      metricsAddr: metricsAddr(o.metricsAddr),
+    });
   });
 
 for (const c of program.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(`jailfleet: ${str.replace(/^error: /, '')}`) });

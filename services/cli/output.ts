@@ -76,7 +76,7 @@ export function hostsTable(rows: HostRow[]): string {
 
 /** The JSON shape of `ps --json`. */
 export const psJson = (rows: PsRow[]) =>
-  rows.map((r) => ({ name: r.name, host: r.host, state: r.state, generation: r.generation, pid: r.pid, since: r.since || null, exitCode: r.exitCode, restarts: r.restarts, error: r.error }));
+  rows.map((r) => ({ name: r.name, host: r.host, state: r.state, generation: r.generation, pid: r.pid, since: r.since || null, exitCode: r.exitCode, restarts: r.restarts, error: r.error, ...(r.usage && { usage: r.usage }) }));
 
 /** At most `n` names, then how many more. */
 const someNames = (names: string[], n = 6) => (names.length <= n ? names.join(', ') : `${names.slice(0, n).join(', ')}, … (+${names.length - n})`);

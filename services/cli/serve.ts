@@ -12,6 +12,9 @@ import { connectNats } from '../common/nats.js';
 import { createLogger } from '../common/index.js';
 import { Scheduler } from '../scheduler/index.js';
 import { StatusService } from '../status/index.js';
+import { MetricsEndpoint } from '../common/metrics.js';
+import type { MetricsAddr } from '../common/metrics-addr.js';
+import type { Registry } from 'prom-client';
 import { CliError } from './client.js';
 
 interface Stoppable {
@@ -40,6 +43,26 @@ function watchParent(pid: number, onGone: () => void): NodeJS.Timeout {
     }
   }, PARENT_POLL_MS);
   return timer;
+}
+
+/**
+ * The service with its /metrics endpoint (when `at` is given): it listens before the service
+ * starts, so a port already taken fails the start at once, and it closes after the service stopped.
+ */
+function withMetrics(service: Stoppable & { start(): Promise<void> }, registry: Registry, at: MetricsAddr | undefined, log: ReturnType<typeof createLogger>) {
+  if (!at) return service;
+  let endpoint: MetricsEndpoint | undefined;
+  return {
+    async start() {
+      endpoint = await MetricsEndpoint.listen(registry, at);
+      log.info({ url: endpoint.url }, 'serving metrics');
+      await service.start();
+    },
+    async stop() {
+      await service.stop();
+      await endpoint?.close();
+    },
+  };
 }
 
 /** How long a signal that arrived during start waits for the start to finish before giving up. */
@@ -126,6 +149,8 @@ export async function serveAgent(o: {
   imageCacheMB?: number;
   /** The largest image this agent unpacks, in MB. */
   maxImageMB?: number;
+  /** Serve /metrics here. */
+  metricsAddr?: MetricsAddr;
 }) {
   if (process.platform !== 'linux') throw new CliError(`the ${process.platform} driver cannot run here yet: serve agent needs Linux`);
   if (process.getuid?.() !== 0) throw new CliError('serve agent must run as root (it makes mounts and namespaces)');
@@ -165,17 +190,18 @@ export async function serveAgent(o: {
     maxParallelSteps: o.parallelSteps,
     backoff: o.backoffBaseMs ? { baseMs: o.backoffBaseMs, maxMs: 30_000 } : undefined,
   });
-  await serve({ start: () => agent.start(), stop: () => agent.stop({ teardown: o.teardownOnExit }) }, log, o.exitWithParent);
+  const service = { start: () => agent.start(), stop: () => agent.stop({ teardown: o.teardownOnExit }) };
+  await serve(withMetrics(service, agent.metrics.registry, o.metricsAddr, log), log, o.exitWithParent);
 }
 
-export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; leaseMs: number; strategy: PlacementStrategy; exitWithParent?: number }) {
+export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; leaseMs: number; strategy: PlacementStrategy; exitWithParent?: number; metricsAddr?: MetricsAddr }) {
   const log = createLogger('scheduler');
   const s = new Scheduler({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs, leaseMs: o.leaseMs, strategy: o.strategy });
-  await serve(s, log, o.exitWithParent);
+  await serve(withMetrics(s, s.metrics.registry, o.metricsAddr, log), log, o.exitWithParent);
 }
 
-export async function serveStatus(o: { servers: string[]; hostTtlMs: number; exitWithParent?: number }) {
+export async function serveStatus(o: { servers: string[]; hostTtlMs: number; exitWithParent?: number; metricsAddr?: MetricsAddr }) {
   const log = createLogger('status');
   const s = new StatusService({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs });
-  await serve(s, log, o.exitWithParent);
+  await serve(withMetrics(s, s.metrics, o.metricsAddr, log), log, o.exitWithParent);
 }

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { startNatsCluster, startNatsServer } from '../common/index.js';
+import { freePort, startNatsCluster, startNatsServer } from '../common/index.js';
 import { CliError, Client } from './client.js';
 
 export interface UpOptions {
@@ -172,9 +172,13 @@ export async function up(o: UpOptions): Promise<number> {
   });
   const url = nats.urls.join(',');
 
+  // every service serves /metrics on a loopback port of its own, kept across an agent's restart
+  const metricsPorts = new Map<string, number>();
+  const metricsUrl = (name: string) => `http://127.0.0.1:${metricsPorts.get(name)}/metrics`;
   const restartCommand = (host: string) => `jailfleet up --data-dir ${dataDir} --restart-agent ${host}`;
   const spawnChild = (name: string, role: Role, args: string[]): Child => {
-    const argv = [mainJs, 'serve', ...args, '--nats', url, '--exit-with-parent', String(process.pid)];
+    const metrics = metricsPorts.has(name) ? ['--metrics-addr', `127.0.0.1:${metricsPorts.get(name)}`] : [];
+    const argv = [mainJs, 'serve', ...args, '--nats', url, '--exit-with-parent', String(process.pid), ...metrics];
     const log = { path: join(files.logs, `${name}.log`), from: readText(join(files.logs, `${name}.log`)).length };
     const proc = spawnService(argv, log.path);
     const child: Child = { name, proc, role, exited: false, log };
@@ -231,8 +235,10 @@ export async function up(o: UpOptions): Promise<number> {
   });
 
   const schedulers = o.schedulers ?? 1;
+  const schedulerNames = Array.from({ length: schedulers }, (_, i) => (schedulers > 1 ? `scheduler-${i + 1}` : 'scheduler'));
+  for (const name of [...schedulerNames, 'status', ...hostNames]) metricsPorts.set(name, await freePort());
   const ttl = ['--host-ttl-ms', String(HOST_TTL_MS)];
-  for (let i = 1; i <= schedulers; i++) spawnChild(schedulers > 1 ? `scheduler-${i}` : 'scheduler', 'scheduler', ['scheduler', ...ttl]);
+  for (const name of schedulerNames) spawnChild(name, 'scheduler', ['scheduler', ...ttl]);
   spawnChild('status', 'service', ['status', ...ttl]);
   for (const h of hostNames) spawnAgent(h);
 
@@ -244,6 +250,7 @@ export async function up(o: UpOptions): Promise<number> {
     return exited;
   }
   process.stdout.write(`ready: ${url} hosts=${hostNames.join(',')}\n`);
+  process.stdout.write(`metrics: ${[...metricsPorts.keys()].map((name) => `${name}=${metricsUrl(name)}`).join(' ')}\n`);
   process.stderr.write(`jailfleet: logs in ${files.logs}; Ctrl-C stops the cluster and removes its jails\n`);
   return exited;
 

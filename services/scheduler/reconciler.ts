@@ -16,6 +16,7 @@ import { abandoned, checkMove, confirmMove, copyVerdict, dropNewCopy, movedPlace
 import type { PlaceResult } from './packing.js';
 import type { PlanResult } from './plan.js';
 import { CasConflict, isReadable, type SchedulerStore, type StoreChange } from './store.js';
+import type { ReconcilerMetrics } from './scheduler-metrics.js';
 
 /** Where commands go: a host's durable stream. Rejects when it cannot publish (not leading, broker down). */
 export interface CommandSink {
@@ -41,6 +42,8 @@ export interface ReconcilerOptions {
   moveTimeoutMs: number;
   /** How many jails' actions run at once in a pass. */
   parallel?: number;
+  /** Told what the reconciler did (the /metrics of `serve scheduler`). */
+  metrics?: ReconcilerMetrics;
 }
 
 export class Reconciler {
@@ -215,6 +218,7 @@ export class Reconciler {
       // let the changes of this moment gather: one pass then carries them all
       await new Promise((r) => setImmediate(r));
       while (this.dirty.size && this.o.leading() && !this.stopped) {
+        const began = performance.now();
         const names = [...this.dirty].filter((n) => !this.moves.has(n));
         this.dirty.clear();
         const facts = this.facts();
@@ -230,6 +234,7 @@ export class Reconciler {
           }
         };
         await Promise.all(Array.from({ length: Math.min(this.o.parallel ?? 32, plans.length) }, worker));
+        this.o.metrics?.passDone((performance.now() - began) / 1000);
       }
       // jails a pass held are free for a drain again
       this.drainSoon();
@@ -295,7 +300,10 @@ export class Reconciler {
             break;
           case 'raise-generation':
             await store.desired.put(name, a.record, a.revision);
-            if (a.why === 'failover') log.warn({ generation: a.record.generation }, 'host down: rescheduling jail');
+            if (a.why === 'failover') {
+              log.warn({ generation: a.record.generation }, 'host down: rescheduling jail');
+              this.o.metrics?.failover();
+            }
             break;
           case 'write-placement':
             await store.placements.put(name, a.record, a.revision);
@@ -320,6 +328,7 @@ export class Reconciler {
               return void this.failures.delete(name);
             }
             log.info({ host: r.host, generation: a.generation }, 'jail placed');
+            this.o.metrics?.placed();
             break;
           }
         }
@@ -402,6 +411,7 @@ export class Reconciler {
         return { reason: null, retryMs: 500 };
       }
       log.info('moved a stopped jail off a draining host');
+      this.o.metrics?.moved('moved');
       return null;
     }
     // 2. a revision of this attempt's own
@@ -421,6 +431,7 @@ export class Reconciler {
         log.warn({ err: (err as Error).message }, 'could not tell the new host to drop its copy'),
       );
       log.warn({ why }, 'move abandoned: the jail stays where it is');
+      this.o.metrics?.moved('abandoned');
       return abandoned(why);
     };
     // 3. the new copy first
@@ -449,6 +460,7 @@ export class Reconciler {
     await this.o.commands.publish(from, oldCopyCommand(b, revision, now()));
     this.published.set(name, publishedKey(generation, revision, to));
     log.info('moved off a draining host');
+    this.o.metrics?.moved('moved');
     return null;
   }
 

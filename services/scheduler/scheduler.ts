@@ -25,6 +25,8 @@ import { SchedulerApi } from './api.js';
 import { KvStore } from './kv-store.js';
 import { LeaderLease } from './leader-lease.js';
 import { Reconciler } from './reconciler.js';
+import { SchedulerMetrics } from './scheduler-metrics.js';
+import { isReadable } from './store.js';
 
 export interface SchedulerOptions {
   servers: string[];
@@ -48,9 +50,19 @@ export class Scheduler {
   private feed?: HeartbeatFeed;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly log: Logger;
+  /** Served on /metrics by `serve scheduler --metrics-addr`. */
+  readonly metrics: SchedulerMetrics;
 
   constructor(private readonly opts: SchedulerOptions) {
     this.log = opts.logger;
+    this.metrics = new SchedulerMetrics({
+      leading: () => this.isLeader,
+      unplaced: () => {
+        let n = 0;
+        for (const p of this.store?.placements.entries() ?? []) if (isReadable(p) && p.value.host === null) n++;
+        return n;
+      },
+    });
   }
 
   /** True while this scheduler holds the lease: only the leader places and publishes. */
@@ -84,6 +96,7 @@ export class Scheduler {
       now: () => Date.now(),
       strategy: o.strategy ?? 'binpack',
       moveTimeoutMs: o.moveTimeoutMs ?? DEFAULT_MOVE_TIMEOUT_MS,
+      metrics: this.metrics,
       commands: {
         publish: async (host: string, cmd: Command) => {
           if (!this.isLeader) throw new Error('not the leader: command not published');

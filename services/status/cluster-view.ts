@@ -1,6 +1,6 @@
 // The cluster view: folds state events, heartbeats and placements into rows for `ps` and
 // `hosts`. Pure: the caller feeds it messages in stream order and passes the clock.
-import type { Heartbeat, HostRecord, HostRow, PlacementRecord, PsRow, StateEvent } from '../../contracts/index.js';
+import type { Heartbeat, HostRecord, HostRow, JailUsage, PlacementRecord, PsRow, StateEvent } from '../../contracts/index.js';
 import { HostLiveness } from '../common/heartbeat-feed.js';
 
 interface JailRow extends PsRow {
@@ -20,6 +20,12 @@ export class ClusterView {
   /** Drains by host, from the hosts bucket. */
   private readonly hostRecords = new Map<string, HostRecord>();
   private readonly hostsSeen = new Map<string, { jails: number } & Pick<Heartbeat, 'capacity' | 'labels' | 'allocated' | 'volumes' | 'images'>>();
+  /**
+   * What each host's running jails used at its agent's last read (a heartbeat that carries usage
+   * replaces the host's whole map, so a jail that stopped or left drops out): jail → usage and
+   * the generation it was read for.
+   */
+  private readonly usage = new Map<string, Map<string, { generation: number; usage: JailUsage }>>();
   /** When each host was last heard, judged by the one liveness rule the scheduler applies too. */
   private readonly liveness: HostLiveness;
 
@@ -88,6 +94,11 @@ export class ClusterView {
   applyHeartbeat(hb: Heartbeat, now: number): void {
     this.liveness.seen(hb.host, now);
     this.hostsSeen.set(hb.host, { jails: hb.jails.length, capacity: hb.capacity, labels: hb.labels, allocated: hb.allocated, volumes: hb.volumes, images: hb.images });
+    // a beat without any usage is one between two reads: what the last read said still holds
+    if (!hb.jails.some((j) => j.usage)) return;
+    const usage = new Map<string, { generation: number; usage: JailUsage }>();
+    for (const j of hb.jails) if (j.usage) usage.set(j.name, { generation: j.generation, usage: j.usage });
+    this.usage.set(hb.host, usage);
   }
 
   /**
@@ -117,6 +128,13 @@ export class ClusterView {
         const r = out[i]!;
         if (r.host && r.state !== 'removing' && this.hostDown(r.host, now)) out[i] = { ...r, state: 'lost' };
       }
+    }
+    // after `lost`: a jail whose host is down shows no usage
+    for (let i = 0; i < out.length; i++) {
+      const r = out[i]!;
+      // only a running copy's own reading: never an older generation's, nor another host's
+      const u = r.state === 'running' && r.host ? this.usage.get(r.host)?.get(r.name) : undefined;
+      if (u && u.generation === r.generation) out[i] = { ...r, usage: u.usage };
     }
     const named = filter.name === undefined ? undefined : namePattern(filter.name);
     return out

@@ -32,6 +32,8 @@ import {
   type NatsConnection,
 } from '../common/index.js';
 import { ClusterView } from './cluster-view.js';
+import { statusRegistry } from './status-metrics.js';
+import type { Registry } from 'prom-client';
 
 export interface StatusOptions {
   servers: string[];
@@ -48,10 +50,13 @@ export class StatusService {
   /** The event stream's sequence after the last event folded into the view. */
   private nextEvent = 0;
   readonly view: ClusterView;
+  /** Served on /metrics by `serve status --metrics-addr`: the view counted when scraped. */
+  readonly metrics: Registry;
   private readonly log: Logger;
 
   constructor(private readonly opts: StatusOptions) {
     this.view = new ClusterView(opts.hostTtlMs ?? DEFAULT_HOST_TTL_MS, Date.now());
+    this.metrics = statusRegistry(this.view);
     this.log = opts.logger;
   }
 

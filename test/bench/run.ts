@@ -15,6 +15,7 @@ import { ensureTopology, freePort } from '../../services/common/index.js';
 import { TestCluster, cliPath, mountsUnder, repoRoot } from '../support/cluster.js';
 import { agentRestartFigure, failoverFigure } from './failover.js';
 import { imagePullFigure, imageStartFigure } from './images.js';
+import { metricsScrapeFigure } from './metrics.js';
 import { placementFigure, planQualityFigure } from './placement.js';
 
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
@@ -573,6 +574,7 @@ const FIGURES: Record<string, { root: boolean; run: () => unknown }> = {
   'agent-restart': { root: true, run: () => agentRestartFigure(Number(process.env.BENCH_JAILS ?? 100)) },
   'image-start': { root: true, run: () => imageStartFigure(Number(process.env.BENCH_IMAGE_JAILS ?? 30)) },
   'image-pull': { root: true, run: () => imagePullFigure(Number(process.env.BENCH_IMAGE_MB ?? 100), 3) },
+  'metrics-scrape': { root: true, run: () => metricsScrapeFigure(Number(process.env.BENCH_SCRAPE_JAILS ?? 1000), 20) },
 };
 const asked = process.argv.slice(2);
 const unknown = asked.filter((f) => !(f in FIGURES));

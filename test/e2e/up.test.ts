@@ -97,6 +97,16 @@ d('jailfleet up', () => {
     const deadline = Date.now() + 60_000;
     while (!out.includes('ready:') && Date.now() < deadline && up.exitCode === null) await new Promise((r) => setTimeout(r, 100));
     expect(out).toContain(`ready: nats://127.0.0.1:${port} hosts=host-1,host-2`);
+    // every service serves its metrics on a loopback port of its own, printed after `ready:`
+    for (const until = Date.now() + 5000; !/^metrics: .*\n/m.test(out) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+    const metricsLine = /^metrics: (.*)$/m.exec(out)?.[1] ?? '';
+    const metricsUrls = Object.fromEntries(metricsLine.split(' ').map((kv) => kv.split('=') as [string, string]));
+    expect(Object.keys(metricsUrls).sort()).toEqual(['host-1', 'host-2', 'scheduler', 'status']);
+    const seriesOf = { scheduler: 'jailfleet_scheduler_leader 1', status: 'jailfleet_hosts{status="up"} 2', 'host-1': 'jailfleet_host_capacity_cpus{host="host-1"}', 'host-2': 'jailfleet_host_capacity_cpus{host="host-2"}' } as Record<string, string>;
+    for (const [name, metricsUrl] of Object.entries(metricsUrls)) {
+      expect(metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+      expect(await (await fetch(metricsUrl)).text()).toContain(seriesOf[name]);
+    }
 
     const url = `nats://127.0.0.1:${port}`;
     const cli = (args: string[]) => execa(process.execPath, [cliPath, '--nats', url, ...args], { reject: false });
@@ -123,6 +133,7 @@ d('jailfleet up', () => {
     expect(alive(pid)).toBe(false);
     expect(mountsUnder(dir)).toEqual([]);
     expect(existsSync(join(dir, 'up.pid'))).toBe(false);
+    for (const metricsUrl of Object.values(metricsUrls)) await expect(fetch(metricsUrl)).rejects.toThrow();
     // every child is gone: nothing is listening on the broker's port any more
     const after = await cli(['hosts']);
     expect(after.exitCode).not.toBe(0);

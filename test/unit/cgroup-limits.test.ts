@@ -3,7 +3,7 @@
 // The kernel side is tested in test/integration/linux-driver.test.ts.
 import { describe, expect, test } from '@jest/globals';
 import { resourcesSchema } from '../../contracts/index.js';
-import { cgroupLimitWrites, cpuQuotaUs, detectCgroupLayout, oomKillsIn } from '../../services/agent/drivers/cgroup-limits.js';
+import { cgroupLimitWrites, cpuQuotaUs, detectCgroupLayout, oomKillsIn, usageOf } from '../../services/agent/drivers/cgroup-limits.js';
 
 const ROOT = '22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw';
 const SYSFS = '20 22 0:20 / /sys rw,nosuid,nodev,noexec,relatime shared:6 - sysfs sysfs rw';
@@ -39,10 +39,11 @@ const V2 = [ROOT, SYSFS, '26 20 0:24 / /sys/fs/cgroup rw,nosuid,nodev,noexec,rel
 );
 
 describe('detectCgroupLayout reads the hierarchies from /proc/self/mountinfo', () => {
-  test('v1 with one hierarchy per controller (this machine): v1, the empty cgroup2 beside it ignored', () => {
+  test('v1 with one hierarchy per controller (this machine): v1, the empty cgroup2 beside it ignored, cpuacct apart from cpu', () => {
     expect(detectCgroupLayout(V1_SEPARATE)).toEqual({
       version: 1,
       mountPoints: { memory: '/sys/fs/cgroup/memory', cpu: '/sys/fs/cgroup/cpu', pids: '/sys/fs/cgroup/pids' },
+      cpuacct: '/sys/fs/cgroup/cpuacct',
     });
   });
 
@@ -121,5 +122,21 @@ describe('oomKillsIn reads the kernel kill counter', () => {
   test('a kernel without the counter (v1 before linux 4.13): unknown, not zero', () => {
     expect(oomKillsIn('oom_kill_disable 0\nunder_oom 0\n')).toBeNull();
     expect(oomKillsIn('oom_group_kill 3\n')).toBeNull();
+  });
+});
+
+describe('usageOf reads what a jail uses (the metrics and the ps usage column)', () => {
+  test('v2: usage_usec of cpu.stat in seconds, memory.current in bytes', () => {
+    const stat = 'usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 0\n';
+    expect(usageOf(2, stat, '1048576\n')).toEqual({ cpuSeconds: 2.5, memoryBytes: 1048576 });
+  });
+
+  test('v1: cpuacct.usage in nanoseconds, memory.usage_in_bytes', () => {
+    expect(usageOf(1, '1500000000\n', '4096\n')).toEqual({ cpuSeconds: 1.5, memoryBytes: 4096 });
+  });
+
+  test('text the kernel does not write: unknown, never a made-up zero', () => {
+    expect(usageOf(2, 'user_usec 1\n', '1\n')).toBeNull();
+    expect(usageOf(1, '12\n', 'max\n')).toBeNull();
   });
 });

@@ -1,8 +1,10 @@
 // A linux jail's resource limits as a cgroup of its own: memory (swap included), a cpu quota and a
 // process count, on cgroup v2 or on the v1 controllers where that is what the kernel mounts, and
-// the kernel's out-of-memory kills counted per jail. The pure part (which hierarchy, which files,
+// the kernel's out-of-memory kills counted per jail, and what a jail uses (cpu time, memory) read
+// for the agent's metrics. The pure part (which hierarchy, which files,
 // which values) is exported for tests; the rest writes only below `<mount>/jailfleet/<scope>/`.
 // It must never move or signal a process that is not in a jail's own cgroup.
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Resources } from '../../../contracts/index.js';
@@ -18,8 +20,14 @@ export type CgroupController = (typeof CGROUP_CONTROLLERS)[number];
  */
 export type CgroupLayout =
   | { version: 2; mountPoint: string }
-  | { version: 1; mountPoints: Record<CgroupController, string> }
+  | { version: 1; mountPoints: Record<CgroupController, string>; cpuacct?: string }
   | { version: null; why: string };
+
+/**
+ * A jail's cgroup directory in each hierarchy. On v1 `cpuacct` is there when that controller is
+ * mounted apart from cpu (then a jail gets a cgroup in it too, only to count its cpu time).
+ */
+export type CgroupPaths = Record<CgroupController, string> & { cpuacct?: string };
 
 /** The CFS period the quota is measured in (the kernel's default): 100 ms. */
 const CPU_PERIOD_US = 100_000;
@@ -32,6 +40,7 @@ const unescapeMount = (s: string) => s.replace(/\\([0-7]{3})/g, (_, oct: string)
 export function detectCgroupLayout(mountinfo: string): CgroupLayout {
   const v1 = new Map<CgroupController, string>();
   let v2: string | null = null;
+  let cpuacct: string | null = null;
   for (const line of mountinfo.split('\n')) {
     const f = line.split(' ');
     const sep = f.indexOf('-', 6);
@@ -42,11 +51,13 @@ export function detectCgroupLayout(mountinfo: string): CgroupLayout {
     if (fstype !== 'cgroup') continue;
     const options = new Set(f[sep + 3]!.split(','));
     for (const c of CGROUP_CONTROLLERS) if (options.has(c) && !v1.has(c)) v1.set(c, mountPoint);
+    if (options.has('cpuacct')) cpuacct ??= mountPoint;
   }
   if (v1.size > 0) {
     const missing = CGROUP_CONTROLLERS.filter((c) => !v1.has(c));
     if (missing.length) return { version: null, why: `cgroup v1 is mounted without the ${missing.join(' and ')} controller${missing.length > 1 ? 's' : ''}` };
-    return { version: 1, mountPoints: Object.fromEntries(v1) as Record<CgroupController, string> };
+    const mountPoints = Object.fromEntries(v1) as Record<CgroupController, string>;
+    return { version: 1, mountPoints, ...(cpuacct !== null && cpuacct !== mountPoints.cpu && { cpuacct }) };
   }
   if (v2 !== null) return { version: 2, mountPoint: v2 };
   return { version: null, why: 'no cgroup hierarchy is mounted (neither cgroup2 nor the v1 memory, cpu and pids controllers)' };
@@ -97,6 +108,24 @@ export function oomKillsIn(text: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
+/** What a jail uses now: cpu time since its cgroup was made, and memory charged to it. */
+export interface JailUsage {
+  cpuSeconds: number;
+  memoryBytes: number;
+}
+
+/**
+ * Usage from the text of the cpu file (v2 `cpu.stat`, its usage_usec line; v1 `cpuacct.usage`,
+ * nanoseconds) and of the memory file (v2 `memory.current`, v1 `memory.usage_in_bytes`); null
+ * when either is not what the kernel writes.
+ */
+export function usageOf(version: 1 | 2, cpuText: string, memoryText: string): JailUsage | null {
+  const cpu = version === 2 ? /^usage_usec (\d+)$/m.exec(cpuText)?.[1] : /^(\d+)\s*$/.exec(cpuText)?.[1];
+  const memory = /^(\d+)\s*$/.exec(memoryText)?.[1];
+  if (cpu === undefined || memory === undefined) return null;
+  return { cpuSeconds: Number(cpu) / (version === 2 ? 1e6 : 1e9), memoryBytes: Number(memory) };
+}
+
 /**
  * The cgroups of one driver's jails: `<mount>/jailfleet/<scope>/<jail>` for each hierarchy.
  * `scope` keeps two agents on one machine (or a stale copy of a jail and its new one) apart.
@@ -116,7 +145,7 @@ export class JailCgroups {
   }
 
   /** The jail's cgroup directory in each hierarchy (one on v2); throws when there is no usable cgroup. */
-  async paths(name: string): Promise<Record<CgroupController, string>> {
+  async paths(name: string): Promise<CgroupPaths> {
     const layout = await this.usable();
     const scope = await this.scope();
     if (layout.version === 2) {
@@ -124,7 +153,12 @@ export class JailCgroups {
       return { memory: dir, cpu: dir, pids: dir };
     }
     const m = layout.mountPoints;
-    return { memory: join(m.memory, 'jailfleet', scope, name), cpu: join(m.cpu, 'jailfleet', scope, name), pids: join(m.pids, 'jailfleet', scope, name) };
+    return {
+      memory: join(m.memory, 'jailfleet', scope, name),
+      cpu: join(m.cpu, 'jailfleet', scope, name),
+      pids: join(m.pids, 'jailfleet', scope, name),
+      ...(layout.cpuacct !== undefined && { cpuacct: join(layout.cpuacct, 'jailfleet', scope, name) }),
+    };
   }
 
   /**
@@ -166,6 +200,23 @@ export class JailCgroups {
     const { memory } = await this.paths(name);
     const text = await ifExists(readFile(join(memory, OOM_COUNTER[layout.version]), 'utf8'));
     return text === null ? null : oomKillsIn(text);
+  }
+
+  /**
+   * The jail's cpu time and memory now; null when it has no cgroup (not running) or no usable
+   * layout. The two files are read synchronously: a cgroup file is made in the kernel at the read
+   * (tens of microseconds), while an fs/promises read is four round trips through libuv's four
+   * threads — 2,000 of them (a scrape at 1,000 jails) took 5–10 times longer here than in a row.
+   */
+  async usage(name: string): Promise<JailUsage | null> {
+    const layout = await this.detect();
+    if (layout.version === null) return null;
+    const p = await this.paths(name);
+    const [cpuFile, memoryFile] =
+      layout.version === 2 ? [join(p.cpu, 'cpu.stat'), join(p.memory, 'memory.current')] : [join(p.cpuacct ?? p.cpu, 'cpuacct.usage'), join(p.memory, 'memory.usage_in_bytes')];
+    const cpu = readIfThere(cpuFile);
+    const memory = cpu === null ? null : readIfThere(memoryFile);
+    return cpu === null || memory === null ? null : usageOf(layout.version, cpu, memory);
   }
 
   /**
@@ -227,6 +278,16 @@ async function mkdirRacing(dir: string): Promise<void> {
 }
 
 const REMOVE_WAIT_MS = 5_000;
+
+/** A cgroup file's text, or null when the cgroup is gone (the jail exited meanwhile). */
+function readIfThere(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    if (errCode(err) === 'ENOENT' || errCode(err) === 'ENODEV') return null;
+    throw err;
+  }
+}
 
 /** rmdir of one cgroup, once the processes in it are gone. */
 async function removeCgroupDir(dir: string): Promise<void> {

@@ -81,6 +81,12 @@ export interface JailDriver {
    * stdout) a running jail; the stream format is native/jailfs.c's. Every path stays in the jail's root.
    */
   copySpawn(spec: JailSpec, direction: 'pack' | 'unpack', path: string, maxBytes: number): Promise<SessionSpawn>;
+  /**
+   * What a running jail uses now (cpu seconds since it started, memory bytes), read when asked:
+   * the agent's metrics and the ps usage column. Null when not known (not running). Optional: a
+   * driver without it reports no usage.
+   */
+  usage?(name: string): Promise<{ cpuSeconds: number; memoryBytes: number } | null>;
 }
 
 /** The unpacked image a spec's `image` names, on this host (the agent's image cache). */

@@ -49,7 +49,7 @@ import { execa } from 'execa';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
 import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection, type SessionCommand, type SessionSpawn } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
-import { JailCgroups, type CgroupController } from './cgroup-limits.js';
+import { JailCgroups, type CgroupController, type JailUsage } from './cgroup-limits.js';
 import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
 import { checkJailName } from './jail-steps.js';
 
@@ -582,6 +582,12 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       // the init's root is the jail's root with the jail's own mounts (jailfs never leaves it)
       return { argv: [this.fsPath, direction, `/proc/${running.pid}/root`, path, String(maxBytes)], env: TOOL_ENV };
     });
+  }
+
+  /** What the jail uses now, from its cgroup; null when it is not running (no cgroup). */
+  usage(name: string): Promise<JailUsage | null> {
+    checkJailName('inspect', name);
+    return this.cgroups.usage(name).catch(() => null);
   }
 
   /** The jail's cgroup directory in each hierarchy (the same one thrice on cgroup v2). */
