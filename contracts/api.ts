@@ -55,6 +55,8 @@ export const psRowSchema = z.object({
   exitCode: z.number().int().nullable(),
   restarts: z.number().int().min(0),
   error: jailErrorSchema.nullable(),
+  /** A vnet jail's address (absent for inherit and none). */
+  address: z.string().optional(),
 });
 export type PsRow = z.infer<typeof psRowSchema>;
 export const psReplyBody = z.object({ jails: z.array(psRowSchema) });

@@ -118,6 +118,11 @@ export class ClusterView {
         if (r.host && r.state !== 'removing' && this.hostDown(r.host, now)) out[i] = { ...r, state: 'lost' };
       }
     }
+    // a vnet jail's address is its placement's, whatever its copies say
+    for (let i = 0; i < out.length; i++) {
+      const address = this.placements.get(out[i]!.name)?.address;
+      if (address) out[i] = { ...out[i]!, address };
+    }
     const named = filter.name === undefined ? undefined : namePattern(filter.name);
     return out
       .filter((r) => (!filter.host || r.host === filter.host) && (!filter.state || r.state === filter.state) && (!named || named.test(r.name)))
