@@ -29,7 +29,7 @@
  *      /dev/null on stdin;
  *   2. opens the exit-code file (before chroot: the file lives outside the root);
  *   3. sets the hostname, makes the mounts of the plan, mounts a fresh proc at <root>/proc, brings "lo" up when the jail
- *      has its own (empty) network namespace;
+ *      has its own network namespace (none: empty; vnet: eth0 wired by the driver before "go");
  *   4. pivots into <root> and detaches the host's mount tree (see main);
  *   5. hardens the jail, like Docker's default profile (see harden_proc and drop_privileges):
  *      the kernel knobs of its proc are made read-only and its kernel-information files masked
@@ -484,8 +484,8 @@ int main(int argc, char **argv)
     root = argv[2];
     hostname = argv[3];
     network = argv[4];
-    if (strcmp(network, "inherit") != 0 && strcmp(network, "none") != 0) {
-        fprintf(stderr, "jailinit: network mode must be inherit or none, not \"%s\"\n", network);
+    if (strcmp(network, "inherit") != 0 && strcmp(network, "none") != 0 && strcmp(network, "vnet") != 0) {
+        fprintf(stderr, "jailinit: network mode must be inherit, none or vnet, not \"%s\"\n", network);
         return EXIT_SETUP;
     }
 
@@ -531,7 +531,8 @@ int main(int argc, char **argv)
     if (mount("proc", proc_dir, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         die("cannot mount proc at %s", proc_dir);
 
-    if (strcmp(network, "none") == 0)
+    /* none and vnet: a namespace of its own (vnet's eth0 is wired by the driver before "go") */
+    if (strcmp(network, "inherit") != 0)
         loopback_up();
 
     /*

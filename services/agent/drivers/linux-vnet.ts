@@ -1,0 +1,78 @@
+// A vnet jail's link on linux: the host's jail bridge (carrying the jail network's gateway) and
+// one veth pair per jail, its host end on the bridge and its other end, `eth0`, inside the jail's
+// own network namespace (made by `unshare --net` at start) with the jail's address and a default
+// route through the gateway. Wired by the driver while jailinit waits at its start barrier, so the
+// command never runs without its network. The jail end dies with the namespace; the host end goes
+// with it. It must never touch an interface it did not name itself, never route or NAT anything
+// to the host's uplink, and never pick an address (the scheduler pins it into the spec).
+import { createHash } from 'node:crypto';
+import { execa } from 'execa';
+import type { JailNetwork } from '../../common/jail-network.js';
+import { DriverStepFailed, type DriverStepName } from './driver.js';
+
+export const DEFAULT_JAIL_BRIDGE = 'jailfleet0';
+/** Host ends of jail links are `jf` and 10 hex digits: ours to remove, nobody else's. */
+const LINK_PREFIX = 'jf';
+const JAIL_IF = 'eth0';
+
+export interface VnetOptions {
+  network: JailNetwork;
+  /** The host's jail bridge (default `jailfleet0`). */
+  bridge?: string;
+}
+
+export class VnetLinks {
+  readonly bridge: string;
+
+  constructor(
+    private readonly o: VnetOptions,
+    /** Tells this agent's links from another agent's on the same machine (its data directory). */
+    private readonly scope: () => Promise<string>,
+    private readonly tool: (name: string) => Promise<string>,
+  ) {
+    this.bridge = o.bridge ?? DEFAULT_JAIL_BRIDGE;
+  }
+
+  /** The host end of a jail's link: short (IFNAMSIZ is 16), stable for the jail on this agent. */
+  async hostEnd(jail: string): Promise<string> {
+    return LINK_PREFIX + createHash('sha256').update(`${await this.scope()}/${jail}`).digest('hex').slice(0, 10);
+  }
+
+  private async run(step: DriverStepName, jail: string, argv: string[], okIf?: RegExp): Promise<void> {
+    const r = await execa(argv[0]!, argv.slice(1), { reject: false, stdin: 'ignore' });
+    if (r.exitCode === 0 || (okIf && okIf.test(r.stderr))) return;
+    throw DriverStepFailed.of(step, jail, `${argv.slice(1).join(' ')}: ${r.stderr.trim() || r.shortMessage}`, { argv, stderr: r.stderr });
+  }
+
+  /** The bridge, up, with the gateway address: made once per host, kept for the jails to come. */
+  private async ensureBridge(jail: string): Promise<void> {
+    const ip = await this.tool('ip');
+    await this.run('start', jail, [ip, 'link', 'add', this.bridge, 'type', 'bridge'], /File exists/);
+    await this.run('start', jail, [ip, 'addr', 'replace', `${this.o.network.gateway}/${this.o.network.prefix}`, 'dev', this.bridge]);
+    await this.run('start', jail, [ip, 'link', 'set', this.bridge, 'up']);
+  }
+
+  /** Wires the jail whose init is `pid` (waiting at its barrier, in its own network namespace) to the bridge with `address`. */
+  async wire(jail: string, pid: number, address: string): Promise<void> {
+    const why = this.o.network.refuse(address);
+    if (why) throw DriverStepFailed.of('start', jail, `network.address: ${why} (this agent's --jail-cidr is ${this.o.network.cidr})`);
+    const ip = await this.tool('ip');
+    const nsenter = await this.tool('nsenter');
+    await this.ensureBridge(jail);
+    const host = await this.hostEnd(jail);
+    // a link left by a copy that died with the agent down: ours by name, gone before the new one
+    await this.run('start', jail, [ip, 'link', 'del', host], /Cannot find device|does not exist/);
+    await this.run('start', jail, [ip, 'link', 'add', host, 'type', 'veth', 'peer', 'name', JAIL_IF, 'netns', String(pid)]);
+    await this.run('start', jail, [ip, 'link', 'set', host, 'master', this.bridge, 'up']);
+    const inJail = (...args: string[]) => this.run('start', jail, [nsenter, '--target', String(pid), '--net', '--', ip, ...args]);
+    await inJail('addr', 'add', `${address}/${this.o.network.prefix}`, 'dev', JAIL_IF);
+    await inJail('link', 'set', JAIL_IF, 'up');
+    await inJail('route', 'add', 'default', 'via', this.o.network.gateway);
+  }
+
+  /** Removes the host end of the jail's link if it is still there (its namespace normally took it). */
+  async unwire(jail: string): Promise<void> {
+    const ip = await this.tool('ip');
+    await this.run('destroy', jail, [ip, 'link', 'del', await this.hostEnd(jail)], /Cannot find device|does not exist/);
+  }
+}
