@@ -44,12 +44,21 @@ export class VnetLinks {
     throw DriverStepFailed.of(step, jail, `${argv.slice(1).join(' ')}: ${r.stderr.trim() || r.shortMessage}`, { argv, stderr: r.stderr });
   }
 
+  /** Set once the bridge was made (or found) by this process; a failure lets the next jail try again. */
+  private bridgeReady: Promise<void> | null = null;
+
   /** The bridge, up, with the gateway address: made once per host, kept for the jails to come. */
-  private async ensureBridge(jail: string): Promise<void> {
-    const ip = await this.tool('ip');
-    await this.run('start', jail, [ip, 'link', 'add', this.bridge, 'type', 'bridge'], /File exists/);
-    await this.run('start', jail, [ip, 'addr', 'replace', `${this.o.network.gateway}/${this.o.network.prefix}`, 'dev', this.bridge]);
-    await this.run('start', jail, [ip, 'link', 'set', this.bridge, 'up']);
+  private ensureBridge(jail: string): Promise<void> {
+    this.bridgeReady ??= (async () => {
+      const ip = await this.tool('ip');
+      await this.run('start', jail, [ip, 'link', 'add', this.bridge, 'type', 'bridge'], /File exists/);
+      await this.run('start', jail, [ip, 'addr', 'replace', `${this.o.network.gateway}/${this.o.network.prefix}`, 'dev', this.bridge]);
+      await this.run('start', jail, [ip, 'link', 'set', this.bridge, 'up']);
+    })().catch((err: unknown) => {
+      this.bridgeReady = null;
+      throw err;
+    });
+    return this.bridgeReady;
   }
 
   /** Wires the jail whose init is `pid` (waiting at its barrier, in its own network namespace) to the bridge with `address`. */
@@ -60,14 +69,20 @@ export class VnetLinks {
     const nsenter = await this.tool('nsenter');
     await this.ensureBridge(jail);
     const host = await this.hostEnd(jail);
-    // a link left by a copy that died with the agent down: ours by name, gone before the new one
-    await this.run('start', jail, [ip, 'link', 'del', host], /Cannot find device|does not exist/);
-    await this.run('start', jail, [ip, 'link', 'add', host, 'type', 'veth', 'peer', 'name', JAIL_IF, 'netns', String(pid)]);
-    await this.run('start', jail, [ip, 'link', 'set', host, 'master', this.bridge, 'up']);
-    const inJail = (...args: string[]) => this.run('start', jail, [nsenter, '--target', String(pid), '--net', '--', ip, ...args]);
-    await inJail('addr', 'add', `${address}/${this.o.network.prefix}`, 'dev', JAIL_IF);
-    await inJail('link', 'set', JAIL_IF, 'up');
-    await inJail('route', 'add', 'default', 'via', this.o.network.gateway);
+    // each process costs milliseconds of the start: one makes the pair already on the bridge, one
+    // sets the jail's end up (ip -batch), and the common path runs no other
+    const add = [ip, 'link', 'add', host, 'master', this.bridge, 'up', 'type', 'veth', 'peer', 'name', JAIL_IF, 'netns', String(pid)];
+    const made = await execa(add[0]!, add.slice(1), { reject: false, stdin: 'ignore' });
+    if (made.exitCode !== 0) {
+      if (!/File exists/.test(made.stderr)) throw DriverStepFailed.of('start', jail, `${add.slice(1).join(' ')}: ${made.stderr.trim() || made.shortMessage}`, { argv: add, stderr: made.stderr });
+      // a link left by a copy that died with the agent down: ours by name, gone before the new one
+      await this.run('start', jail, [ip, 'link', 'del', host], /Cannot find device|does not exist/);
+      await this.run('start', jail, add);
+    }
+    const batch = [`addr add ${address}/${this.o.network.prefix} dev ${JAIL_IF}`, `link set ${JAIL_IF} up`, `route add default via ${this.o.network.gateway}`].join('\n');
+    const argv = [nsenter, '--target', String(pid), '--net', '--', ip, '-batch', '-'];
+    const r = await execa(argv[0]!, argv.slice(1), { reject: false, input: `${batch}\n` });
+    if (r.exitCode !== 0) throw DriverStepFailed.of('start', jail, `ip -batch in the jail (${batch.replace(/\n/g, '; ')}): ${r.stderr.trim() || r.shortMessage}`, { argv, stderr: r.stderr });
   }
 
   /** Removes the host end of the jail's link if it is still there (its namespace normally took it). */
