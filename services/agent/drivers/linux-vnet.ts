@@ -1,8 +1,8 @@
 // A vnet jail's link on linux: the host's jail bridge (carrying the jail network's gateway) and
 // one veth pair per jail, its host end on the bridge and its other end, `eth0`, inside the jail's
-// own network namespace (made by `unshare --net` at start) with the jail's address and a default
-// route through the gateway. Wired by the driver while jailinit waits at its start barrier, so the
-// command never runs without its network. The jail end dies with the namespace; the host end goes
+// own network namespace (made by `unshare --net` at start). Made by the driver while jailinit
+// waits at its start barrier; jailinit then gives eth0 the jail's address and a default route
+// through the gateway (its `vnet:` argument), so the command never runs without its network. The jail end dies with the namespace; the host end goes
 // with it. It must never touch an interface it did not name itself, never route or NAT anything
 // to the host's uplink, and never pick an address (the scheduler pins it into the spec).
 import { createHash } from 'node:crypto';
@@ -61,16 +61,24 @@ export class VnetLinks {
     return this.bridgeReady;
   }
 
-  /** Wires the jail whose init is `pid` (waiting at its barrier, in its own network namespace) to the bridge with `address`. */
-  async wire(jail: string, pid: number, address: string): Promise<void> {
+  /**
+   * jailinit's network argument for a vnet jail, `vnet:ADDRESS/PREFIX:GATEWAY`: jailinit sets up
+   * the jail's end itself (address, up, default route) once the driver made it, so a start
+   * spawns one process for its network, not two.
+   */
+  initArg(jail: string, address: string): string {
     const why = this.o.network.refuse(address);
     if (why) throw DriverStepFailed.of('start', jail, `network.address: ${why} (this agent's --jail-cidr is ${this.o.network.cidr})`);
+    return `vnet:${address}/${this.o.network.prefix}:${this.o.network.gateway}`;
+  }
+
+  /** Makes the link of the jail whose init is `pid` (waiting at its barrier, in its own network namespace): host end on the bridge, `eth0` in the jail. */
+  async wire(jail: string, pid: number): Promise<void> {
     const ip = await this.tool('ip');
-    const nsenter = await this.tool('nsenter');
     await this.ensureBridge(jail);
     const host = await this.hostEnd(jail);
-    // each process costs milliseconds of the start: one makes the pair already on the bridge, one
-    // sets the jail's end up (ip -batch), and the common path runs no other
+    // each process costs milliseconds of the start: one makes the pair already on the bridge (the
+    // jail's end is set up by jailinit), and the common path runs no other
     const add = [ip, 'link', 'add', host, 'master', this.bridge, 'up', 'type', 'veth', 'peer', 'name', JAIL_IF, 'netns', String(pid)];
     const made = await execa(add[0]!, add.slice(1), { reject: false, stdin: 'ignore' });
     if (made.exitCode !== 0) {
@@ -79,10 +87,6 @@ export class VnetLinks {
       await this.run('start', jail, [ip, 'link', 'del', host], /Cannot find device|does not exist/);
       await this.run('start', jail, add);
     }
-    const batch = [`addr add ${address}/${this.o.network.prefix} dev ${JAIL_IF}`, `link set ${JAIL_IF} up`, `route add default via ${this.o.network.gateway}`].join('\n');
-    const argv = [nsenter, '--target', String(pid), '--net', '--', ip, '-batch', '-'];
-    const r = await execa(argv[0]!, argv.slice(1), { reject: false, input: `${batch}\n` });
-    if (r.exitCode !== 0) throw DriverStepFailed.of('start', jail, `ip -batch in the jail (${batch.replace(/\n/g, '; ')}): ${r.stderr.trim() || r.shortMessage}`, { argv, stderr: r.stderr });
   }
 
   /** Removes the host end of the jail's link if it is still there (its namespace normally took it). */

@@ -353,6 +353,11 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       await ifExists(unlink(p.exitCode));
       await ifExists(unlink(this.oomPath(p.dir)));
       await this.cgroups.create(spec.name, spec.resources);
+      // a vnet jail: jailinit's network argument carries its address (checked against the jail network)
+      const vnet = vnetOf(spec);
+      if (vnet && !this.vnet) throw DriverStepFailed.of('start', spec.name, 'network mode vnet: this agent has no jail network (serve agent --jail-cidr)');
+      if (vnet && !vnet.address) throw DriverStepFailed.of('start', spec.name, 'network mode vnet without an address (the scheduler pins one into the spec it sends)');
+      const network = vnet ? this.vnet!.initArg(spec.name, vnet.address!) : networkMode(spec);
 
       const argv = [
         await this.toolPath('unshare'),
@@ -360,7 +365,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         ...(networkMode(spec) === 'inherit' ? [] : ['--net']),
         '--propagation', 'private',
         '--',
-        this.initPath, p.exitCode, p.root, jailHostname(spec), networkMode(spec),
+        this.initPath, p.exitCode, p.root, jailHostname(spec), network,
         ...plan.flat(),
         '--', ...spec.command,
       ];
@@ -398,12 +403,11 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         // its init joins the jail's cgroup while it still waits at the barrier: whatever it
         // runs afterwards is limited from its first instruction
         await this.cgroups.join(spec.name, record.pid);
-        // a vnet jail's link and address, in its new network namespace, before its command runs
-        const vnet = vnetOf(spec);
+        // a vnet jail's link, into its new network namespace, before its init goes on
         if (vnet) {
-          if (!this.vnet) throw DriverStepFailed.of('start', spec.name, 'network mode vnet: this agent has no jail network (serve agent --jail-cidr)');
-          if (!vnet.address) throw DriverStepFailed.of('start', spec.name, 'network mode vnet without an address (the scheduler pins one into the spec it sends)');
-          await this.vnet.wire(spec.name, record.pid, vnet.address);
+          // remembered in the jail's directory: destroy removes a host end that outlived the jail
+          await writeFileAtomic(join(p.dir, 'vnet-link'), await this.vnet!.hostEnd(spec.name), 0o600);
+          await this.vnet!.wire(spec.name, record.pid);
         }
         await writeFileAtomic(p.pid, JSON.stringify(record), 0o600);
         // recorded: the barrier opens. A bare EOF (this process dying before here) ends the init.
@@ -464,7 +468,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       if (!(await ifExists(lstat(p.dir)))) return;
       await this.stopInit(name, await this.destroyGraceMs(name));
       await this.cgroups.remove(name);
-      await this.vnet?.unwire(name);
+      // only a jail that had a link pays for the look (one process)
+      if (this.vnet && (await ifExists(lstat(join(p.dir, 'vnet-link'))))) await this.vnet.unwire(name);
       // Never delete through a mount: rm would walk into the host's files bound there. Nothing is
       // mounted on the host by this driver, but a jail an older one mounted may be: one look.
       let left = await mountsUnder(p.dir);
