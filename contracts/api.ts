@@ -57,6 +57,8 @@ export const psRowSchema = z.object({
   error: jailErrorSchema.nullable(),
   /** A running jail's cpu seconds and memory bytes, as its agent last read them (absent until read). */
   usage: jailUsageSchema.optional(),
+  /** A vnet jail's address (absent for inherit and none). */
+  address: z.string().optional(),
 });
 export type PsRow = z.infer<typeof psRowSchema>;
 export const psReplyBody = z.object({ jails: z.array(psRowSchema) });

@@ -96,7 +96,63 @@ export const resourcesSchema = z.strictObject({
 });
 export type Resources = z.output<typeof resourcesSchema>;
 
-export const NETWORK_MODES = ['inherit', 'none'] as const;
+export const NETWORK_MODES = ['inherit', 'none', 'vnet'] as const;
+export type NetworkMode = (typeof NETWORK_MODES)[number];
+
+/** A dotted-quad IPv4 address (no leading zeros, each part 0 to 255). */
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+export const ipv4Schema = z.string().max(15).regex(new RegExp(`^${OCTET}(\\.${OCTET}){3}$`), { message: 'must be an IPv4 address (four numbers 0 to 255 joined by ".", no leading zeros)' });
+const portNumber = z.number().int({ message: 'must be a whole number' }).min(1, { message: 'must be a port from 1 to 65535' }).max(65535, { message: 'must be a port from 1 to 65535' });
+/** A published port: `host` on the host's addresses forwards to `jail` on the jail's address. */
+// `mode` and `protocol` are strings with a check rather than enums: an enum's mismatch aborts the
+// object branch of the union below, and zod would then name neither the field nor the rule
+const oneOf = <T extends string>(values: readonly T[]) =>
+  z.string().refine((v) => (values as readonly string[]).includes(v), { message: `must be one of ${values.map((v) => `"${v}"`).join('|')}` }) as unknown as z.ZodType<T, T>;
+export const portSchema = z.strictObject({ host: portNumber, jail: portNumber, protocol: oneOf(['tcp', 'udp'] as const).default('tcp') });
+export type PublishedPort = z.output<typeof portSchema>;
+/** A vnet jail's network: its own stack and one address in the cluster's jail network. */
+export interface VnetNetwork {
+  mode: 'vnet';
+  /** Asked for by the user, or pinned by the scheduler into the commands it sends. */
+  address?: string;
+  ports?: PublishedPort[];
+}
+const NETWORK_RULE = 'must be one of "inherit"|"none"|"vnet", or an object { mode, address?, ports? }';
+const networkObjectSchema = z
+  .strictObject({
+    mode: oneOf(NETWORK_MODES),
+    address: ipv4Schema.optional(),
+    ports: z.array(portSchema).max(64, { message: 'at most 64 published ports' }).optional(),
+  })
+  .superRefine((n, ctx) => {
+    if (n.mode !== 'vnet' && n.address !== undefined) ctx.addIssue({ code: 'custom', path: ['address'], message: 'an address needs mode "vnet" (inherit and none have no address of their own)' });
+    if (n.mode !== 'vnet' && n.ports?.length) ctx.addIssue({ code: 'custom', path: ['ports'], message: 'published ports need mode "vnet" (inherit shares the host\'s ports, none has no network)' });
+    const seen = new Set<string>();
+    n.ports?.forEach((p, i) => {
+      const key = `${p.host}/${p.protocol ?? 'tcp'}`;
+      if (seen.has(key)) ctx.addIssue({ code: 'custom', path: ['ports', i, 'host'], message: `host port ${p.host}/${p.protocol ?? 'tcp'} is published twice` });
+      seen.add(key);
+    });
+  });
+/**
+ * `inherit` | `none` | `vnet`, or `{ mode, address?, ports? }`. Parsed, inherit and none stay the
+ * strings they always were (a spec written before vnet keeps its JSON); vnet is an object.
+ */
+export const networkSchema = z
+  .union([z.enum(NETWORK_MODES), networkObjectSchema], { error: NETWORK_RULE })
+  .transform((n): 'inherit' | 'none' | VnetNetwork => {
+    const o = typeof n === 'string' ? { mode: n } : n;
+    if (o.mode !== 'vnet') return o.mode;
+    const v: VnetNetwork = { mode: 'vnet' };
+    if ('address' in o && o.address !== undefined) v.address = o.address;
+    if ('ports' in o && o.ports?.length) v.ports = o.ports as PublishedPort[];
+    return v;
+  });
+export type JailNetwork = z.output<typeof networkSchema>;
+/** The jail's network mode, whichever form its spec used. */
+export const networkMode = (spec: { network: JailNetwork }): NetworkMode => (typeof spec.network === 'string' ? spec.network : spec.network.mode);
+/** A vnet jail's network, or null. */
+export const vnetOf = (spec: { network: JailNetwork }): VnetNetwork | null => (typeof spec.network === 'string' ? null : spec.network);
 export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
 export type RestartPolicy = (typeof RESTART_POLICIES)[number];
 
@@ -114,7 +170,7 @@ const jailSpecShape = {
   mounts: z.array(mountSchema).max(64, { message: 'at most 64 mounts' }).default([]),
   /** Host volumes (absent, not empty, when none: a spec written before volumes keeps its JSON). */
   volumes: z.array(volumeSchema).max(64, { message: 'at most 64 volumes' }).optional(),
-  network: z.enum(NETWORK_MODES).default('inherit'),
+  network: networkSchema.default('inherit'),
   restart: z.enum(RESTART_POLICIES).default('always'),
   stopTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
   resources: resourcesSchema.default({ ...DEFAULT_RESOURCES }),

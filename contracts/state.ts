@@ -1,6 +1,6 @@
 // What the scheduler keeps in its KV buckets: the desired state of each jail and its placement.
 import { z } from 'zod';
-import { jailSpecSchema, nameSchema } from './jail-spec.js';
+import { ipv4Schema, jailSpecSchema, nameSchema } from './jail-spec.js';
 import { WIRE_VERSION } from './messages.js';
 
 const v = z.literal(WIRE_VERSION, { message: `unsupported record version (this build speaks v${WIRE_VERSION})` });
@@ -22,6 +22,11 @@ export const placementRecordSchema = z.object({
   host: nameSchema.nullable(),
   generation: z.number().int().min(1),
   reason: z.string().nullable(),
+  /**
+   * A vnet jail's address (held for it in jailfleet_addresses): kept by every later placement of
+   * the jail (stop, failover, drain, unplaced), gone with the placement at `rm`.
+   */
+  address: ipv4Schema.optional(),
 });
 export type PlacementRecord = z.infer<typeof placementRecordSchema>;
 
@@ -47,3 +52,11 @@ export const hostRecordSchema = z.object({
   blocked: z.array(z.object({ name: nameSchema, reason: z.string().max(4096) })).max(100_000).default([]),
 });
 export type HostRecord = z.output<typeof hostRecordSchema>;
+
+/**
+ * Who holds one jail address (bucket jailfleet_addresses, key = the address). Created with
+ * compare-and-set on "absent", so two jails never hold one address; deleted when its jail is
+ * removed (or found without a jail by the leader's sweep).
+ */
+export const addressRecordSchema = z.object({ v, jail: nameSchema, since: z.string() });
+export type AddressRecord = z.infer<typeof addressRecordSchema>;

@@ -11,6 +11,8 @@ export const BUCKET_PLACEMENT = 'jailfleet_placement';
 export const BUCKET_LEADER = 'jailfleet_leader';
 /** Host name → what operators asked of the host (drain); see contracts/state.ts hostRecordSchema. */
 export const BUCKET_HOSTS = 'jailfleet_hosts';
+/** A vnet jail's address → the jail holding it (contracts/state.ts addressRecordSchema). */
+export const BUCKET_ADDRESSES = 'jailfleet_addresses';
 /** `NAME/TAG` → the image record it points at (contracts/image.ts imageRecordSchema). */
 export const BUCKET_IMAGE_TAGS = 'jailfleet_image_tags';
 /** Object store: `sha256:<hex>` → the image's canonical tar. */

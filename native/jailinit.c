@@ -20,7 +20,7 @@
  * checked, before the start.
  *
  * The linux driver starts it as the child of
- *   unshare --pid --fork --mount --uts --ipc [--net] --propagation private -- jailinit ...
+ *   unshare --pid --fork --mount --uts --ipc [--net] --propagation private -- jailinit EXIT ROOT HOSTNAME NETWORK PLAN... -- CMD...
  * so it is pid 1 of fresh pid, mount, uts and ipc namespaces. It then:
  *   1. blocks the signals it forwards (see main), then waits for the driver's start barrier: when stdin is a pipe or socket it reads it until
  *      EOF (the driver writes "go" and closes it once it has recorded this process's host pid,
@@ -29,7 +29,8 @@
  *      /dev/null on stdin;
  *   2. opens the exit-code file (before chroot: the file lives outside the root);
  *   3. sets the hostname, makes the mounts of the plan, mounts a fresh proc at <root>/proc, brings "lo" up when the jail
- *      has its own (empty) network namespace;
+ *      has its own network namespace (none: empty; "vnet:A.B.C.D/N:GW": the driver made eth0 before "go",
+ *      and it gets its address, comes up and routes through GW here);
  *   4. pivots into <root> and detaches the host's mount tree (see main);
  *   5. hardens the jail, like Docker's default profile (see harden_proc and drop_privileges):
  *      the kernel knobs of its proc are made read-only and its kernel-information files masked
@@ -66,7 +67,9 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <linux/capability.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/route.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -222,6 +225,65 @@ static void loopback_up(void)
     ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
     if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
         die("cannot bring lo up");
+    close(s);
+}
+
+/*
+ * A vnet jail's interface: network is "vnet:A.B.C.D/N:G.H.I.J". The driver made eth0 in this
+ * namespace before "go"; here it gets the address and mask, comes up, and routes through the
+ * gateway (ioctls, not a spawned ip: a start pays no extra process for its network).
+ */
+static int vnet_parse(const char *how, struct in_addr *addr, unsigned *prefix, struct in_addr *gw)
+{
+    char a[16], g[16];
+    int n = 0;
+
+    if (sscanf(how, "vnet:%15[0-9.]/%u:%15[0-9.]%n", a, prefix, g, &n) != 3 || how[n] != '\0')
+        return 0;
+    return *prefix >= 1 && *prefix <= 30 && inet_pton(AF_INET, a, addr) == 1 && inet_pton(AF_INET, g, gw) == 1;
+}
+
+static void vnet_up(const char *how)
+{
+    struct in_addr addr, gw;
+    unsigned prefix;
+    struct ifreq ifr;
+    struct rtentry rt;
+    struct sockaddr_in *sin;
+    int s;
+
+    if (!vnet_parse(how, &addr, &prefix, &gw)) {
+        errno = EINVAL;
+        die("bad vnet network %s", how);
+    }
+    s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        die("cannot open a socket to set up eth0");
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
+    sin = (struct sockaddr_in *)&ifr.ifr_addr;
+    sin->sin_family = AF_INET;
+    sin->sin_addr = addr;
+    if (ioctl(s, SIOCSIFADDR, &ifr) < 0)
+        die("cannot set the address of eth0");
+    sin->sin_addr.s_addr = htonl(0xffffffffu << (32 - prefix));
+    if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0)
+        die("cannot set the netmask of eth0");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        die("cannot read the flags of eth0");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        die("cannot bring eth0 up");
+    /* the default route, once eth0 is up (a gateway on a down link is unreachable) */
+    memset(&rt, 0, sizeof rt);
+    ((struct sockaddr_in *)&rt.rt_dst)->sin_family = AF_INET;
+    ((struct sockaddr_in *)&rt.rt_genmask)->sin_family = AF_INET;
+    sin = (struct sockaddr_in *)&rt.rt_gateway;
+    sin->sin_family = AF_INET;
+    sin->sin_addr = gw;
+    rt.rt_flags = RTF_UP | RTF_GATEWAY;
+    if (ioctl(s, SIOCADDRT, &rt) < 0)
+        die("cannot add the default route through the gateway");
     close(s);
 }
 
@@ -454,6 +516,8 @@ static int enter_jail(int argc, char **argv)
 int main(int argc, char **argv)
 {
     const char *exit_file, *root, *hostname, *network;
+    struct in_addr vnet_addr, vnet_gw;
+    unsigned vnet_prefix;
     char proc_dir[4096];
     char **cmd;
     sigset_t set, none;
@@ -484,8 +548,9 @@ int main(int argc, char **argv)
     root = argv[2];
     hostname = argv[3];
     network = argv[4];
-    if (strcmp(network, "inherit") != 0 && strcmp(network, "none") != 0) {
-        fprintf(stderr, "jailinit: network mode must be inherit or none, not \"%s\"\n", network);
+    if (strcmp(network, "inherit") != 0 && strcmp(network, "none") != 0 &&
+        !(strncmp(network, "vnet:", 5) == 0 && vnet_parse(network, &vnet_addr, &vnet_prefix, &vnet_gw))) {
+        fprintf(stderr, "jailinit: network mode must be inherit, none or vnet:ADDRESS/PREFIX:GATEWAY, not \"%s\"\n", network);
         return EXIT_SETUP;
     }
 
@@ -531,8 +596,11 @@ int main(int argc, char **argv)
     if (mount("proc", proc_dir, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         die("cannot mount proc at %s", proc_dir);
 
-    if (strcmp(network, "none") == 0)
+    /* none and vnet: a namespace of its own (vnet's eth0 is made by the driver before "go") */
+    if (strcmp(network, "inherit") != 0)
         loopback_up();
+    if (strncmp(network, "vnet:", 5) == 0)
+        vnet_up(network);
 
     /*
      * pivot_root rather than a bare chroot: the new mount namespace began as a copy of the

@@ -91,6 +91,10 @@ const imageTools = [['xz', 'xz-utils'], ['zstd', 'zstd'], ['tar', 'tar']];
 const missingImageTools = [...new Set(imageTools.filter(([c]) => !onPath(c)).map(([, p]) => p))];
 if (!existsSync('/bin/busybox')) missingImageTools.push('busybox-static');
 if (missingImageTools.length) aptInstall(missingImageTools, 'image tools (xz, zstd, tar, a static busybox for the tests)');
+// vnet jails: ip (links, addresses, the jail bridge); the tests fetch from jails with curl
+const netTools = [['ip', 'iproute2'], ['curl', 'curl']];
+const missingNetTools = [...new Set(netTools.filter(([c]) => !onPath(c)).map(([, p]) => p))];
+if (missingNetTools.length) aptInstall(missingNetTools, 'network tools for vnet jails (ip, curl)');
 if (!onPath('nats-server')) {
   aptInstall(['nats-server'], 'nats-server');
   // Debian's package starts its own broker on 127.0.0.1:4222 (without JetStream) where systemd

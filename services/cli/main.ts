@@ -8,7 +8,8 @@ import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETW
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_LOG_LINES, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile } from './flags.js';
+import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, jailNetworkFlag, bridgeNameSchema } from './flags.js';
+import { DEFAULT_JAIL_CIDR } from '../common/jail-network.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
@@ -102,7 +103,7 @@ program
   .addOption(new Option('--restart <policy>', 'restart policy').choices(RESTART_POLICIES))
   .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
   .option('--mount <SRC:DST[:ro|rw]>', 'mount a host path (repeatable; read-only by default)', collect, [])
-  .addOption(new Option('--network <mode>', 'inherit (host network) or none (loopback only)').choices(NETWORK_MODES))
+  .addOption(new Option('--network <mode>', 'inherit (host network), none (loopback only) or vnet (its own stack and address)').choices(NETWORK_MODES))
   .option('--stop-timeout <ms>', 'SIGKILL this long after SIGTERM')
   .option('--timeout <ms>', 'how long to wait for the jail to run', '120000')
   .action(async (name: string, command: string[], o) => {
@@ -501,9 +502,13 @@ serve
   .option('--image-cache-mb <mb>', 'unpacked images kept on this host before the least recently used unused ones are removed', String(DEFAULT_IMAGE_CACHE_MB))
   .option('--max-image-mb <mb>', 'the largest image (unpacked) this agent takes', String(DEFAULT_MAX_IMAGE_MB))
   .option('--metrics-addr <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
+  .option('--jail-cidr <cidr>', 'the jail network (as the scheduler\'s): vnet jails\' addresses, the gateway on the jail bridge', DEFAULT_JAIL_CIDR)
+  .option('--jail-bridge <name>', 'the host\'s bridge for vnet jails', 'jailfleet0')
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
+      jailNetwork: jailNetworkFlag(o.jailCidr),
+      jailBridge: flag('jail-bridge', bridgeNameSchema, o.jailBridge),
       cpu: o.cpu === undefined ? undefined : flag('cpu', cpuCoresSchema, o.cpu),
       memoryMB: o.memoryMb === undefined ? undefined : flag('memory-mb', memoryMBSchema, o.memoryMb),
       labels: parseLabelFlags(o.label as string[]),
@@ -527,11 +532,13 @@ serve
   .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', String(DEFAULT_HOST_TTL_MS))
   .option('--lease-ms <ms>', 'leader lease: a standby takes over within this long (fixed when the bucket is first made)', String(DEFAULT_LEASE_MS))
   .option('--strategy <strategy>', 'how new jails are packed: binpack (fewest hosts) or spread (least loaded)', 'binpack')
+  .option('--jail-cidr <cidr>', 'the jail network: vnet jails get their addresses from it (the same on every scheduler and agent)', DEFAULT_JAIL_CIDR)
   .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
   .option('--metrics-addr <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
   .action(async (o) => {
     const { serveScheduler } = await import('./serve.js');
     await serveScheduler({
+      jailNetwork: jailNetworkFlag(o.jailCidr),
       servers: servers(),
       hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs),
       leaseMs: flag('lease-ms', msSchema, o.leaseMs),

@@ -40,12 +40,15 @@ function info(r: PsRow): string {
 }
 
 export function psTable(rows: PsRow[]): string {
+  // the ADDRESS column only when a jail has one (vnet): a cluster without vnet reads as before
+  const addresses = rows.some((r) => r.address);
   return table(
-    ['NAME', 'HOST', 'STATE', 'GEN', 'PID', 'AGE', 'INFO'],
+    ['NAME', 'HOST', 'STATE', ...(addresses ? ['ADDRESS'] : []), 'GEN', 'PID', 'AGE', 'INFO'],
     rows.map((r) => [
       r.name,
       r.host ?? '-',
       r.state,
+      ...(addresses ? [r.address ?? '-'] : []),
       r.generation,
       r.pid ?? '-',
       age(r.since),
@@ -76,7 +79,7 @@ export function hostsTable(rows: HostRow[]): string {
 
 /** The JSON shape of `ps --json`. */
 export const psJson = (rows: PsRow[]) =>
-  rows.map((r) => ({ name: r.name, host: r.host, state: r.state, generation: r.generation, pid: r.pid, since: r.since || null, exitCode: r.exitCode, restarts: r.restarts, error: r.error, ...(r.usage && { usage: r.usage }) }));
+  rows.map((r) => ({ name: r.name, host: r.host, state: r.state, generation: r.generation, pid: r.pid, since: r.since || null, exitCode: r.exitCode, restarts: r.restarts, error: r.error, ...(r.address ? { address: r.address } : {}), ...(r.usage && { usage: r.usage }) }));
 
 /** At most `n` names, then how many more. */
 const someNames = (names: string[], n = 6) => (names.length <= n ? names.join(', ') : `${names.slice(0, n).join(', ')}, … (+${names.length - n})`);

@@ -9,7 +9,7 @@ import { LinuxDriver } from '../agent/drivers/linux.js';
 import { ImageCache } from '../agent/image-cache.js';
 import { ImageStore } from '../common/image-store.js';
 import { connectNats } from '../common/nats.js';
-import { createLogger } from '../common/index.js';
+import { createLogger, type JailNetwork } from '../common/index.js';
 import { Scheduler } from '../scheduler/index.js';
 import { StatusService } from '../status/index.js';
 import { MetricsEndpoint } from '../common/metrics.js';
@@ -129,6 +129,9 @@ async function serve(service: Stoppable & { start(): Promise<void> }, log: Retur
 }
 
 export async function serveAgent(o: {
+  /** The jail network and bridge of vnet jails (`--jail-cidr`, `--jail-bridge`). */
+  jailNetwork?: JailNetwork;
+  jailBridge?: string;
   host: string;
   dataDir: string;
   servers: string[];
@@ -175,7 +178,7 @@ export async function serveAgent(o: {
     maxImageBytes: o.maxImageMB === undefined ? undefined : o.maxImageMB * 1024 * 1024,
     logger: log,
   });
-  const driver = new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes });
+  const driver = new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes, ...(o.jailNetwork ? { vnet: { network: o.jailNetwork, bridge: o.jailBridge } } : {}) });
   const agent = new Agent({
     host: o.host,
     dataDir: o.dataDir,
@@ -194,9 +197,9 @@ export async function serveAgent(o: {
   await serve(withMetrics(service, agent.metrics.registry, o.metricsAddr, log), log, o.exitWithParent);
 }
 
-export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; leaseMs: number; strategy: PlacementStrategy; exitWithParent?: number; metricsAddr?: MetricsAddr }) {
+export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; leaseMs: number; strategy: PlacementStrategy; jailNetwork: JailNetwork; exitWithParent?: number; metricsAddr?: MetricsAddr }) {
   const log = createLogger('scheduler');
-  const s = new Scheduler({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs, leaseMs: o.leaseMs, strategy: o.strategy });
+  const s = new Scheduler({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs, leaseMs: o.leaseMs, strategy: o.strategy, jailNetwork: o.jailNetwork });
   await serve(withMetrics(s, s.metrics.registry, o.metricsAddr, log), log, o.exitWithParent);
 }
 

@@ -10,3 +10,4 @@ export * from './rpc.js';
 export * from './keyed-queue.js';
 export * from './records.js';
 export * from './session-channel.js';
+export * from './jail-network.js';

@@ -4,6 +4,7 @@ import { connect, type NatsConnection, type Msg } from '@nats-io/transport-node'
 import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import {
+  BUCKET_ADDRESSES,
   BUCKET_DESIRED,
   BUCKET_HOSTS,
   BUCKET_LEADER,
@@ -48,6 +49,8 @@ export interface Topology {
   leader: KV;
   /** Drains, by host name (contracts/state.ts hostRecordSchema). */
   hosts: KV;
+  /** Vnet jails' addresses: address → holder (contracts/state.ts addressRecordSchema). */
+  addresses: KV;
 }
 
 /**
@@ -106,13 +109,14 @@ async function createTopology(nc: NatsConnection, replicas: number, leaderTtlMs:
     await kv.status();
     return kv;
   }).catch(() => kvm.create(name, { history: 1, replicas, ...o }));
-  const [desired, placement, leader, hosts] = await Promise.all([
+  const [desired, placement, leader, hosts, addresses] = await Promise.all([
     bucket(BUCKET_DESIRED),
     bucket(BUCKET_PLACEMENT),
     bucket(BUCKET_LEADER, { ttl: leaderTtlMs }),
     bucket(BUCKET_HOSTS),
+    bucket(BUCKET_ADDRESSES),
   ]);
-  return { desired, placement, leader, hosts };
+  return { desired, placement, leader, hosts, addresses };
 }
 
 export { encodeJson, decodeWith, natsServers } from './codec.js';

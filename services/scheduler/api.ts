@@ -11,7 +11,9 @@ import {
   planRequestSchema,
   undrainRequestSchema,
   Conflict,
+  InvalidInput,
   JailNotFound,
+  vnetOf,
   NotFound,
   parseOrThrow,
   type ApiVerb,
@@ -22,6 +24,7 @@ import {
   parseImageRef,
 } from '../../contracts/index.js';
 import type { z } from 'zod';
+import { DEFAULT_JAIL_CIDR, JailNetwork } from '../common/jail-network.js';
 import type { PlanResult } from './plan.js';
 import { isReadable, type RecordBucket, type SchedulerStore } from './store.js';
 
@@ -68,6 +71,7 @@ export class SchedulerApi {
     private readonly store: SchedulerStore,
     private readonly cluster: ClusterFacts,
     private readonly resolveImage: ImageResolver = async () => null,
+    private readonly jailNetwork: JailNetwork = JailNetwork.parse(DEFAULT_JAIL_CIDR),
   ) {}
 
   /** Each verb's request contract and handler: the wiring serves them with serveRpc, tests call them directly. */
@@ -88,6 +92,7 @@ export class SchedulerApi {
   }
 
   private async apply(req: ApplyRequestBody) {
+    this.checkAddresses(req.fleet.jails);
     // one read-modify-write per jail, 32 in flight: a fleet of thousands is answered in seconds
     const specs = await this.pinImages(req.fleet.jails);
     const out: { name: string; generation: number; changed: boolean }[] = new Array(specs.length);
@@ -100,6 +105,28 @@ export class SchedulerApi {
     };
     await Promise.all(Array.from({ length: Math.min(32, specs.length) }, worker));
     return { jails: out };
+  }
+
+  /**
+   * A vnet address a spec asks for must lie in the jail network and be free (or already this
+   * jail's): refused here, naming the field, before anything is written. The leader's
+   * compare-and-set in the addresses bucket settles a race between two applies.
+   */
+  private checkAddresses(specs: JailSpec[]): void {
+    const asked = new Map<string, string>();
+    specs.forEach((s, i) => {
+      const address = vnetOf(s)?.address;
+      if (!address) return;
+      const field = `jails.${i}.network.address`;
+      const why = this.jailNetwork.refuse(address);
+      if (why) throw new InvalidInput(`${field}: ${why}`);
+      const other = asked.get(address);
+      if (other) throw new InvalidInput(`${field}: ${address} is asked for by jail "${other}" too`);
+      asked.set(address, s.name);
+      const held = this.store.addresses.get(address);
+      const holder = isReadable(held) ? held.value.jail : null;
+      if (holder && holder !== s.name) throw new InvalidInput(`${field}: ${address} is held by jail "${holder}" (rm it, or leave address out to get a free one)`);
+    });
   }
 
   /**

@@ -13,8 +13,14 @@
 //     fenced when it returns); then the old copy is told to go and the jail is placed anew;
 //   - not placed: placed (not while the scheduler is still hearing hosts after its start);
 //   - placed at an older generation: the placement follows the desired generation;
-//   - otherwise its host is sent `ensure`, once per (generation, revision, host).
-import { WIRE_VERSION, type Command, type DesiredRecord, type JailSpec, type PlacementRecord } from '../../contracts/index.js';
+//   - placed without the address its network asks for (vnet without one, another address than
+//     its spec names, or one it no longer needs): the address is claimed or released first;
+//   - otherwise its host is sent `ensure`, once per (generation, revision, host), the jail's
+//     address pinned into the spec it carries.
+// A vnet jail's address lives in its placement (and, for uniqueness, in the addresses bucket): a
+// `place` keeps the one the previous placement held, so stop, start, failover and drain keep it;
+// only `rm` releases it.
+import { WIRE_VERSION, vnetOf, type Command, type DesiredRecord, type JailSpec, type PlacementRecord } from '../../contracts/index.js';
 import { isReadable, type Slot } from './store.js';
 
 /** One jail as the records say it is. */
@@ -40,6 +46,10 @@ export type Action =
   | { kind: 'place'; jail: string; spec: JailSpec; generation: number; previous: { revision: number; record: PlacementRecord | null } | null }
   | { kind: 'write-placement'; jail: string; record: PlacementRecord; revision: number }
   | { kind: 'delete-placement'; jail: string; revision: number }
+  /** Claim the address the jail's spec needs (`want`: this one, or null: any free one), write it into the placement, then release `release`. */
+  | { kind: 'readdress'; jail: string; placement: PlacementRecord; revision: number; want: string | null }
+  /** The jail is gone: its address goes back to the pool. */
+  | { kind: 'release-address'; jail: string; address: string }
   /** Compare-and-set of the desired record at `revision` with a higher generation. */
   | { kind: 'raise-generation'; jail: string; record: DesiredRecord; revision: number; why: 'failover' | 'finish-move' }
   /** A record its contract refuses: reported once per revision, nothing else done. */
@@ -49,8 +59,26 @@ const iso = (now: number) => new Date(now).toISOString();
 
 export const publishedKey = (generation: number, revision: number, host: string) => `${generation}/${revision}@${host}`;
 
-export function ensureCommand(jail: string, d: DesiredRecord, revision: number, now: number, generation = d.generation): Command {
-  return { v: WIRE_VERSION, op: 'ensure', jail, generation, revision, desired: d.desired === 'stopped' ? 'stopped' : 'running', spec: d.spec, issuedAt: iso(now) };
+export function ensureCommand(jail: string, d: DesiredRecord, revision: number, now: number, generation = d.generation, address?: string): Command {
+  return { v: WIRE_VERSION, op: 'ensure', jail, generation, revision, desired: d.desired === 'stopped' ? 'stopped' : 'running', spec: withAddress(d.spec, address), issuedAt: iso(now) };
+}
+
+/** The spec an agent gets: a vnet jail's address pinned into its network (the agent never picks one). */
+export function withAddress(spec: JailSpec, address: string | undefined): JailSpec {
+  const vnet = vnetOf(spec);
+  if (!vnet || !address || vnet.address === address) return spec;
+  return { ...spec, network: { ...vnet, address } };
+}
+
+/**
+ * What the jail's network asks of the address its placement holds: nothing (`ok`), any free
+ * address (null), this one (a string), or none at all (`none`: it is no longer vnet).
+ */
+export function addressWanted(spec: JailSpec, held: string | undefined): 'ok' | string | null {
+  const vnet = vnetOf(spec);
+  if (!vnet) return held === undefined ? 'ok' : 'none';
+  if (vnet.address) return vnet.address === held ? 'ok' : vnet.address;
+  return held === undefined ? null : 'ok';
 }
 
 export function destroyCommand(jail: string, generation: number, revision: number, now: number): Command {
@@ -75,6 +103,7 @@ export function decideJail(view: JailView, facts: Facts): Action[] {
     if (placement?.host) acts.push({ kind: 'publish', host: placement.host, command: destroyCommand(name, d.generation, dSlot.revision, facts.now) });
     // `rm` is the admin's word: an unreadable placement goes too
     if (pSlot) acts.push({ kind: 'delete-placement', jail: name, revision: pSlot.revision });
+    if (placement?.address) acts.push({ kind: 'release-address', jail: name, address: placement.address });
     return acts;
   }
   if (pSlot && !placement) return [{ kind: 'report-unreadable', jail: name, bucket: 'placements', revision: pSlot.revision, reason: (pSlot as { unreadable: string }).unreadable }];
@@ -106,8 +135,13 @@ export function decideJail(view: JailView, facts: Facts): Action[] {
     acts.push({ kind: 'write-placement', jail: name, record: { ...placement!, generation: d.generation }, revision: pSlot!.revision });
     return acts;
   }
+  const want = addressWanted(d.spec, placement!.address);
+  if (want !== 'ok') {
+    acts.push({ kind: 'readdress', jail: name, placement: placement!, revision: pSlot!.revision, want });
+    return acts;
+  }
   const key = publishedKey(d.generation, dSlot.revision, host);
-  if (view.published !== key) acts.push({ kind: 'publish', host, command: ensureCommand(name, d, dSlot.revision, facts.now), settles: key });
+  if (view.published !== key) acts.push({ kind: 'publish', host, command: ensureCommand(name, d, dSlot.revision, facts.now, d.generation, placement!.address), settles: key });
   return acts;
 }
 
@@ -121,14 +155,14 @@ export function settled(view: JailView, facts: Facts): boolean {
 }
 
 /** Placement record of a `place` result: the host, or null with the reason none fits. */
-export function placementOf(generation: number, result: { host: string | null; reason: string | null }): PlacementRecord {
-  return { v: WIRE_VERSION, host: result.host, generation, reason: result.host ? null : result.reason };
+export function placementOf(generation: number, result: { host: string | null; reason: string | null }, address?: string): PlacementRecord {
+  return { v: WIRE_VERSION, host: result.host, generation, reason: result.host ? null : result.reason, ...(address ? { address } : {}) };
 }
 
 /** A `place` that found no host again, for the same reason at the same generation, writes nothing. */
 export function placementUnchanged(previous: { record: PlacementRecord | null } | null, next: PlacementRecord): boolean {
   const p = previous?.record;
-  return !next.host && !!p && p.host === null && p.reason === next.reason && p.generation === next.generation;
+  return !next.host && !!p && p.host === null && p.reason === next.reason && p.generation === next.generation && p.address === next.address;
 }
 
 // --- drains ----------------------------------------------------------------------------------

@@ -5,12 +5,15 @@
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { z } from 'zod';
 import {
+  BUCKET_ADDRESSES,
   BUCKET_DESIRED,
   BUCKET_HOSTS,
   BUCKET_PLACEMENT,
+  addressRecordSchema,
   desiredRecordSchema,
   hostRecordSchema,
   placementRecordSchema,
+  type AddressRecord,
   type DesiredRecord,
   type HostRecord,
   type PlacementRecord,
@@ -88,6 +91,7 @@ export class KvStore implements SchedulerStore {
   readonly desired: KvBucket<DesiredRecord>;
   readonly placements: KvBucket<PlacementRecord>;
   readonly hosts: KvBucket<HostRecord>;
+  readonly addresses: KvBucket<AddressRecord>;
   readonly synced: Promise<void>;
   private readonly stops: (() => void)[] = [];
 
@@ -95,6 +99,7 @@ export class KvStore implements SchedulerStore {
     this.desired = new KvBucket('desired', topology.desired, desiredRecordSchema as z.ZodType<DesiredRecord>, log, this.emit);
     this.placements = new KvBucket('placements', topology.placement, placementRecordSchema as z.ZodType<PlacementRecord>, log, this.emit);
     this.hosts = new KvBucket('hosts', topology.hosts, hostRecordSchema as z.ZodType<HostRecord>, log, this.emit);
+    this.addresses = new KvBucket('addresses', topology.addresses, addressRecordSchema as z.ZodType<AddressRecord>, log, this.emit);
     const follow = (bucket: string, b: KvBucket<unknown>) => {
       const f = followBucket(nc, bucket, (e: BucketEntry) => b.note(e.key, e.revision, e.operation, e.value), log);
       this.stops.push(() => f.stop());
@@ -105,6 +110,7 @@ export class KvStore implements SchedulerStore {
       follow(BUCKET_PLACEMENT, this.placements as KvBucket<unknown>),
       follow(BUCKET_DESIRED, this.desired as KvBucket<unknown>),
       follow(BUCKET_HOSTS, this.hosts as KvBucket<unknown>),
+      follow(BUCKET_ADDRESSES, this.addresses as KvBucket<unknown>),
     ]).then(() => undefined);
   }
 
@@ -114,7 +120,7 @@ export class KvStore implements SchedulerStore {
 
   /** How many unreadable records this process has met, per bucket. */
   unreadable() {
-    return { desired: this.desired.unreadableSeen, placements: this.placements.unreadableSeen, hosts: this.hosts.unreadableSeen };
+    return { desired: this.desired.unreadableSeen, placements: this.placements.unreadableSeen, hosts: this.hosts.unreadableSeen, addresses: this.addresses.unreadableSeen };
   }
 
   close(): void {

@@ -2,7 +2,7 @@
 // rules and revisions, for in-process tests of the scheduler (a harness, as Nomad's
 // scheduler/testing.go is). Changes reach listeners a microtask later, as a watch would.
 // Never used by a running service.
-import type { DesiredRecord, HostRecord, PlacementRecord } from '../../contracts/index.js';
+import type { AddressRecord, DesiredRecord, HostRecord, PlacementRecord } from '../../contracts/index.js';
 import { BucketCache, CasConflict, type BucketName, type RecordBucket, type SchedulerStore, type Slot, type StoreChange } from './store.js';
 
 class MemoryBucket<T> implements RecordBucket<T> {
@@ -51,6 +51,7 @@ export class MemoryStore implements SchedulerStore {
   readonly desired = new MemoryBucket<DesiredRecord>('desired', this.emit);
   readonly placements = new MemoryBucket<PlacementRecord>('placements', this.emit);
   readonly hosts = new MemoryBucket<HostRecord>('hosts', this.emit);
+  readonly addresses = new MemoryBucket<AddressRecord>('addresses', this.emit);
   readonly synced = Promise.resolve();
 
   onChange(listener: (c: StoreChange) => void): void {

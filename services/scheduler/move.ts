@@ -26,6 +26,8 @@ export interface MoveBasis {
   desired: DesiredRecord;
   desiredRevision: number;
   placementRevision: number;
+  /** The jail's address (vnet), carried to its new placement and pinned into the new copy's spec. */
+  address?: string;
 }
 
 const iso = (now: number) => new Date(now).toISOString();
@@ -37,21 +39,21 @@ export function checkMove(jail: string, from: string, view: JailViewRecords): { 
   if (!isReadable(d) || d.value.desired === 'removed' || !isReadable(p) || p.value.host !== from) return { done: null };
   if (p.value.generation !== d.value.generation) return { done: { reason: null, retryMs: 500 } }; // reconcile settles it first
   if (d.value.spec.placement.host) return { done: { reason: `pinned to host "${from}" (placement.host): remove the pin to let it move`, retryMs: 10_000 } };
-  return { go: { jail, from, desired: d.value, desiredRevision: d.revision, placementRevision: p.revision } };
+  return { go: { jail, from, desired: d.value, desiredRevision: d.revision, placementRevision: p.revision, ...(p.value.address ? { address: p.value.address } : {}) } };
 }
 
 /** When no host takes it: why, retried in 2 s. */
 export const noHost = (reason: string): MoveOutcome => ({ reason, retryMs: 2000 });
 
 /** The new placement: the new host at the next generation. */
-export const movedPlacement = (to: string, b: MoveBasis): PlacementRecord => ({ v: WIRE_VERSION, host: to, generation: b.desired.generation + 1, reason: null });
+export const movedPlacement = (to: string, b: MoveBasis): PlacementRecord => ({ v: WIRE_VERSION, host: to, generation: b.desired.generation + 1, reason: null, ...(b.address ? { address: b.address } : {}) });
 
 /** Step 2: the touched desired record (nothing but its time changes). */
 export const touched = (b: MoveBasis, now: number): DesiredRecord => ({ ...b.desired, updatedAt: iso(now) });
 
 /** Step 3: the new copy's command, at the touched revision. */
 export const newCopyCommand = (b: MoveBasis, touchRevision: number, now: number): Command =>
-  ensureCommand(b.jail, { ...b.desired, desired: 'running' }, touchRevision, now, b.desired.generation + 1);
+  ensureCommand(b.jail, { ...b.desired, desired: 'running' }, touchRevision, now, b.desired.generation + 1, b.address);
 
 /**
  * Step 4: the desired record with the raised generation, if the record is still the one this move

@@ -8,9 +8,9 @@
 // actions run (32 jails at a time, each jail's actions in order, a failed one ending that jail's
 // turn with a retry). A jail whose actions changed a record is decided again in the next pass,
 // until nothing is left to do. Jails being moved by a drain sit out the passes until the move ends.
-import type { Command, Heartbeat, JailSpec, PlacementStrategy, StateEvent } from '../../contracts/index.js';
-import type { HostLiveness, Logger } from '../common/index.js';
-import { decideJail, jailsToMove, placementOf, placementUnchanged, publishedKey, settled, type Action, type Facts, type JailView } from './decide.js';
+import { WIRE_VERSION, type Command, type Heartbeat, type JailSpec, type PlacementRecord, type PlacementStrategy, type StateEvent } from '../../contracts/index.js';
+import { DEFAULT_JAIL_CIDR, JailNetwork, type HostLiveness, type Logger } from '../common/index.js';
+import { addressWanted, decideJail, jailsToMove, placementOf, placementUnchanged, publishedKey, settled, type Action, type Facts, type JailView } from './decide.js';
 import { LivePacking } from './live-packing.js';
 import { abandoned, checkMove, confirmMove, copyVerdict, dropNewCopy, movedPlacement, newCopyCommand, noHost, oldCopyCommand, touched, type MoveBasis, type MoveOutcome } from './move.js';
 import type { PlaceResult } from './packing.js';
@@ -44,6 +44,8 @@ export interface ReconcilerOptions {
   parallel?: number;
   /** Told what the reconciler did (the /metrics of `serve scheduler`). */
   metrics?: ReconcilerMetrics;
+  /** The cluster's jail network (`--jail-cidr`): where vnet jails' addresses come from (default DEFAULT_JAIL_CIDR). */
+  jailNetwork?: JailNetwork;
 }
 
 export class Reconciler {
@@ -70,11 +72,18 @@ export class Reconciler {
   private readonly warmUntil: number;
   private passing: Promise<void> | null = null;
   private stopped = false;
+  /** The addresses bucket by jail (address → jail is the bucket itself), and addresses being claimed now. */
+  private readonly addressOf = new Map<string, string>();
+  private readonly holderOf = new Map<string, string>();
+  private readonly claiming = new Set<string>();
+  private lastClaimed: string | undefined;
+  private readonly jailNetwork: JailNetwork;
 
   constructor(private readonly o: ReconcilerOptions) {
     this.log = o.log;
     this.liveness = o.liveness;
     this.packing = new LivePacking(o.strategy);
+    this.jailNetwork = o.jailNetwork ?? JailNetwork.parse(DEFAULT_JAIL_CIDR);
     // a scheduler that has just started has not heard every live host: for one TTL it places nothing new
     this.warmUntil = o.liveness.startedAt + o.liveness.ttlMs;
     o.store.onChange((c) => this.onStoreChange(c));
@@ -121,6 +130,15 @@ export class Reconciler {
     } else if (c.bucket === 'placements') {
       this.notePlacement(c.key);
       this.mark(c.key);
+    } else if (c.bucket === 'addresses') {
+      const before = this.holderOf.get(c.key);
+      if (before !== undefined && this.addressOf.get(before) === c.key) this.addressOf.delete(before);
+      this.holderOf.delete(c.key);
+      if (isReadable(c.slot)) {
+        const jail = (c.slot.value as { jail: string }).jail;
+        this.holderOf.set(c.key, jail);
+        this.addressOf.set(jail, c.key);
+      }
     } else {
       const r = isReadable(c.slot) ? (c.slot.value as { draining: boolean }) : undefined;
       this.packing.host({ name: c.key, draining: r?.draining ?? false });
@@ -152,7 +170,79 @@ export class Reconciler {
     for (const d of this.o.store.desired.entries()) {
       if (!settled(this.view(d.key), facts)) this.mark(d.key);
     }
+    this.sweepAddresses();
     this.drainSoon();
+  }
+
+  /**
+   * Addresses whose jail is gone (no desired record, or a tombstone) and whose placement does not
+   * hold them go back to the pool: what an `rm` cut short between its steps left behind.
+   */
+  private sweepAddresses(): void {
+    for (const [address, jail] of this.holderOf) {
+      const d = this.o.store.desired.get(jail);
+      const p = this.o.store.placements.get(jail);
+      if (d && (!isReadable(d) || d.value.desired !== 'removed')) continue;
+      if (p && (!isReadable(p) || p.value.address === address)) continue;
+      void this.releaseAddress(jail, address).catch(() => undefined);
+    }
+  }
+
+  /** Deletes the address record if `jail` still holds it. */
+  private async releaseAddress(jail: string, address: string): Promise<void> {
+    const cur = await this.o.store.addresses.fetch(address);
+    if (!isReadable(cur) || cur.value.jail !== jail) return;
+    await this.o.store.addresses.remove(address, cur.revision);
+    this.log.info({ jail, address }, 'address released');
+  }
+
+  /** Creates the address record for `jail` (true), or finds it held: true if by this jail. */
+  private async claimOne(jail: string, address: string): Promise<boolean> {
+    const a = this.o.store.addresses;
+    this.claiming.add(address);
+    try {
+      await a.put(address, { v: WIRE_VERSION, jail, since: new Date(this.o.now()).toISOString() }, 0);
+      return true;
+    } catch (err) {
+      if (!(err instanceof CasConflict)) throw err;
+      const cur = await a.fetch(address);
+      return isReadable(cur) && cur.value.jail === jail;
+    } finally {
+      this.claiming.delete(address);
+    }
+  }
+
+  /**
+   * An address for `jail`: `want` if given and free (or already its own), else the next free one
+   * of the jail network. `reason` when there is none, naming the field or the pool.
+   */
+  private async claimAddress(jail: string, want: string | null): Promise<{ address: string } | { reason: string }> {
+    const net = this.jailNetwork;
+    if (want !== null) {
+      const why = net.refuse(want);
+      if (why) return { reason: `network.address: ${why}` };
+      if (await this.claimOne(jail, want)) return { address: want };
+      return { reason: `network.address: ${want} is held by jail "${this.holderOf.get(want) ?? 'another jail'}"` };
+    }
+    // an address claimed for it before (a pass cut short between the claim and the placement)
+    const own = this.addressOf.get(jail);
+    if (own && net.refuse(own) === null) return { address: own };
+    for (const address of net.candidates(this.lastClaimed)) {
+      if (this.holderOf.has(address) || this.claiming.has(address)) continue;
+      this.lastClaimed = address;
+      if (await this.claimOne(jail, address)) return { address };
+    }
+    return { reason: `no free address in the jail network ${net.cidr} (all ${net.capacity} are held)` };
+  }
+
+  /** The address a new placement of the jail holds: the previous one if its spec still fits it, else a claimed one. */
+  private async addressFor(jail: string, spec: JailSpec, held: string | undefined): Promise<{ address?: string; release?: string } | { reason: string }> {
+    const want = addressWanted(spec, held);
+    if (want === 'ok') return held ? { address: held } : {};
+    if (want === 'none') return { release: held };
+    const r = await this.claimAddress(jail, want);
+    if ('reason' in r) return r;
+    return { address: r.address, ...(held && held !== r.address ? { release: held } : {}) };
   }
 
   /** Now leading: what another leader published is unknown here, so whatever is unsettled is published again. */
@@ -184,6 +274,11 @@ export class Reconciler {
   private facts(): Facts {
     const now = this.o.now();
     return { now, warming: now < this.warmUntil, hostDown: (h) => this.hostDown(h, now) };
+  }
+
+  private specOf(name: string): JailSpec | undefined {
+    const d = this.o.store.desired.get(name);
+    return isReadable(d) ? d.value.spec : undefined;
   }
 
   private view(name: string): JailView {
@@ -314,8 +409,15 @@ export class Reconciler {
             this.published.delete(name);
             break;
           case 'place': {
-            const r = chosen.get(name)!;
-            const record = placementOf(a.generation, r);
+            let r = chosen.get(name)!;
+            const held = a.previous?.record?.address;
+            // a host without an address is no place: the jail stays unplaced, saying why
+            const addr = await this.addressFor(name, a.spec, held);
+            if ('reason' in addr) {
+              if (r.host) this.packing.at(name, null);
+              r = { host: null, reason: addr.reason } as PlaceResult;
+            }
+            const record = placementOf(a.generation, r, 'reason' in addr ? held : addr.address);
             if (placementUnchanged(a.previous, record)) return void this.failures.delete(name);
             try {
               await store.placements.put(name, record, a.previous?.revision ?? 0);
@@ -327,10 +429,29 @@ export class Reconciler {
               if (a.previous?.record?.reason !== record.reason) log.warn({ reason: record.reason }, 'jail not placed');
               return void this.failures.delete(name);
             }
-            log.info({ host: r.host, generation: a.generation }, 'jail placed');
+            if (!('reason' in addr) && addr.release) await this.releaseAddress(name, addr.release);
+            log.info({ host: r.host, generation: a.generation, ...(record.address ? { address: record.address } : {}) }, 'jail placed');
             this.o.metrics?.placed();
             break;
           }
+          case 'readdress': {
+            const addr = await this.addressFor(name, { ...this.specOf(name)! }, a.placement.address);
+            let record: PlacementRecord;
+            if ('reason' in addr) {
+              // the address its spec names is not to be had: unplaced, saying why (the copy is fenced)
+              record = { ...a.placement, host: null, reason: addr.reason };
+              log.warn({ reason: addr.reason }, 'jail not placed');
+            } else {
+              const { address: _old, ...rest } = a.placement;
+              record = { ...rest, ...(addr.address ? { address: addr.address } : {}) };
+            }
+            await store.placements.put(name, record, a.revision);
+            if (!('reason' in addr) && addr.release) await this.releaseAddress(name, addr.release);
+            break;
+          }
+          case 'release-address':
+            await this.releaseAddress(name, a.address);
+            break;
         }
       } catch (err) {
         if (err instanceof CasConflict) log.debug({ err: err.message }, 'a write lost a race; retrying');

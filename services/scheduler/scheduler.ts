@@ -12,6 +12,8 @@ import {
   DEFAULT_MOVE_TIMEOUT_MS,
   DEFAULT_RESYNC_MS,
   HeartbeatFeed,
+  JailNetwork,
+  DEFAULT_JAIL_CIDR,
   connectNats,
   decodeWith,
   encodeJson,
@@ -40,6 +42,8 @@ export interface SchedulerOptions {
   strategy?: PlacementStrategy;
   /** How long a drain waits for a jail's new copy to run before it gives up on that move. */
   moveTimeoutMs?: number;
+  /** The cluster's jail network (`--jail-cidr`): vnet jails' addresses come from it. */
+  jailNetwork?: JailNetwork;
 }
 
 export class Scheduler {
@@ -78,6 +82,7 @@ export class Scheduler {
     const store = new KvStore(nc, topology, this.log);
     this.store = store;
     const js = jetstream(nc);
+    const jailNetwork = o.jailNetwork ?? JailNetwork.parse(DEFAULT_JAIL_CIDR);
     let reconciler: Reconciler | undefined;
     // heartbeats and the one liveness rule; the feed tells the reconciler who came up and went down
     const feed = new HeartbeatFeed({
@@ -97,6 +102,7 @@ export class Scheduler {
       strategy: o.strategy ?? 'binpack',
       moveTimeoutMs: o.moveTimeoutMs ?? DEFAULT_MOVE_TIMEOUT_MS,
       metrics: this.metrics,
+      jailNetwork,
       commands: {
         publish: async (host: string, cmd: Command) => {
           if (!this.isLeader) throw new Error('not the leader: command not published');
@@ -130,7 +136,7 @@ export class Scheduler {
         images = undefined;
         throw err;
       }));
-    const api = new SchedulerApi(store, rec, async (tag) => (await (await imageStore()).tag(tag))?.digest ?? null);
+    const api = new SchedulerApi(store, rec, async (tag) => (await (await imageStore()).tag(tag))?.digest ?? null, jailNetwork);
     for (const verb of API_VERBS) {
       const v = api.verbs[verb] as { request: z.ZodTypeAny; handle: (r: unknown) => unknown };
       serveRpc(nc, subjects.api(verb), v.request, (req) => v.handle(req), { queue: SCHEDULER_QUEUE, log: this.log });

@@ -1,9 +1,9 @@
 // The scheduler's records as it reads and writes them: desired state, placements and host records
-// (drains), each a versioned entry in a bucket. Every record is parsed once, where it enters
+// (drains) and jail addresses, each a versioned entry in a bucket. Every record is parsed once, where it enters
 // (here); an unreadable one is kept as what it is (`Unreadable`, with the rule it broke), never
 // dropped and never deleted by the scheduler. Implementations: NATS KV (kv-store.ts) and
 // in-memory (memory-store.ts, for in-process tests). Nothing here decides anything.
-import type { DesiredRecord, HostRecord, PlacementRecord } from '../../contracts/index.js';
+import type { AddressRecord, DesiredRecord, HostRecord, PlacementRecord } from '../../contracts/index.js';
 
 /** A readable record at a revision (the KV revision: the bucket stream's sequence). */
 export interface Entry<T> {
@@ -35,7 +35,7 @@ export class CasConflict extends Error {
   }
 }
 
-export type BucketName = 'desired' | 'placements' | 'hosts';
+export type BucketName = 'desired' | 'placements' | 'hosts' | 'addresses';
 
 export interface RecordBucket<T> {
   /** The newest entry this process has seen: what the bucket's watch and our own writes brought. */
@@ -59,6 +59,8 @@ export interface SchedulerStore {
   readonly desired: RecordBucket<DesiredRecord>;
   readonly placements: RecordBucket<PlacementRecord>;
   readonly hosts: RecordBucket<HostRecord>;
+  /** Vnet jails' addresses: address → the jail holding it (created on "absent": one holder each). */
+  readonly addresses: RecordBucket<AddressRecord>;
   /** Every change of any bucket, newest revision only, each revision once (watch and own writes alike). */
   onChange(listener: (change: StoreChange) => void): void;
   /** Resolves once every bucket's content at start-up is in the cache. */

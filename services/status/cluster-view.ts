@@ -129,8 +129,11 @@ export class ClusterView {
         if (r.host && r.state !== 'removing' && this.hostDown(r.host, now)) out[i] = { ...r, state: 'lost' };
       }
     }
-    // after `lost`: a jail whose host is down shows no usage
+    // a vnet jail's address is its placement's, whatever its copies say; after `lost`: a jail
+    // whose host is down shows no usage
     for (let i = 0; i < out.length; i++) {
+      const address = this.placements.get(out[i]!.name)?.address;
+      if (address) out[i] = { ...out[i]!, address };
       const r = out[i]!;
       // only a running copy's own reading: never an older generation's, nor another host's
       const u = r.state === 'running' && r.host ? this.usage.get(r.host)?.get(r.name) : undefined;

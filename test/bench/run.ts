@@ -164,9 +164,34 @@ async function rollout(n: number, hostCount: number) {
   });
 }
 
-/** 100 jails on one agent: command published → `running` event, one jail at a time. */
+/**
+ * 100 jails on one agent: command published → `running` event, one jail at a time; then as many
+ * vnet jails (own network namespace, a veth on the jail bridge, an address) on the same agent.
+ * The agent runs in a network namespace of the bench's own (joined to the broker by a veth
+ * pair), so its jail bridge never appears in the machine's namespace; it goes with the bench.
+ */
 async function startLatency(n: number) {
-  const c = await TestCluster.start({ hosts: ['bench-1'], scheduler: false, status: false });
+  const tag = `jfb${process.pid % 100000}`;
+  const ip = (...args: string[]) => execa('ip', args);
+  await ip('netns', 'add', tag);
+  try {
+    await ip('link', 'add', `${tag}h`, 'type', 'veth', 'peer', 'name', `${tag}n`);
+    await ip('link', 'set', `${tag}n`, 'netns', tag);
+    await ip('addr', 'add', '10.213.11.1/30', 'dev', `${tag}h`);
+    await ip('link', 'set', `${tag}h`, 'up');
+    await ip('-n', tag, 'addr', 'add', '10.213.11.2/30', 'dev', `${tag}n`);
+    await ip('-n', tag, 'link', 'set', `${tag}n`, 'up');
+    await ip('-n', tag, 'link', 'set', 'lo', 'up');
+    await startLatencyIn(n, tag);
+  } finally {
+    await execa('ip', ['netns', 'delete', tag], { reject: false });
+    await execa('ip', ['link', 'delete', `${tag}h`], { reject: false });
+  }
+}
+
+async function startLatencyIn(n: number, netns: string) {
+  const c = await TestCluster.start({ hosts: [], scheduler: false, status: false, natsHost: '10.213.11.1' });
+  c.startAgent('bench-1', [], ['nsenter', `--net=/run/netns/${netns}`, '--']);
   const nc = await connect({ servers: c.url });
   const js = jetstream(nc);
   await ensureTopology(nc);
@@ -184,16 +209,22 @@ async function startLatency(n: number) {
   const spec = (name: string): JailSpec => ({
     name, command: ['/bin/sleep', '3600'], env: {}, mounts: [], network: 'inherit', restart: 'never', stopTimeoutMs: 2000, placement: { labels: {} }, resources: { cpu: 0.1, memoryMB: 64, maxProcs: 128 }, failover: { reschedule: true },
   });
-  const jf: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const name = `lat-${i}`;
-    const cmd: Command = { v: WIRE_VERSION, op: 'ensure', jail: name, generation: 1, revision: i + 1, desired: 'running', spec: spec(name), issuedAt: new Date().toISOString() };
-    const t0 = performance.now();
-    const running = new Promise<void>((r) => waiting.set(name, r));
-    await js.publish(subjects.cmd('bench-1'), enc(cmd));
-    await running;
-    jf.push(performance.now() - t0);
-  }
+  const startAll = async (prefix: string, network: (i: number) => JailSpec['network']) => {
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const name = `${prefix}-${i}`;
+      const cmd: Command = { v: WIRE_VERSION, op: 'ensure', jail: name, generation: 1, revision: i + 1, desired: 'running', spec: { ...spec(name), network: network(i) }, issuedAt: new Date().toISOString() };
+      const t0 = performance.now();
+      const running = new Promise<void>((r) => waiting.set(name, r));
+      await js.publish(subjects.cmd('bench-1'), enc(cmd));
+      await running;
+      out.push(performance.now() - t0);
+    }
+    return out;
+  };
+  const jf = await startAll('lat', () => 'inherit');
+  // the scheduler pins an address into a vnet spec; here the bench does, as it plays the scheduler
+  const vnet = await startAll('vlat', (i) => ({ mode: 'vnet', address: `10.88.${Math.floor((i + 2) / 256)}.${(i + 2) % 256}` }));
   await nc.close();
   await c.stop();
 
@@ -213,6 +244,10 @@ async function startLatency(n: number) {
     ratio: round(p50 / f.p50),
     goal: 'ratio <= 2',
     shellBaselineP50: round(percentile(shell, 50)),
+    vnetP50: round(percentile(vnet, 50)),
+    vnetP95: round(percentile(vnet, 95)),
+    vnetAddsP50: round(percentile(vnet, 50) - p50),
+    vnetGoal: 'vnetAddsP50 <= 5',
   });
 }
 

@@ -204,8 +204,12 @@ export class TestCluster {
   /** Every host that ever had an agent: stop() tears down each, killed ones included. */
   private readonly hostsEver = new Set<string>();
 
-  startAgent(host: string, extra: string[] = [], wrap: string[] = []): ResultPromise {
+  /** The wrap each host's agent last ran in (its network namespace): teardown runs there too. */
+  private readonly wraps = new Map<string, string[]>();
+
+  startAgent(host: string, extra: string[] = [], wrap: string[] = this.wraps.get(host) ?? []): ResultPromise {
     this.hostsEver.add(host);
+    this.wraps.set(host, wrap);
     const p = this.serve(['agent', '--host', host, '--data-dir', join(this.dir, 'hosts', host), '--backoff-base-ms', '200', ...(this.opts.agentArgs ?? ROOMY_AGENT), ...extra], host, wrap);
     this.agents.set(host, p);
     return p;
@@ -277,7 +281,7 @@ export class TestCluster {
    * its jails, fenced stale copies and takes commands (an agent heartbeats only once it does).
    * Returns that first heartbeat: the jails the new agent holds, with their pids.
    */
-  async startAgentServing(host: string, extra: string[] = [], wrap: string[] = [], timeoutMs = 30_000): Promise<Heartbeat> {
+  async startAgentServing(host: string, extra: string[] = [], wrap?: string[], timeoutMs = 30_000): Promise<Heartbeat> {
     const since = Date.now();
     const p = this.startAgent(host, extra, wrap);
     let served = false;
@@ -329,7 +333,7 @@ export class TestCluster {
       // (an agent that cannot start is stopped anyway, and the checks below tell what it left)
       // a loaded machine may miss the first deadline: a second agent, given longer, tries again
       for (let attempt = 0; attempt < 2; attempt++) {
-        const served = await this.startAgentServing(h, ['--teardown-on-exit'], [], 60_000).then(
+        const served = await this.startAgentServing(h, ['--teardown-on-exit'], undefined, 60_000).then(
           () => true,
           () => false,
         );

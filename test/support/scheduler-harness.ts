@@ -5,6 +5,7 @@
 import pino from 'pino';
 import { WIRE_VERSION, type Command, type Heartbeat, type StateEvent } from '../../contracts/index.js';
 import { HeartbeatFeed } from '../../services/common/heartbeat-feed.js';
+import { JailNetwork } from '../../services/common/jail-network.js';
 import { SchedulerApi } from '../../services/scheduler/api.js';
 import { MemoryStore } from '../../services/scheduler/memory-store.js';
 import { Reconciler } from '../../services/scheduler/reconciler.js';
@@ -31,7 +32,7 @@ export class SchedulerHarness {
   private readonly followers = new Map<string, Set<(e: StateEvent) => void>>();
   private seq = 0;
 
-  constructor(hostNames: string[] = [], private readonly opts: { capacity?: { cpu: number; memoryMB: number }; moveTimeoutMs?: number } = {}) {
+  constructor(hostNames: string[] = [], private readonly opts: { capacity?: { cpu: number; memoryMB: number }; moveTimeoutMs?: number; jailCidr?: string } = {}) {
     for (const name of hostNames) this.addHost(name, opts.capacity);
     this.addScheduler(true);
   }
@@ -60,6 +61,7 @@ export class SchedulerHarness {
       now: () => this.now,
       strategy: 'binpack',
       moveTimeoutMs: this.opts.moveTimeoutMs ?? 1000,
+      ...(this.opts.jailCidr ? { jailNetwork: JailNetwork.parse(this.opts.jailCidr) } : {}),
       commands: { publish: async (host, command) => this.deliver(slot, host, command) },
       events: {
         follow: (host, jail, each) => {
@@ -70,7 +72,7 @@ export class SchedulerHarness {
         },
       },
     });
-    slot.api = new SchedulerApi(this.store, slot.rec);
+    slot.api = new SchedulerApi(this.store, slot.rec, undefined, this.opts.jailCidr ? JailNetwork.parse(this.opts.jailCidr) : undefined);
     this.schedulers.push(slot);
     for (const h of this.hosts.values()) if (h.alive) this.beat(slot, h);
     return slot;
@@ -197,6 +199,20 @@ export class SchedulerHarness {
   /** Hosts that run a copy of `jail` now. */
   runningOn(jail: string): string[] {
     return [...this.hosts.values()].filter((h) => h.alive && h.copies.has(jail)).map((h) => h.name);
+  }
+
+  /** The address the last `ensure` sent for the jail pinned into its spec (vnet), or null. */
+  sentAddress(jail: string): string | null {
+    const last = [...this.commands].reverse().find((c) => c.command.jail === jail && c.command.op === 'ensure');
+    const net = last?.command.op === 'ensure' ? last.command.spec.network : undefined;
+    return typeof net === 'object' ? (net.address ?? null) : null;
+  }
+
+  /** The addresses bucket: address → holder. */
+  addresses(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const e of this.store.addresses.entries()) if (isReadable(e)) out[e.key] = e.value.jail;
+    return out;
   }
 
   commandsFor(jail: string) {

@@ -481,6 +481,16 @@ describe('start creates a persistent jail and runs the command detached with dae
     expect(calls[2]).toEqual(['jail', '-c', 'name=web', `path=${root}`, 'host.hostname=web', 'ip4=disable', 'ip6=disable', 'persist']);
   });
 
+  test('network vnet is refused at start (not built for FreeBSD yet), never run as inherit', async () => {
+    const driver = driverFor();
+    const spec = sampleSpec({ network: { mode: 'vnet', address: '10.88.0.5' } });
+    await driver.prepare(spec);
+    await driver.mount(spec);
+    const from = host.calls.length;
+    await expect(driver.start(spec)).rejects.toThrow(/network mode vnet is not supported by the freebsd driver yet/);
+    expect(host.calls.slice(from).filter((c) => c[0] === 'jail' || c[0] === 'daemon')).toEqual([]);
+  });
+
   test('hostile arguments stay separate argv elements: there is no shell to parse them', async () => {
     const driver = driverFor();
     const hostile = ['/bin/echo', 'hi; rm -rf /', ';', 'rm', '-rf', '/', '$(reboot)', '`id`', "' \" \\"];

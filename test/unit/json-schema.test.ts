@@ -51,7 +51,7 @@ describe('contracts/json-schema', () => {
     expect(s.additionalProperties).toBe(false);
     expect(s.properties.name).toMatchObject({ type: 'string', minLength: 1, maxLength: 63, pattern: '^[a-z0-9]([a-z0-9-]*[a-z0-9])?$' });
     expect(s.properties.command).toMatchObject({ type: 'array', minItems: 1, maxItems: 1024 });
-    expect(s.properties.network.enum).toEqual(['inherit', 'none']);
+    expect(s.properties.network.anyOf[0].enum).toEqual(['inherit', 'none', 'vnet']);
     expect(s.properties.restart.enum).toEqual(['always', 'on-failure', 'never']);
     expect(s.properties.stopTimeoutMs).toMatchObject({ minimum: 0, maximum: 600000, default: 10000 });
     expect(s.properties.mounts.maxItems).toBe(64);

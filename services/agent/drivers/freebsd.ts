@@ -76,7 +76,7 @@ const jlsArgv = (name?: string) => ['jls', '--libxo', 'json', '-v', ...(name ===
  * `disable` ("stop the jail from using IPv4 entirely"), which with no ip4.addr/ip6.addr leaves a
  * jail with no network at all.
  */
-function jailCreateArgv(name: string, root: string, hostname: string, network: JailSpec['network']): string[] {
+function jailCreateArgv(name: string, root: string, hostname: string, network: 'inherit' | 'none'): string[] {
   const ip = network === 'none' ? ['ip4=disable', 'ip6=disable'] : ['ip4=inherit', 'ip6=inherit'];
   return ['jail', '-c', `name=${name}`, `path=${root}`, `host.hostname=${hostname}`, ...ip, 'persist'];
 }
@@ -443,6 +443,8 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
       for (const need of [join(p.root, 'dev'), join(p.root, 'tmp')]) {
         if (!mounts.has(need)) throw new Error(`jail ${spec.name} is not mounted (${need} is not a mount point)`);
       }
+      // vnet (jail -c vnet, epair, if_bridge) is not built for FreeBSD yet: refused, never run as inherit
+      if (typeof spec.network !== 'string') throw new Error('network mode vnet is not supported by the freebsd driver yet (use inherit or none)');
       if (!existing) await this.tool('start', spec.name, jailCreateArgv(spec.name, p.root, jailHostname(spec), spec.network));
       // the spec's limits, before the command runs; an earlier run's rules go first (rctl -r
       // fails when there are none, hence no check), and a host without RACCT fails the start

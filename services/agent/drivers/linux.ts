@@ -1,6 +1,8 @@
 // The linux driver: a jail is a thin root (read-only binds of the host's /usr and friends, a
 // generated /etc), a minimal /dev, its own /proc, and the pid, mount, uts, ipc (and optionally
-// net) namespaces of `unshare`, with native/jailinit as pid 1 pivoted into the root.
+// net) namespaces of `unshare`, with native/jailinit as pid 1 pivoted into the root. A vnet jail
+// gets its own network namespace and one link to the host's jail bridge (linux-vnet.ts), wired
+// while its init waits at the start barrier.
 // Each jail gets a cgroup of its own with its spec's limits (cgroup-limits.ts), joined by its init
 // before the command runs.
 //
@@ -46,12 +48,13 @@ import { constants as osConstants } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
+import { jailHostname, nameSchema, networkMode, vnetOf, type ExecResult, type JailSpec } from '../../../contracts/index.js';
 import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection, type SessionCommand, type SessionSpawn } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
 import { JailCgroups, type CgroupController, type JailUsage } from './cgroup-limits.js';
 import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
 import { checkJailName } from './jail-steps.js';
+import { VnetLinks, type VnetOptions } from './linux-vnet.js';
 
 export interface LinuxDriverOptions {
   /** Where the driver keeps its state: `${dataDir}/jails/<name>/`. Never visible inside a jail. */
@@ -73,6 +76,8 @@ export interface LinuxDriverOptions {
   images?: ImageSource;
   /** Host volumes this agent offers (`--volume`): name → directory, and whether only read-only. */
   volumes?: ReadonlyMap<string, { path: string; readOnly: boolean }>;
+  /** The jail network and bridge of vnet jails; without it a vnet spec fails at start. */
+  vnet?: VnetOptions;
 }
 
 
@@ -273,6 +278,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   private readonly cgroups: JailCgroups;
   private readonly images?: ImageSource;
   private readonly volumes: ReadonlyMap<string, { path: string; readOnly: boolean }>;
+  private readonly vnet: VnetLinks | null;
 
   constructor(options: LinuxDriverOptions) {
     super(options.dataDir, options.logger);
@@ -285,6 +291,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     this.volumes = options.volumes ?? new Map();
     this.sessionPath = options.sessionPath ?? join(repoRoot(), 'dist', 'native', 'jailsession');
     this.fsPath = options.fsPath ?? join(repoRoot(), 'dist', 'native', 'jailfs');
+    this.vnet = options.vnet ? new VnetLinks(options.vnet, async () => this.dataDir(), (t) => this.toolPath(t)) : null;
   }
 
   /** Digests of the images this host's jails were prepared from (the image cache never collects them). */
@@ -346,14 +353,19 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       await ifExists(unlink(p.exitCode));
       await ifExists(unlink(this.oomPath(p.dir)));
       await this.cgroups.create(spec.name, spec.resources);
+      // a vnet jail: jailinit's network argument carries its address (checked against the jail network)
+      const vnet = vnetOf(spec);
+      if (vnet && !this.vnet) throw DriverStepFailed.of('start', spec.name, 'network mode vnet: this agent has no jail network (serve agent --jail-cidr)');
+      if (vnet && !vnet.address) throw DriverStepFailed.of('start', spec.name, 'network mode vnet without an address (the scheduler pins one into the spec it sends)');
+      const network = vnet ? this.vnet!.initArg(spec.name, vnet.address!) : networkMode(spec);
 
       const argv = [
         await this.toolPath('unshare'),
         '--pid', '--fork', '--mount', '--uts', '--ipc',
-        ...(spec.network === 'none' ? ['--net'] : []),
+        ...(networkMode(spec) === 'inherit' ? [] : ['--net']),
         '--propagation', 'private',
         '--',
-        this.initPath, p.exitCode, p.root, jailHostname(spec), spec.network,
+        this.initPath, p.exitCode, p.root, jailHostname(spec), network,
         ...plan.flat(),
         '--', ...spec.command,
       ];
@@ -391,6 +403,12 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         // its init joins the jail's cgroup while it still waits at the barrier: whatever it
         // runs afterwards is limited from its first instruction
         await this.cgroups.join(spec.name, record.pid);
+        // a vnet jail's link, into its new network namespace, before its init goes on
+        if (vnet) {
+          // remembered in the jail's directory: destroy removes a host end that outlived the jail
+          await writeFileAtomic(join(p.dir, 'vnet-link'), await this.vnet!.hostEnd(spec.name), 0o600);
+          await this.vnet!.wire(spec.name, record.pid);
+        }
         await writeFileAtomic(p.pid, JSON.stringify(record), 0o600);
         // recorded: the barrier opens. A bare EOF (this process dying before here) ends the init.
         child.stdin!.end('go\n');
@@ -450,6 +468,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       if (!(await ifExists(lstat(p.dir)))) return;
       await this.stopInit(name, await this.destroyGraceMs(name));
       await this.cgroups.remove(name);
+      // only a jail that had a link pays for the look (one process)
+      if (this.vnet && (await ifExists(lstat(join(p.dir, 'vnet-link'))))) await this.vnet.unwire(name);
       // Never delete through a mount: rm would walk into the host's files bound there. Nothing is
       // mounted on the host by this driver, but a jail an older one mounted may be: one look.
       let left = await mountsUnder(p.dir);
