@@ -20,6 +20,12 @@ import {
 import { decodeWith, encodeJson } from './codec.js';
 import { replicasFor } from './nats.js';
 
+/** A tag's record and the KV revision it was read at. */
+export interface TagEntry {
+  record: ImageRecord;
+  revision: number;
+}
+
 export class ImageStore {
   private constructor(
     readonly tags: KV,
@@ -78,6 +84,26 @@ export class ImageStore {
 
   async deleteTag(tagRef: string): Promise<void> {
     await this.tags.delete(imageTagKey(tagRef));
+  }
+
+  /** The record `NAME:TAG` points at with its KV revision (for a compare-and-set), or null. */
+  async tagEntry(tagRef: string): Promise<TagEntry | null> {
+    const e = await this.tags.get(imageTagKey(tagRef));
+    if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
+    return { record: decodeWith(imageRecordSchema, e.value), revision: e.revision };
+  }
+
+  /** Writes the tag's record if the tag is still at `revision`: its new revision, or null when someone wrote it since. */
+  async updateTag(record: ImageRecord, revision: number): Promise<number | null> {
+    return this.tags.update(imageTagKey(`${record.name}:${record.tag}`), encodeJson(record), revision).catch(() => null);
+  }
+
+  /** Deletes the tag if it is still at `revision`: false when someone wrote it since. */
+  async deleteTagAt(tagRef: string, revision: number): Promise<boolean> {
+    return this.tags.delete(imageTagKey(tagRef), { previousSeq: revision }).then(
+      () => true,
+      () => false,
+    );
   }
 
   /** Every tag's record (an unreadable one is skipped). */
