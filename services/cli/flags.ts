@@ -82,6 +82,18 @@ export function parseLabelFlags(values: readonly string[]): Labels {
   return r.data;
 }
 
+/**
+ * `serve agent --zfs-dataset POOL/PATH`: a zfs dataset name (zfs(8) "ZFS Component Naming
+ * Requirements": alphanumerics and "_", "-", ":", ".", the pool's name starting with a letter),
+ * never a snapshot or bookmark ("@", "#"). The agent makes its datasets below it.
+ */
+export const zfsDatasetSchema = z
+  .string()
+  .max(200, { message: 'must be at most 200 characters' })
+  .regex(/^[A-Za-z][A-Za-z0-9_.:-]*(?:\/[A-Za-z0-9_.:][A-Za-z0-9_.:-]*)*$/, {
+    message: 'must be a zfs dataset (POOL or POOL/PATH: letters, digits, "_", "-", ":", "." and "/" between components; the pool starting with a letter)',
+  });
+
 /** `serve agent --volume NAME=/path[:ro]` (repeatable) → name → { path, readOnly }. */
 export function parseVolumeFlags(values: readonly string[]): Map<string, { path: string; readOnly: boolean }> {
   const out = new Map<string, { path: string; readOnly: boolean }>();

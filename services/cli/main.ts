@@ -8,7 +8,7 @@ import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETW
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile } from './flags.js';
+import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, zfsDatasetSchema } from './flags.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
@@ -450,6 +450,7 @@ serve
   .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
   .option('--image-cache-mb <mb>', 'unpacked images kept on this host before the least recently used unused ones are removed', String(DEFAULT_IMAGE_CACHE_MB))
   .option('--max-image-mb <mb>', 'the largest image (unpacked) this agent takes', String(DEFAULT_MAX_IMAGE_MB))
+  .option('--zfs-dataset <dataset>', 'freebsd: jail roots are zfs clones below this dataset (an image jail: a clone of its image\'s snapshot)')
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
@@ -467,6 +468,7 @@ serve
       exitWithParent: parentPid(o.exitWithParent),
       imageCacheMB: flag('image-cache-mb', maxImageMBSchema, o.imageCacheMb),
       maxImageMB: flag('max-image-mb', maxImageMBSchema, o.maxImageMb),
+      zfsDataset: o.zfsDataset === undefined ? undefined : flag('zfs-dataset', zfsDatasetSchema, o.zfsDataset),
     });
   });
 serve
