@@ -2,7 +2,7 @@
 // message naming the flag or field and the rule, before anything is sent.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { absolutePathSchema, PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
+import { absolutePathSchema, PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, volumeSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
 import { CliError } from './client.js';
 
 export const portSchema = z.coerce.number().int().min(1).max(65535);
@@ -108,6 +108,20 @@ export function parseVolumeFlags(values: readonly string[]): Map<string, { path:
     out.set(name.data, { path: path.data, readOnly: m[3] === 'ro' });
   }
   return out;
+}
+
+/**
+ * `run --volume NAME:TARGET[:ro|rw]` → a spec volume, checked by the spec's own volume contract
+ * (writable unless `:ro`, as in a fleet file); the rules across a spec (distinct targets, at most
+ * 64) are the fleet's, checked with the rest of the spec.
+ */
+export function parseVolumeFlag(s: string): z.output<typeof volumeSchema> {
+  const parts = s.split(':');
+  if (parts.length < 2 || parts.length > 3 || (parts.length === 3 && !['ro', 'rw'].includes(parts[2]!)))
+    throw new CliError(`--volume: expected NAME:TARGET[:ro|rw] (got ${JSON.stringify(s)})`, 2);
+  const r = volumeSchema.safeParse({ name: parts[0], target: parts[1], readOnly: parts[2] === 'ro' });
+  if (!r.success) throw new CliError(`--volume ${JSON.stringify(s)}: ${describeIssues(r.error)}`, 2);
+  return r.data;
 }
 
 /** `SRC:DST[:ro|rw]` → a mount (paths are checked by the spec contract). */

@@ -8,7 +8,7 @@ import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETW
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, zfsDatasetSchema } from './flags.js';
+import { cpuCoresSchema, flag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, zfsDatasetSchema } from './flags.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
@@ -102,6 +102,7 @@ program
   .addOption(new Option('--restart <policy>', 'restart policy').choices(RESTART_POLICIES))
   .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
   .option('--mount <SRC:DST[:ro|rw]>', 'mount a host path (repeatable; read-only by default)', collect, [])
+  .option('--volume <NAME:TARGET[:ro]>', 'a host volume at TARGET (repeatable; writable unless :ro); placed only on hosts offering it', collect, [])
   .addOption(new Option('--network <mode>', 'inherit (host network) or none (loopback only)').choices(NETWORK_MODES))
   .option('--stop-timeout <ms>', 'SIGKILL this long after SIGTERM')
   .option('--timeout <ms>', 'how long to wait for the jail to run', '120000')
@@ -111,6 +112,7 @@ program
       command,
       env: Object.fromEntries((o.env as string[]).map(parseEnvFlag)),
       mounts: (o.mount as string[]).map(parseMountFlag),
+      ...((o.volume as string[]).length ? { volumes: (o.volume as string[]).map(parseVolumeFlag) } : {}),
       ...(o.host ? { placement: { host: o.host } } : {}),
       ...(o.hostname ? { hostname: o.hostname } : {}),
       ...(o.image !== undefined ? { image: o.image } : {}),
