@@ -2,10 +2,14 @@
 // KV bucket (`NAME/TAG` → image record), so every agent fetches images from the brokers it already
 // talks to. Creating the buckets is idempotent. It must never store an object under a name that
 // is not the sha256 of its bytes (the importer hashes, the agent checks again on fetch).
+// Speed (a 100 MB pull, profiled): nats.js hashes every object it puts and gets with a pure-JS
+// SHA-256 unless told otherwise (about 25 MB/s here): node:crypto's is switched on for the whole
+// process below; and chunks of 1 MiB read about twice as fast as 128 KiB ones (fewer messages,
+// fewer flow-control rounds) while 4 MiB ones were no faster.
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { Objm, StorageType, type ObjectResult, type ObjectStore } from '@nats-io/obj';
+import { Objm, StorageType, setSha256Backend, type ObjectResult, type ObjectStore } from '@nats-io/obj';
 import type { NatsConnection } from '@nats-io/transport-node';
 import {
   BUCKET_IMAGES,
@@ -26,10 +30,17 @@ export interface TagEntry {
   revision: number;
 }
 
+// process-wide, before any object store call (nats.js's own rule for it)
+setSha256Backend('native');
+
+/** The object store's chunk size for an image: 1 MiB, or less when the broker's max_payload is smaller (headers need room). */
+export const imageChunkBytes = (maxPayload: number | undefined) => Math.min(1024 * 1024, Math.floor((maxPayload ?? 1024 * 1024) / 2));
+
 export class ImageStore {
   private constructor(
     readonly tags: KV,
     readonly blobs: ObjectStore,
+    private readonly chunkBytes: number,
   ) {}
 
   /** Opens (or creates) both buckets. */
@@ -45,15 +56,15 @@ export class ImageStore {
       .catch(() => kvm.create(BUCKET_IMAGE_TAGS, { history: 1, replicas }));
     const objm = new Objm(nc);
     const blobs = await objm.open(BUCKET_IMAGES).catch(() => objm.create(BUCKET_IMAGES, { replicas, storage: StorageType.File }));
-    return new ImageStore(tags, blobs);
+    return new ImageStore(tags, blobs, imageChunkBytes(nc.info?.max_payload));
   }
 
   /** Stores a canonical tar under its digest, unless the store holds it already. */
   async putBlob(digest: string, tarPath: string, bytes: number): Promise<'stored' | 'present'> {
     const info = await this.blobs.info(digest);
     if (info && !info.deleted && info.size === bytes) return 'present';
-    const rs = Readable.toWeb(createReadStream(tarPath, { highWaterMark: 128 * 1024 })) as ReadableStream<Uint8Array>;
-    await this.blobs.put({ name: digest, description: 'jailfleet image (canonical tar)', options: { max_chunk_size: 128 * 1024 } }, rs);
+    const rs = Readable.toWeb(createReadStream(tarPath, { highWaterMark: this.chunkBytes })) as ReadableStream<Uint8Array>;
+    await this.blobs.put({ name: digest, description: 'jailfleet image (canonical tar)', options: { max_chunk_size: this.chunkBytes } }, rs);
     return 'stored';
   }
 
