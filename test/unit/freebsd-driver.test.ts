@@ -445,7 +445,7 @@ describe('an image jail is a thin jail of its image: its base read-only by nullf
     const driver = new FreebsdDriver({ dataDir: data, run: host.run, images: cache.source, zfsDataset: 'zroot/jailfleet' });
     const calls = await transcript(() => Promise.all(['web', 'api'].map((name) => driver.prepare(sampleSpec({ name, image: 'freebsd:14.1', mounts: [] })))));
     expect(calls.filter((a) => a[0] === 'cp' || a[1] === 'snapshot')).toHaveLength(2);
-    expect(calls.filter((a) => a[1] === 'clone').map((a) => a[a.length - 1])).toEqual(['zroot/jailfleet/web', 'zroot/jailfleet/api']);
+    expect(calls.filter((a) => a[1] === 'clone').map((a) => a[a.length - 1]).sort()).toEqual(['zroot/jailfleet/api', 'zroot/jailfleet/web']);
   });
 
   test('without an image cache, an image jail fails its prepare with why', async () => {
