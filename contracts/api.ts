@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { fleetSchema, labelsSchema, nameSchema } from './jail-spec.js';
 import { drainParallelSchema, hostRecordSchema } from './state.js';
 import { planResultSchema } from './plan.js';
+import { imageDigestSchema, imageTagRefSchema } from './image.js';
 import { WIRE_VERSION, hostResourcesSchema, jailErrorSchema, jailUsageSchema, jailStateSchema, execResultSchema, logsResultSchema } from './messages.js';
 
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
@@ -28,6 +29,12 @@ export type DrainRequest = z.input<typeof drainRequestSchema>;
 export const undrainRequestSchema = z.object({ v, host: nameSchema });
 /** The jails placed on the host when the request was answered (drain: the ones to move). */
 export const drainReplyBody = z.object({ host: nameSchema, draining: z.boolean(), jails: z.array(nameSchema) });
+
+/** `jailfleet image rm NAME:TAG [--force]`: refused while a jail's desired record names the image, unless forced. */
+export const imageRmRequestSchema = z.object({ v, tag: imageTagRefSchema, force: z.boolean().default(false) });
+export type ImageRmRequest = z.input<typeof imageRmRequestSchema>;
+/** The tag is gone; the stored image too unless other tags still name it (`otherTags`). */
+export const imageRmReplyBody = z.object({ tag: imageTagRefSchema, digest: imageDigestSchema, otherTags: z.number().int().min(0), usedBy: z.array(nameSchema) });
 
 export const appliedJailSchema = z.object({
   name: nameSchema,
@@ -90,6 +97,7 @@ export const replySchema = <T extends z.ZodTypeAny>(body: T) =>
 
 export const applyReplySchema = replySchema(applyReplyBody);
 export const nameReplySchema = replySchema(nameReplyBody);
+export const imageRmReplySchema = replySchema(imageRmReplyBody);
 export const planReplySchema = replySchema(planResultSchema);
 export const psReplySchema = replySchema(psReplyBody);
 export const hostsReplySchema = replySchema(hostsReplyBody);

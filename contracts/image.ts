@@ -61,6 +61,11 @@ export const imageRecordSchema = z.strictObject({
   importedAt: z.string().datetime({ offset: true }),
   /** What it was made from: directory, tar, tar.gz, tar.xz, tar.zst, oci-layout, docker-save. */
   format: z.string().max(32),
+  /**
+   * Set by a scheduler while `image rm` looks for jails that use the image: an apply that pinned
+   * it meanwhile clears it (compare-and-set), and then the removal loses. See image-pins.ts.
+   */
+  removing: z.string().datetime({ offset: true }).optional(),
 });
 export type ImageRecord = z.infer<typeof imageRecordSchema>;
 

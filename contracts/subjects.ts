@@ -22,7 +22,7 @@ export const BUCKET_IMAGES = 'jailfleet_images';
 export const SCHEDULER_QUEUE = 'jailfleet-scheduler';
 export const STATUS_QUEUE = 'jailfleet-status';
 
-export const API_VERBS = ['apply', 'stop', 'start', 'rm', 'drain', 'undrain', 'plan'] as const;
+export const API_VERBS = ['apply', 'stop', 'start', 'rm', 'drain', 'undrain', 'plan', 'image-rm'] as const;
 export type ApiVerb = (typeof API_VERBS)[number];
 export const STATUS_QUERIES = ['ps', 'hosts'] as const;
 export type StatusQuery = (typeof STATUS_QUERIES)[number];

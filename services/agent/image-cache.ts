@@ -10,13 +10,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
 import { imageDigestSchema, NotFound, parseImageRef } from '../../contracts/index.js';
 import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_MAX_IMAGE_MB } from '../common/defaults.js';
 import { ImageRefused, ImageTree } from '../common/image-tree.js';
-import { readArchiveInto } from '../common/image-tar.js';
+import { readTarInto } from '../common/image-tar.js';
 import type { ImageStore } from '../common/image-store.js';
 
 /** A fetched image failed its check (digest, members) or could not be fetched; the jail's step fails with this. */
@@ -160,20 +160,30 @@ export class ImageCache {
           done(null, chunk);
         },
       });
-      await pipeline(Readable.fromWeb(got.data as import('node:stream/web').ReadableStream<Uint8Array>), hashing, createWriteStream(tar));
-      const failure = await got.error;
+      // one pass over the fetched bytes: hashed and written to the scratch file, and at the same
+      // time every member checked by the import's rules (the store is only as safe as its
+      // writers); tar sees the file only once both are done
+      const source = Readable.fromWeb(got.data as import('node:stream/web').ReadableStream<Uint8Array>);
+      const forCheck = new PassThrough({ highWaterMark: 4 * MB });
+      source.pipe(forCheck);
+      const tree = new ImageTree<undefined>(this.maxImageBytes);
+      // a refused member ends the check, not the fetch: the digest is still compared first
+      const [written, checked] = await Promise.allSettled([
+        pipeline(source, hashing, createWriteStream(tar)),
+        readTarInto(tree, forCheck, 0, async (body) => {
+          body.resume();
+          await new Promise<void>((resolve, reject) => body.on('end', resolve).on('error', reject));
+          return undefined;
+        }),
+      ]);
+      const failure = (await got.error) ?? (written.status === 'rejected' ? (written.reason as Error) : null);
       if (failure) throw new ImageUnavailable(digest, `the fetch failed: ${failure.message}`, { cause: failure });
       const actual = `sha256:${hash.digest('hex')}`;
       if (actual !== digest) throw new ImageUnavailable(digest, `digest mismatch: the store's bytes hash to ${actual}`);
-      // every member by the import's rules before tar sees it: the store is only as safe as its writers
-      const tree = new ImageTree<undefined>(this.maxImageBytes);
-      await readArchiveInto(tree, tar, 0, async (body) => {
-        body.resume();
-        await new Promise<void>((resolve, reject) => body.on('end', resolve).on('error', reject));
-        return undefined;
-      }).catch((err: unknown) => {
+      if (checked.status === 'rejected') {
+        const err = checked.reason as unknown;
         throw new ImageUnavailable(digest, err instanceof ImageRefused ? `refused: ${err.message}` : String(err), { cause: err });
-      });
+      }
       const rootfs = join(scratch, 'rootfs');
       await mkdir(rootfs, { mode: 0o755 });
       const r = await execa('tar', ['-x', '-p', '--numeric-owner', '--no-overwrite-dir', '-f', tar, '-C', rootfs], { reject: false, stdin: 'ignore', env: { LC_ALL: 'C' } });

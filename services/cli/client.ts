@@ -10,6 +10,7 @@ import {
   drainReplyBody,
   execResultSchema,
   hostsReplyBody,
+  imageRmReplyBody,
   logsResultSchema,
   nameReplyBody,
   psReplyBody,
@@ -125,6 +126,11 @@ export class Client {
 
   setDesired(verb: 'stop' | 'start' | 'rm', name: string) {
     return this.request(subjects.api(verb), { v: WIRE_VERSION, name }, nameReplyBody, 'scheduler');
+  }
+
+  /** `image rm`: the scheduler removes the tag (and its bytes once no tag names them) unless a jail uses it. */
+  imageRm(tag: string, force: boolean) {
+    return this.request(subjects.api('image-rm'), { v: WIRE_VERSION, tag, force }, imageRmReplyBody, 'scheduler');
   }
 
   ps(filter: Omit<PsRequest, 'v'> = {}, timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS) {

@@ -3,7 +3,7 @@
 import { InvalidJailNetwork, JailNetwork } from '../common/jail-network.js';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { absolutePathSchema, PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
+import { absolutePathSchema, PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, volumeSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
 import { BadMetricsAddr, parseMetricsAddr, type MetricsAddr } from '../common/metrics-addr.js';
 import { CliError } from './client.js';
 
@@ -136,6 +136,18 @@ export function parseLabelFlags(values: readonly string[]): Labels {
   return r.data;
 }
 
+/**
+ * `serve agent --zfs-dataset POOL/PATH`: a zfs dataset name (zfs(8) "ZFS Component Naming
+ * Requirements": alphanumerics and "_", "-", ":", ".", the pool's name starting with a letter),
+ * never a snapshot or bookmark ("@", "#"). The agent makes its datasets below it.
+ */
+export const zfsDatasetSchema = z
+  .string()
+  .max(200, { message: 'must be at most 200 characters' })
+  .regex(/^[A-Za-z][A-Za-z0-9_.:-]*(?:\/[A-Za-z0-9_.:][A-Za-z0-9_.:-]*)*$/, {
+    message: 'must be a zfs dataset (POOL or POOL/PATH: letters, digits, "_", "-", ":", "." and "/" between components; the pool starting with a letter)',
+  });
+
 /** `serve agent --volume NAME=/path[:ro]` (repeatable) → name → { path, readOnly }. */
 export function parseVolumeFlags(values: readonly string[]): Map<string, { path: string; readOnly: boolean }> {
   const out = new Map<string, { path: string; readOnly: boolean }>();
@@ -150,6 +162,20 @@ export function parseVolumeFlags(values: readonly string[]): Map<string, { path:
     out.set(name.data, { path: path.data, readOnly: m[3] === 'ro' });
   }
   return out;
+}
+
+/**
+ * `run --volume NAME:TARGET[:ro|rw]` → a spec volume, checked by the spec's own volume contract
+ * (writable unless `:ro`, as in a fleet file); the rules across a spec (distinct targets, at most
+ * 64) are the fleet's, checked with the rest of the spec.
+ */
+export function parseVolumeFlag(s: string): z.output<typeof volumeSchema> {
+  const parts = s.split(':');
+  if (parts.length < 2 || parts.length > 3 || (parts.length === 3 && !['ro', 'rw'].includes(parts[2]!)))
+    throw new CliError(`--volume: expected NAME:TARGET[:ro|rw] (got ${JSON.stringify(s)})`, 2);
+  const r = volumeSchema.safeParse({ name: parts[0], target: parts[1], readOnly: parts[2] === 'ro' });
+  if (!r.success) throw new CliError(`--volume ${JSON.stringify(s)}: ${describeIssues(r.error)}`, 2);
+  return r.data;
 }
 
 /** `SRC:DST[:ro|rw]` → a mount (paths are checked by the spec contract). */

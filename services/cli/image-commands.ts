@@ -1,7 +1,7 @@
 // `jailfleet image import | ls | inspect | rm`: the CLI's side of the cluster's image store.
 // Import builds the canonical tar in a scratch directory (removed however it ends) and stores it
 // by digest, then points the tag at it. It must never leave a tag pointing at bytes the store
-// does not hold, nor remove an image a jail that should exist still names (unless --force).
+// does not hold. `rm` is the scheduler's (api image-rm), which refuses while a jail uses the image.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,6 +112,9 @@ export function registerImageCommands(program: Command, withClient: <T>(fn: (c: 
             importedAt: new Date().toISOString(),
             format: built.format,
           });
+          // an image rm of another tag naming these bytes may have deleted them between our put and
+          // our tag (it deletes bytes no tag names): put them again, so the tag never names nothing
+          if (!(await store.hasBlob(built.digest))) await store.putBlob(built.digest, built.tarPath, built.bytes);
         });
         console.log(`${tag}: ${built.digest} (${built.format}, ${built.entries} entries, ${mb(built.bytes)})`);
       } finally {
@@ -165,19 +168,10 @@ export function registerImageCommands(program: Command, withClient: <T>(fn: (c: 
     .option('--force', 'remove it even though jails use it (they keep running; a new start of them fails)')
     .action(async (tagValue: string, o) => {
       const tag = tagArg(tagValue);
-      const left = await withClient(async (c) => {
-        const store = await (await imageStore()).open(c.nc);
-        const record = await store.tag(tag);
-        if (!record) throw new CliError(`no image ${tag} in the cluster`);
-        const users = await jailsUsing(c, record);
-        if (users.length && !o.force) {
-          throw new CliError(`image ${tag} is used by ${users.length} jail${users.length === 1 ? '' : 's'} (${users.slice(0, 5).join(', ')}${users.length > 5 ? ', …' : ''}): rm them first, or use --force`);
-        }
-        await store.deleteTag(tag);
-        const others = (await store.list()).filter((x) => x.digest === record.digest);
-        if (others.length === 0) await store.deleteBlob(record.digest);
-        return others.length;
-      });
+      // the scheduler checks for users and removes under the same compare-and-set an apply's pin
+      // goes through, so an apply naming this tag and this rm cannot both succeed
+      const r = await withClient((c) => c.imageRm(tag, Boolean(o.force)));
+      const left = r.otherTags;
       console.log(`${tag}: removed${left ? ` (the image stays: ${left} other tag${left === 1 ? '' : 's'} name it)` : ''}`);
     });
 

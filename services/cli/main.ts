@@ -8,7 +8,7 @@ import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETW
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_LOG_LINES, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, jailNetworkFlag, bridgeNameSchema } from './flags.js';
+import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, jailNetworkFlag, bridgeNameSchema, parseVolumeFlag, zfsDatasetSchema } from './flags.js';
 import { DEFAULT_JAIL_CIDR } from '../common/jail-network.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
@@ -103,6 +103,7 @@ program
   .addOption(new Option('--restart <policy>', 'restart policy').choices(RESTART_POLICIES))
   .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
   .option('--mount <SRC:DST[:ro|rw]>', 'mount a host path (repeatable; read-only by default)', collect, [])
+  .option('--volume <NAME:TARGET[:ro]>', 'a host volume at TARGET (repeatable; writable unless :ro); placed only on hosts offering it', collect, [])
   .addOption(new Option('--network <mode>', 'inherit (host network), none (loopback only) or vnet (its own stack and address)').choices(NETWORK_MODES))
   .option('--stop-timeout <ms>', 'SIGKILL this long after SIGTERM')
   .option('--timeout <ms>', 'how long to wait for the jail to run', '120000')
@@ -112,6 +113,7 @@ program
       command,
       env: Object.fromEntries((o.env as string[]).map(parseEnvFlag)),
       mounts: (o.mount as string[]).map(parseMountFlag),
+      ...((o.volume as string[]).length ? { volumes: (o.volume as string[]).map(parseVolumeFlag) } : {}),
       ...(o.host ? { placement: { host: o.host } } : {}),
       ...(o.hostname ? { hostname: o.hostname } : {}),
       ...(o.image !== undefined ? { image: o.image } : {}),
@@ -504,6 +506,7 @@ serve
   .option('--metrics-addr <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
   .option('--jail-cidr <cidr>', 'the jail network (as the scheduler\'s): vnet jails\' addresses, the gateway on the jail bridge', DEFAULT_JAIL_CIDR)
   .option('--jail-bridge <name>', 'the host\'s bridge for vnet jails', 'jailfleet0')
+  .option('--zfs-dataset <dataset>', 'freebsd: jail roots are zfs clones below this dataset (an image jail: a clone of its image\'s snapshot)')
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
@@ -524,6 +527,7 @@ serve
       imageCacheMB: flag('image-cache-mb', maxImageMBSchema, o.imageCacheMb),
       maxImageMB: flag('max-image-mb', maxImageMBSchema, o.maxImageMb),
       metricsAddr: metricsAddr(o.metricsAddr),
+      zfsDataset: o.zfsDataset === undefined ? undefined : flag('zfs-dataset', zfsDatasetSchema, o.zfsDataset),
     });
   });
 serve

@@ -154,8 +154,11 @@ export async function serveAgent(o: {
   maxImageMB?: number;
   /** Serve /metrics here. */
   metricsAddr?: MetricsAddr;
+  /** freebsd: jail roots (and images) as zfs clones below this dataset. */
+  zfsDataset?: string;
 }) {
-  if (process.platform !== 'linux') throw new CliError(`the ${process.platform} driver cannot run here yet: serve agent needs Linux`);
+  if (process.platform !== 'linux' && process.platform !== 'freebsd') throw new CliError(`serve agent runs on Linux or FreeBSD, not ${process.platform}`);
+  if (o.zfsDataset !== undefined && process.platform !== 'freebsd') throw new CliError('--zfs-dataset: only the freebsd driver uses zfs clones; the linux driver gives an image jail an overlay', 2);
   if (process.getuid?.() !== 0) throw new CliError('serve agent must run as root (it makes mounts and namespaces)');
   const log = createLogger('agent', { host: o.host });
   // images come over a connection of their own: a 100 MB fetch must not delay a heartbeat
@@ -178,7 +181,10 @@ export async function serveAgent(o: {
     maxImageBytes: o.maxImageMB === undefined ? undefined : o.maxImageMB * 1024 * 1024,
     logger: log,
   });
-  const driver = new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes, ...(o.jailNetwork ? { vnet: { network: o.jailNetwork, bridge: o.jailBridge } } : {}) });
+  const driver =
+    process.platform === 'freebsd'
+      ? new (await import('../agent/drivers/freebsd.js')).FreebsdDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes, zfsDataset: o.zfsDataset })
+      : new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes, ...(o.jailNetwork ? { vnet: { network: o.jailNetwork, bridge: o.jailBridge } } : {}) });
   const agent = new Agent({
     host: o.host,
     dataDir: o.dataDir,

@@ -10,21 +10,23 @@ import {
   nameRequestSchema,
   planRequestSchema,
   undrainRequestSchema,
+  imageRmRequestSchema,
   Conflict,
   InvalidInput,
   JailNotFound,
   vnetOf,
   NotFound,
+  Unavailable,
   parseOrThrow,
   type ApiVerb,
   type NameRequest,
   type DesiredRecord,
   type HostRecord,
   type JailSpec,
-  parseImageRef,
 } from '../../contracts/index.js';
 import type { z } from 'zod';
 import { DEFAULT_JAIL_CIDR, JailNetwork } from '../common/jail-network.js';
+import type { ImagePins } from './image-pins.js';
 import type { PlanResult } from './plan.js';
 import { isReadable, type RecordBucket, type SchedulerStore } from './store.js';
 
@@ -39,6 +41,7 @@ export interface ClusterFacts {
 type ApplyRequestBody = z.output<typeof applyRequestSchema>;
 type DrainRequestBody = z.output<typeof drainRequestSchema>;
 type PlanRequestBody = z.output<typeof planRequestSchema>;
+type ImageRmRequestBody = z.output<typeof imageRmRequestSchema>;
 
 const decodeDesired = (r: unknown): DesiredRecord => desiredRecordSchema.parse(r);
 const sameSpec = (a: JailSpec, b: JailSpec) => JSON.stringify(a) === JSON.stringify(b);
@@ -63,14 +66,12 @@ async function cas<T, R extends { record: T; unchanged?: boolean }>(bucket: Reco
   throw new Conflict(`${what} "${key}" is being changed by someone else; try again`);
 }
 
-/** The digest `NAME:TAG` points at now in the cluster's image store, or null when no such image. */
-export type ImageResolver = (tagRef: string) => Promise<string | null>;
-
 export class SchedulerApi {
   constructor(
     private readonly store: SchedulerStore,
     private readonly cluster: ClusterFacts,
-    private readonly resolveImage: ImageResolver = async () => null,
+    /** Pins image tags at apply and removes them (`image rm`); without it, tags stay as written and image-rm is Unavailable. */
+    private readonly images?: ImagePins,
     private readonly jailNetwork: JailNetwork = JailNetwork.parse(DEFAULT_JAIL_CIDR),
   ) {}
 
@@ -83,6 +84,7 @@ export class SchedulerApi {
     drain: { request: drainRequestSchema, handle: (r: DrainRequestBody) => this.setDrain('drain', r.host, r.parallel) },
     undrain: { request: undrainRequestSchema, handle: (r: { host: string }) => this.setDrain('undrain', r.host, 1) },
     plan: { request: planRequestSchema, handle: (r: PlanRequestBody) => this.cluster.planFleet(r.fleet.jails) },
+    'image-rm': { request: imageRmRequestSchema, handle: (r: ImageRmRequestBody) => this.imageRm(r) },
   } as const;
 
   /** One request's JSON body through its verb's contract and handler (InvalidInput when it does not fit). */
@@ -94,7 +96,7 @@ export class SchedulerApi {
   private async apply(req: ApplyRequestBody) {
     this.checkAddresses(req.fleet.jails);
     // one read-modify-write per jail, 32 in flight: a fleet of thousands is answered in seconds
-    const specs = await this.pinImages(req.fleet.jails);
+    const { specs, pinned } = this.images ? await this.images.pin(req.fleet.jails) : { specs: req.fleet.jails, pinned: new Map<string, string>() };
     const out: { name: string; generation: number; changed: boolean }[] = new Array(specs.length);
     let next = 0;
     const worker = async () => {
@@ -104,7 +106,14 @@ export class SchedulerApi {
       }
     };
     await Promise.all(Array.from({ length: Math.min(32, specs.length) }, worker));
+    // after the writes, never before: an `image rm` racing this apply sees them or loses (image-pins.ts)
+    await this.images?.confirm(pinned);
     return { jails: out };
+  }
+
+  private async imageRm(req: ImageRmRequestBody) {
+    if (!this.images) throw new Unavailable('this scheduler has no image store');
+    return this.images.remove(req.tag, req.force, this.store.desired);
   }
 
   /**
@@ -126,22 +135,6 @@ export class SchedulerApi {
       const held = this.store.addresses.get(address);
       const holder = isReadable(held) ? held.value.jail : null;
       if (holder && holder !== s.name) throw new InvalidInput(`${field}: ${address} is held by jail "${holder}" (rm it, or leave address out to get a free one)`);
-    });
-  }
-
-  /**
-   * Specs whose `image: NAME:TAG` names an image the store has, pinned to its digest now
-   * (`NAME:TAG@sha256:…`): a failover or a drain then starts the same bytes even if the tag
-   * moves. An unknown tag stays as written; the agent that gets the jail fails it with why.
-   */
-  private async pinImages(specs: JailSpec[]): Promise<JailSpec[]> {
-    const tags = [...new Set(specs.map((s) => (s.image ? parseImageRef(s.image) : null)).filter((r) => r && !r.digest).map((r) => r!.tag!))];
-    if (tags.length === 0) return specs;
-    const digests = new Map(await Promise.all(tags.map(async (t) => [t, await this.resolveImage(t)] as const)));
-    return specs.map((s) => {
-      const ref = s.image ? parseImageRef(s.image) : null;
-      const digest = ref?.tag && !ref.digest ? digests.get(ref.tag) : null;
-      return digest ? { ...s, image: `${ref!.tag}@${digest}` } : s;
     });
   }
 

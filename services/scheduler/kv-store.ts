@@ -21,10 +21,15 @@ import {
 import { decodeRecord, encodeJson, followBucket, reportUnreadable, type BucketEntry, type Logger, type NatsConnection, type Topology } from '../common/index.js';
 import { BucketCache, CasConflict, type BucketName, type RecordBucket, type SchedulerStore, type Slot, type StoreChange } from './store.js';
 
+/** How long `current()` waits for the follower to reach the bucket's last revision. */
+const CATCH_UP_MS = 10_000;
+
 class KvBucket<T> implements RecordBucket<T> {
   readonly cache: BucketCache<T>;
   /** How many unreadable values this process has met (each revision once). */
   unreadableSeen = 0;
+  /** The highest revision the bucket's follower has delivered (our own writes may run ahead of it). */
+  heard = 0;
 
   constructor(
     private readonly name: BucketName,
@@ -74,6 +79,14 @@ class KvBucket<T> implements RecordBucket<T> {
     this.cache.note(key, next, { key, revision: next, value });
     return next;
   }
+  async current(): Promise<void> {
+    const last = (await this.kv.status()).streamInfo.state.last_seq;
+    const deadline = Date.now() + CATCH_UP_MS;
+    while (this.heard < last) {
+      if (Date.now() > deadline) throw new Error(`the ${this.name} bucket's follower is at revision ${this.heard}, not yet ${last}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
   async remove(key: string, revision: number): Promise<void> {
     try {
       await this.kv.delete(key, { previousSeq: revision });
@@ -101,7 +114,15 @@ export class KvStore implements SchedulerStore {
     this.hosts = new KvBucket('hosts', topology.hosts, hostRecordSchema as z.ZodType<HostRecord>, log, this.emit);
     this.addresses = new KvBucket('addresses', topology.addresses, addressRecordSchema as z.ZodType<AddressRecord>, log, this.emit);
     const follow = (bucket: string, b: KvBucket<unknown>) => {
-      const f = followBucket(nc, bucket, (e: BucketEntry) => b.note(e.key, e.revision, e.operation, e.value), log);
+      const f = followBucket(
+        nc,
+        bucket,
+        (e: BucketEntry) => {
+          b.heard = Math.max(b.heard, e.revision);
+          b.note(e.key, e.revision, e.operation, e.value);
+        },
+        log,
+      );
       this.stops.push(() => f.stop());
       // a bucket that cannot be read within 30 s is followed on; the scheduler starts without it
       return Promise.race([f.synced, new Promise<void>((r) => setTimeout(r, 30_000).unref())]);

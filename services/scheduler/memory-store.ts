@@ -37,6 +37,9 @@ class MemoryBucket<T> implements RecordBucket<T> {
     if (!cur || cur.revision !== revision) throw new CasConflict(this.name, key);
     this.cache.note(key, ++this.revision, undefined);
   }
+  async current(): Promise<void> {
+    // every write is in the cache as it is made
+  }
   /** Writes a record its contract refuses, as a hand-edited or foreign value would be. */
   corrupt(key: string, why: string): number {
     const next = ++this.revision;

@@ -24,6 +24,7 @@ import {
 } from '../common/index.js';
 import { ImageStore } from '../common/image-store.js';
 import { SchedulerApi } from './api.js';
+import { ImagePins } from './image-pins.js';
 import { KvStore } from './kv-store.js';
 import { LeaderLease } from './leader-lease.js';
 import { Reconciler } from './reconciler.js';
@@ -136,7 +137,7 @@ export class Scheduler {
         images = undefined;
         throw err;
       }));
-    const api = new SchedulerApi(store, rec, async (tag) => (await (await imageStore()).tag(tag))?.digest ?? null, jailNetwork);
+    const api = new SchedulerApi(store, rec, new ImagePins(imageStore), jailNetwork);
     for (const verb of API_VERBS) {
       const v = api.verbs[verb] as { request: z.ZodTypeAny; handle: (r: unknown) => unknown };
       serveRpc(nc, subjects.api(verb), v.request, (req) => v.handle(req), { queue: SCHEDULER_QUEUE, log: this.log });

@@ -47,6 +47,8 @@ export interface RecordBucket<T> {
   put(key: string, value: T, revision: number): Promise<number>;
   /** Deletes the key if it is still at `revision`; throws CasConflict. */
   remove(key: string, revision: number): Promise<void>;
+  /** Resolves once the cache holds every write made to the bucket before the call (a read that must not miss one). */
+  current(): Promise<void>;
 }
 
 export interface StoreChange {

@@ -59,4 +59,28 @@ d('host volumes', () => {
     const row = await c.until('logs unplaced', async () => (await c.json<PsRow[]>(['ps'])).find((j) => j.name === 'logs' && j.state === 'unplaced'));
     expect(row.error?.message).toMatch(/3 hosts lack volume logs/);
   });
+
+  it('run --volume NAME:TARGET[:ro] places the jail where the volume is; :ro is read-only inside; bad values are refused before anything is sent', async () => {
+    writeFileSync(join(pgdata, 'seen-by-run'), 'from the host\n');
+    const r = await c.cli(['run', '--volume', 'pgdata:/srv/pg:ro', '--restart', 'never', 'pg-run', '--', '/bin/sleep', '3600']);
+    expect({ exitCode: r.exitCode, stderr: r.stderr }).toEqual({ exitCode: 0, stderr: '' });
+    expect((await c.json<PsRow[]>(['ps'])).find((j) => j.name === 'pg-run')?.host).toBe('host-2');
+    expect((await c.cli(['exec', 'pg-run', '--', '/bin/cat', '/srv/pg/seen-by-run'])).stdout).toBe('from the host');
+    const write = await c.cli(['exec', 'pg-run', '--', '/bin/sh', '-c', 'echo x > /srv/pg/written']);
+    expect(write.exitCode).not.toBe(0);
+    expect(write.stderr).toMatch(/Read-only file system/);
+
+    const bad: [string[], string][] = [
+      [['--volume', 'pgdata'], 'jailfleet: --volume: expected NAME:TARGET[:ro|rw] (got "pgdata")'],
+      [['--volume', 'pgdata:/srv:rx'], 'jailfleet: --volume: expected NAME:TARGET[:ro|rw] (got "pgdata:/srv:rx")'],
+      [['--volume', 'PG:/srv'], expect.stringMatching(/^jailfleet: --volume "PG:\/srv": name: /) as unknown as string],
+      [['--volume', 'pgdata:relative'], expect.stringMatching(/^jailfleet: --volume "pgdata:relative": target: /) as unknown as string],
+      [['--volume', 'pgdata:/srv', '--mount', `${pgdata}:/srv`], expect.stringMatching(/^jailfleet: run: invalid spec: .*two mounts or volumes have the same target/) as unknown as string],
+    ];
+    for (const [flags, stderr] of bad) {
+      const b = await c.cli(['run', ...flags, 'pg-bad', '--', '/bin/true']);
+      expect({ flags, exitCode: b.exitCode, stderr: b.stderr }).toEqual({ flags, exitCode: 2, stderr });
+    }
+    expect((await c.json<PsRow[]>(['ps'])).some((j) => j.name === 'pg-bad')).toBe(false);
+  });
 });

@@ -3,7 +3,7 @@
 // the rule and exit code 2, before anything starts.
 import { describe, expect, test } from '@jest/globals';
 import { CliError } from '../../services/cli/client.js';
-import { cpuCoresSchema, flag, memoryMBSchema, parseLabelFlags } from '../../services/cli/flags.js';
+import { cpuCoresSchema, flag, memoryMBSchema, parseLabelFlags, zfsDatasetSchema } from '../../services/cli/flags.js';
 
 const refusal = (fn: () => unknown) => {
   try {
@@ -46,5 +46,16 @@ describe('--label KEY=VALUE, repeatable', () => {
     expect(refusal(() => parseLabelFlags(['zone=a', 'zone=b']))).toEqual({ cli: true, exitCode: 2, message: '--label: "zone" is given twice' });
     expect(refusal(() => parseLabelFlags(['zone=eu west']))).toMatchObject({ cli: true, exitCode: 2, message: expect.stringMatching(/^--label: .*zone.*letters, digits/) });
     expect(refusal(() => parseLabelFlags(['zone=']))).toMatchObject({ cli: true, exitCode: 2, message: expect.stringMatching(/^--label: .*zone/) });
+  });
+});
+
+describe('--zfs-dataset POOL/PATH (freebsd)', () => {
+  test('a dataset name is taken as given', () => {
+    expect(flag('zfs-dataset', zfsDatasetSchema, 'zroot/jailfleet')).toBe('zroot/jailfleet');
+    expect(flag('zfs-dataset', zfsDatasetSchema, 'tank')).toBe('tank');
+  });
+
+  test.each(['zroot/jails@snap', 'zroot/a#b', '-oops', 'zroot//x', 'zroot/x/', '/zroot', 'zroot/a b', ''])('%p is refused naming the flag and the rule, exit 2', (value) => {
+    expect(refusal(() => flag('zfs-dataset', zfsDatasetSchema, value))).toEqual({ cli: true, exitCode: 2, message: expect.stringMatching(/^--zfs-dataset: must be a zfs dataset \(POOL or POOL\/PATH/) });
   });
 });

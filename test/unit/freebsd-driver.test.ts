@@ -143,14 +143,22 @@ class FakeFreebsdHost {
             : { exitCode: 1, stderr: `cannot open '${target}': dataset does not exist\n` };
         }
         if (sub === 'snapshot') this.datasets.add(target);
-        if (sub === 'clone') {
+        if (sub === 'clone' || (sub === 'create' && args[2].startsWith('mountpoint='))) {
+          // zfs-create(8)/zfs-clone(8): the new file system is mounted at its mountpoint property
           const mountpoint = args[2].slice('mountpoint='.length);
           this.datasets.add(target);
+          this.zfsMountpointOf.set(target, mountpoint);
           mkdirSync(mountpoint, { recursive: true });
           this.mounts.push(`${target}\t${mountpoint}\tzfs\trw,nfsv4acls\t0 0`);
-        }
+        } else if (sub === 'create') this.datasets.add(target);
         if (sub === 'mount') this.mounts.push(`${target}\t${this.zfsMountpoint(target)}\tzfs\trw\t0 0`);
-        if (sub === 'destroy') this.datasets.delete(target);
+        if (sub === 'destroy') {
+          // -r takes the children (snapshots included); without it a dataset with children fails
+          const children = [...this.datasets].filter((d) => d.startsWith(`${target}@`) || d.startsWith(`${target}/`));
+          if (children.length && args[1] !== '-r') return { exitCode: 1, stderr: `cannot destroy '${target}': filesystem has children\n` };
+          for (const d of [target, ...children]) this.datasets.delete(d);
+          this.unmountLine(this.zfsMountpoint(target));
+        }
         return {};
       }
     }
@@ -357,8 +365,123 @@ describe('an image jail is a thin jail of its image: its base read-only by nullf
     ]);
   });
 
+  test('with a zfs dataset: the image copied once into a dataset and snapshotted, each jail a clone of it', async () => {
+    const cache = await imageCache();
+    const driver = new FreebsdDriver({ dataDir: data, run: host.run, images: cache.source, zfsDataset: 'zroot/jailfleet' });
+    const spec = sampleSpec({ image: 'freebsd:14.1', mounts: [] });
+    const image = `zroot/jailfleet/_images/${'ab'.repeat(32)}`;
+    const snap = `${image}@jailfleet`;
+    const copy = join(data, 'zfs-images', 'ab'.repeat(32));
+    expect(await transcript(() => driver.prepare(spec))).toEqual([
+      jls('web'),
+      ['zfs', 'list', '-H', '-o', 'name', 'zroot/jailfleet/web'],
+      ['zfs', 'list', '-H', '-o', 'name', '-t', 'snapshot', snap],
+      ['zfs', 'list', '-H', '-o', 'name', 'zroot/jailfleet/_images'],
+      ['zfs', 'create', '-o', 'canmount=off', 'zroot/jailfleet/_images'],
+      ['zfs', 'list', '-H', '-o', 'name', image],
+      ['zfs', 'create', '-o', `mountpoint=${copy}`, image],
+      ['cp', '-Rp', `${cache.rootfs}/`, copy],
+      ['zfs', 'snapshot', snap],
+      ['zfs', 'clone', '-o', `mountpoint=${root}`, snap, 'zroot/jailfleet/web'],
+    ]);
+    expect(cache.asked).toEqual([`resolve freebsd:14.1 null`, `ensure ${digest}`]);
+    expect(await readFile(join(root, 'etc', 'hosts'), 'utf8')).toContain('127.0.0.1\tweb.example\n');
+    expect(await driver.inspect('web')).toMatchObject({ prepared: true });
+
+    // a second jail of the image: one clone, no copy, no fetch
+    cache.asked.length = 0;
+    const other = sampleSpec({ name: 'api', image: 'freebsd:14.1', mounts: [] });
+    expect(await transcript(() => driver.prepare(other))).toEqual([
+      jls('api'),
+      ['zfs', 'list', '-H', '-o', 'name', 'zroot/jailfleet/api'],
+      ['zfs', 'list', '-H', '-o', 'name', '-t', 'snapshot', snap],
+      ['zfs', 'clone', '-o', `mountpoint=${join(data, 'jails', 'api', 'root')}`, snap, 'zroot/jailfleet/api'],
+    ]);
+    expect(cache.asked).toEqual([`resolve freebsd:14.1 null`]);
+
+    // stop and start: the clone (the jail's writable layer) is kept, mounted again, never cloned anew
+    await writeFile(join(root, 'written-by-the-jail'), 'kept');
+    await driver.mount(spec);
+    await driver.unmount(spec);
+    expect(await transcript(() => driver.prepare(spec))).toEqual([
+      jls('web'),
+      ['zfs', 'list', '-H', '-o', 'name', 'zroot/jailfleet/web'],
+      ['mount', '-p'],
+      ['zfs', 'mount', 'zroot/jailfleet/web'],
+    ]);
+    expect(await readFile(join(root, 'written-by-the-jail'), 'utf8')).toBe('kept');
+
+    // rm: unmounted, the clone destroyed; the image's snapshot stays for the other jail
+    expect(await transcript(() => driver.destroy('web'))).toEqual([
+      jls('web'),
+      ['mount', '-p'],
+      ['umount', root],
+      ['zfs', 'list', '-H', '-o', 'name', 'zroot/jailfleet/web'],
+      ['zfs', 'destroy', 'zroot/jailfleet/web'],
+      ['rctl', '-r', 'jail:web'],
+      ['mount', '-p'],
+    ]);
+    expect(host.datasets.has('zroot/jailfleet/web')).toBe(false);
+    expect(host.datasets.has(snap)).toBe(true);
+  });
+
+  test('with a zfs dataset: an image copy interrupted before its snapshot is destroyed and made again', async () => {
+    const cache = await imageCache();
+    const driver = new FreebsdDriver({ dataDir: data, run: host.run, images: cache.source, zfsDataset: 'zroot/jailfleet' });
+    const image = `zroot/jailfleet/_images/${'ab'.repeat(32)}`;
+    host.datasets.add('zroot/jailfleet/_images');
+    host.datasets.add(image);
+    const calls = await transcript(() => driver.prepare(sampleSpec({ image: 'freebsd:14.1', mounts: [] })));
+    expect(calls.slice(3, 7)).toEqual([
+      ['zfs', 'list', '-H', '-o', 'name', 'zroot/jailfleet/_images'],
+      ['zfs', 'list', '-H', '-o', 'name', image],
+      ['zfs', 'destroy', '-r', image],
+      ['zfs', 'create', '-o', `mountpoint=${join(data, 'zfs-images', 'ab'.repeat(32))}`, image],
+    ]);
+  });
+
+  test('two jails of one image prepared at once share one copy', async () => {
+    const cache = await imageCache();
+    const driver = new FreebsdDriver({ dataDir: data, run: host.run, images: cache.source, zfsDataset: 'zroot/jailfleet' });
+    const calls = await transcript(() => Promise.all(['web', 'api'].map((name) => driver.prepare(sampleSpec({ name, image: 'freebsd:14.1', mounts: [] })))));
+    expect(calls.filter((a) => a[0] === 'cp' || a[1] === 'snapshot')).toHaveLength(2);
+    expect(calls.filter((a) => a[1] === 'clone').map((a) => a[a.length - 1]).sort()).toEqual(['zroot/jailfleet/api', 'zroot/jailfleet/web']);
+  });
+
   test('without an image cache, an image jail fails its prepare with why', async () => {
     await expect(driverFor().prepare(sampleSpec({ image: 'freebsd:14.1' }))).rejects.toMatchObject({ name: 'DriverStepFailed', step: 'prepare', message: expect.stringMatching(/no image cache/) });
+  });
+});
+
+describe('host volumes are nullfs mounts like the spec\'s, read-only with -o ro', () => {
+  test('the exact commands; a volume offered read-only is mounted read-only; one not offered fails the mount with why', async () => {
+    const pg = join(tmp, 'pgdata');
+    const conf = join(tmp, 'conf');
+    await mkdir(pg);
+    await mkdir(conf);
+    const volumes = new Map([
+      ['pgdata', { path: pg, readOnly: false }],
+      ['conf', { path: conf, readOnly: true }],
+    ]);
+    const driver = new FreebsdDriver({ dataDir: data, run: host.run, volumes });
+    const spec = sampleSpec({
+      mounts: [],
+      volumes: [
+        { name: 'pgdata', target: '/var/db/postgres' },
+        { name: 'conf', target: '/usr/local/etc/app', readOnly: true },
+      ],
+    });
+    await driver.prepare(spec);
+    const calls = await transcript(() => driver.mount(spec));
+    expect(calls.filter((a) => a[0] === 'mount_nullfs')).toEqual([
+      ['mount_nullfs', pg, join(root, 'var', 'db', 'postgres')],
+      ['mount_nullfs', '-o', 'ro', conf, join(root, 'usr', 'local', 'etc', 'app')],
+    ]);
+
+    const writes = sampleSpec({ mounts: [], volumes: [{ name: 'conf', target: '/etc/app' }] });
+    await expect(driver.mount(writes)).rejects.toMatchObject({ name: 'DriverStepFailed', step: 'mount', message: expect.stringMatching(/volume conf is offered read-only on this host, and the jail writes to it/) });
+    const missing = sampleSpec({ mounts: [], volumes: [{ name: 'nope', target: '/srv' }] });
+    await expect(driver.mount(missing)).rejects.toMatchObject({ step: 'mount', message: expect.stringMatching(/volume nope is not offered by this host/) });
   });
 });
 

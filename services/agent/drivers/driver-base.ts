@@ -19,6 +19,23 @@ export const DESTROY_GRACE_MS = 2_000;
 /** Lines of the console a failed start quotes (the command's last words, usually why). */
 const START_FAILURE_TAIL_LINES = 5;
 
+/** Host volumes an agent offers (`serve agent --volume NAME=/path[:ro]`): name → directory, and whether only read-only. */
+export type HostVolumes = ReadonlyMap<string, { path: string; readOnly: boolean }>;
+
+/**
+ * A spec's volumes as the mounts they are: this host's directory of each (read-only when the
+ * spec or the host says so). A volume this host does not offer fails the step: the scheduler
+ * should not have placed the jail here. Both drivers mount them as they mount the spec's mounts.
+ */
+export function volumeMountsOf(spec: JailSpec, volumes: HostVolumes): JailSpec['mounts'] {
+  return (spec.volumes ?? []).map((v) => {
+    const offer = volumes.get(v.name);
+    if (!offer) throw new Error(`volume ${v.name} is not offered by this host (serve agent --volume ${v.name}=/path)`);
+    if (!v.readOnly && offer.readOnly) throw new Error(`volume ${v.name} is offered read-only on this host, and the jail writes to it`);
+    return { source: offer.path, target: v.target, readOnly: v.readOnly || offer.readOnly };
+  });
+}
+
 /** The spec's mounts, parents before children, so a mount at /a/b lands on top of the one at /a. */
 export function parentsFirst(mounts: JailSpec['mounts']): JailSpec['mounts'] {
   return [...mounts].sort((a, b) => a.target.split('/').length - b.target.split('/').length);
@@ -145,4 +162,21 @@ export abstract class DriverBase {
   protected async startFailureTail(name: string): Promise<string> {
     return (await readConsoleTail((await this.paths(name)).console, START_FAILURE_TAIL_LINES)).text.trim();
   }
+
+  /** Digests of the images this host's jails were prepared from (the image cache never collects them). */
+  async imagesInUse(): Promise<Set<string>> {
+    const used = new Set<string>();
+    for (const name of await this.jailDirNames()) {
+      const digest = await this.recordedImage(name);
+      if (digest) used.add(digest);
+    }
+    return used;
+  }
+
+  /** The digest a jail was prepared from (recorded before its fetch), or null (a thin root, or not prepared). */
+  protected async recordedImage(name: string): Promise<string | null> {
+    const text = (await ifExists(readFile(join((await this.paths(name)).dir, 'image'), 'utf8')))?.trim();
+    return text && /^sha256:[0-9a-f]{64}$/.test(text) ? text : null;
+  }
+
 }

@@ -5,8 +5,10 @@
 // and usr (those it has) nullfs-mounted read-only from the agent's image cache, every other
 // top-level directory of the image copied once into the jail's root (`cp -Rp`) as its own
 // writable directories, kept across stop/start and removed by destroy; its /etc is the image's,
-// with the jail's hosts and resolv.conf. (With --zfs-dataset an image jail uses this layout too:
-// a zfs clone per image is not built yet.)
+// with the jail's hosts and resolv.conf. With a zfs dataset, an image jail's root is instead a
+// clone of a snapshot of the unpacked image (`<dataset>/_images/<hex>@jailfleet`, made once per
+// image): its writable layer is the clone, kept across stop/start, destroyed with the jail. Host
+// volumes (`--volume`) are nullfs mounts like the spec's, read-only with `-o ro`.
 // Every tool runs through the injected CommandRunner as an argv array: there is no shell anywhere,
 // so a hostile name or argument can never be parsed as shell syntax. It must never make the
 // driver's data directory visible inside a jail, never mount over a path a jail could have
@@ -21,7 +23,7 @@ import { execa } from 'execa';
 import { z } from 'zod';
 import { jailHostname, nameSchema, type ExecResult, type JailSpec, type Resources } from '../../../contracts/index.js';
 import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection, type SessionCommand, type SessionSpawn } from './driver.js';
-import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
+import { DriverBase, parentsFirst, unmountOrder, volumeMountsOf, type DriverLogger, type HostVolumes } from './driver-base.js';
 import { abortError, ensureRealDir, ifExists, isWithin, sleep, writeFileAtomic } from './host-files.js';
 import { checkJailName } from './jail-steps.js';
 
@@ -45,6 +47,8 @@ export interface FreebsdDriverOptions {
   zfsDataset?: string;
   /** Where image jails' roots come from (the agent's image cache). */
   images?: ImageSource;
+  /** Host volumes this agent offers (`--volume`), nullfs-mounted where a spec asks for them. */
+  volumes?: HostVolumes;
   /** The session helper (native/jailsession.c, built without --target on FreeBSD); default /usr/local/libexec/jailfleet/jailsession. */
   sessionPath?: string;
   /** The cp helper (native/jailfs.c, `cc -o jailfs jailfs.c -ljail` on FreeBSD); default /usr/local/libexec/jailfleet/jailfs. */
@@ -174,6 +178,20 @@ const zfsCloneArgv = (snapshot: string, dataset: string, mountpoint: string) =>
 const zfsMountArgv = (dataset: string) => ['zfs', 'mount', dataset];
 /** zfs-destroy(8) `zfs destroy filesystem`. */
 const zfsDestroyArgv = (dataset: string) => ['zfs', 'destroy', dataset];
+/**
+ * zfs-create(8) `zfs create [-o property=value]… filesystem`, one property (zfsprops(7)): the
+ * images' parent gets `canmount=off` (it holds nothing itself), an image's dataset its
+ * `mountpoint=`. Not `-p`: "any property specified on the command line using the -o option is
+ * ignored" for the parents it creates.
+ */
+const zfsCreateArgv = (dataset: string, property: string) => ['zfs', 'create', '-o', property, dataset];
+/** zfs-destroy(8) `-r`: "recursively destroy all children" (an interrupted image copy and any snapshot of it). */
+const zfsDestroyTreeArgv = (dataset: string) => ['zfs', 'destroy', '-r', dataset];
+/**
+ * cp(1) `-R -p` of a directory's contents: "If the source_file ends in a /, the contents of the
+ * directory are copied rather than the directory itself"; symlinks are copied as symlinks.
+ */
+const cpContentsArgv = (sourceDir: string, targetDir: string) => ['cp', '-Rp', `${sourceDir.replace(/\/+$/, '')}/`, targetDir];
 
 /** rctl(8) `-r filter`: "remove rules matching filter"; jail rules outlive the jail otherwise. */
 const rctlRemoveArgv = (name: string) => ['rctl', '-r', `jail:${name}`];
@@ -351,6 +369,9 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
   private readonly images: ImageSource | undefined;
   private readonly sessionPath: string;
   private readonly fsPath: string;
+  private readonly volumes: HostVolumes;
+  /** Image snapshots being made now, by digest: two jails of one image share one copy. */
+  private readonly snapshotsBeingMade = new Map<string, Promise<string>>();
 
   constructor(options: FreebsdDriverOptions) {
     super(options.dataDir, options.logger);
@@ -362,6 +383,7 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
     this.zfsDataset = options.zfsDataset?.replace(/\/+$/, '');
     this.runner = options.run ?? execaRunner;
     this.images = options.images;
+    this.volumes = options.volumes ?? new Map();
     this.sessionPath = options.sessionPath ?? '/usr/local/libexec/jailfleet/jailsession';
     this.fsPath = options.fsPath ?? '/usr/local/libexec/jailfleet/jailfs';
   }
@@ -413,7 +435,7 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
       const tmp = await ensureRealDir(p.root, 'tmp');
       if (!mounts.has(tmp)) await this.tool('mount', spec.name, tmpfsArgv(tmp));
 
-      for (const m of parentsFirst(spec.mounts)) {
+      for (const m of parentsFirst([...spec.mounts, ...volumeMountsOf(spec, this.volumes)])) {
         const checked = await this.userMount(spec.name, p.root, m, (path) => mounts.has(path));
         if (checked) await this.tool('mount', spec.name, nullfsArgv(checked.source, checked.target, checked.readOnly));
       }
@@ -648,7 +670,8 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
   }
 
   private rootMounted(root: string, mounts: MountTable, imageBase: string[] | null): boolean {
-    if (imageBase) return imageBase.every((d) => mounts.has(join(root, d)));
+    // a zfs image jail records no base directories: its root is one clone
+    if (imageBase) return imageBase.every((d) => mounts.has(join(root, d))) && (imageBase.length > 0 || !this.zfsDataset || mounts.has(root));
     return this.zfsDataset ? mounts.has(root) : BASE_DIRS.every((d) => mounts.has(join(root, d)));
   }
 
@@ -671,20 +694,11 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
     const recorded = (await ifExists(readFile(join(p.dir, 'image'), 'utf8')))?.trim() ?? null;
     const digest = await this.images.resolve(spec.image!, recorded && /^sha256:[0-9a-f]{64}$/.test(recorded) ? recorded : null);
     await writeFileAtomic(join(p.dir, 'image'), `${digest}\n`, 0o600);
-    const rootfs = await this.images.ensure(digest);
-    await ensureRealDir(dirname(p.root), basename(p.root));
-    const entries = (await readdir(rootfs, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1));
-    const base = entries.filter((e) => e.isDirectory() && (BASE_DIRS as readonly string[]).includes(e.name)).map((e) => e.name);
-    await writeFileAtomic(join(p.dir, 'image-base.json'), JSON.stringify(base), 0o600);
-    const mounts = await this.mountTable('prepare', spec.name);
-    for (const d of base) {
-      const target = await ensureRealDir(p.root, d);
-      if (!mounts.has(target)) await this.tool('prepare', spec.name, nullfsArgv(join(rootfs, d), target, true));
-    }
-    for (const e of entries) {
-      if (base.includes(e.name) || (await ifExists(lstat(join(p.root, e.name))))) continue;
-      // cp(1) -R copies symlinks as symlinks, -p keeps owners, modes and times
-      await this.tool('prepare', spec.name, ['cp', '-Rp', join(rootfs, e.name), join(p.root, e.name)]);
+    if (this.zfsDataset) {
+      await this.prepareZfsImageRoot(spec.name, p.root, digest);
+      await writeFileAtomic(join(p.dir, 'image-base.json'), '[]', 0o600);
+    } else {
+      await this.prepareNullfsImageRoot(spec.name, p.root, digest);
     }
     const etc = await ensureRealDir(p.root, 'etc');
     const { hosts } = generatedEtc(jailHostname(spec));
@@ -692,7 +706,69 @@ export class FreebsdDriver extends DriverBase implements JailDriver {
     const resolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => null);
     if (resolv !== null) await writeFileAtomic(join(etc, 'resolv.conf'), resolv);
     for (const dir of ['dev', 'tmp', 'var/run', 'var/log']) await ensureRealDir(p.root, dir);
-    this.log?.info({ jail: spec.name, image: digest, base }, 'jail image root prepared');
+    this.log?.info({ jail: spec.name, image: digest, zfs: Boolean(this.zfsDataset) }, 'jail image root prepared');
+  }
+
+  /** The image's base directories nullfs read-only from the cache, its other top-level directories copied once. */
+  private async prepareNullfsImageRoot(name: string, root: string, digest: string): Promise<void> {
+    const p = await this.paths(name);
+    const rootfs = await this.images!.ensure(digest);
+    await ensureRealDir(dirname(root), basename(root));
+    const entries = (await readdir(rootfs, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1));
+    const base = entries.filter((e) => e.isDirectory() && (BASE_DIRS as readonly string[]).includes(e.name)).map((e) => e.name);
+    await writeFileAtomic(join(p.dir, 'image-base.json'), JSON.stringify(base), 0o600);
+    const mounts = await this.mountTable('prepare', name);
+    for (const d of base) {
+      const target = await ensureRealDir(root, d);
+      if (!mounts.has(target)) await this.tool('prepare', name, nullfsArgv(join(rootfs, d), target, true));
+    }
+    for (const e of entries) {
+      if (base.includes(e.name) || (await ifExists(lstat(join(root, e.name))))) continue;
+      // cp(1) -R copies symlinks as symlinks, -p keeps owners, modes and times
+      await this.tool('prepare', name, ['cp', '-Rp', join(rootfs, e.name), join(root, e.name)]);
+    }
+  }
+
+  /**
+   * A zfs image jail's root: the clone `<dataset>/<name>` of the image's snapshot, mounted at the
+   * root. A clone that exists is the jail's writable layer from before (a restart): only mounted.
+   */
+  private async prepareZfsImageRoot(name: string, root: string, digest: string): Promise<void> {
+    const dataset = `${this.zfsDataset!}/${name}`;
+    const st = await ifExists(lstat(root));
+    if (st && !st.isDirectory()) throw new Error(`${root} is not a directory: refusing to use it`);
+    if ((await this.runner(zfsListArgv(dataset))).exitCode === 0) {
+      if (!(await this.mountTable('prepare', name)).has(root)) await this.tool('prepare', name, zfsMountArgv(dataset));
+      return;
+    }
+    let made = this.snapshotsBeingMade.get(digest);
+    if (!made) {
+      made = this.imageSnapshot(name, digest).finally(() => this.snapshotsBeingMade.delete(digest));
+      this.snapshotsBeingMade.set(digest, made);
+    }
+    await this.tool('prepare', name, zfsCloneArgv(await made, dataset, root));
+  }
+
+  /**
+   * `<dataset>/_images/<hex>@jailfleet`: the unpacked image copied into a dataset of its own, then
+   * snapshotted. The snapshot is the mark of a complete copy: a dataset without it is an
+   * interrupted one (never cloned) and is made again. "_" keeps these names apart from jails'
+   * (a jail name has none).
+   */
+  private async imageSnapshot(jail: string, digest: string): Promise<string> {
+    const images = `${this.zfsDataset!}/_images`;
+    const hex = digest.slice('sha256:'.length);
+    const dataset = `${images}/${hex}`;
+    const snapshot = `${dataset}@${BASE_SNAPSHOT}`;
+    if ((await this.runner(zfsListArgv(snapshot, true))).exitCode === 0) return snapshot;
+    const rootfs = await this.images!.ensure(digest);
+    if ((await this.runner(zfsListArgv(images))).exitCode !== 0) await this.tool('prepare', jail, zfsCreateArgv(images, 'canmount=off'));
+    if ((await this.runner(zfsListArgv(dataset))).exitCode === 0) await this.tool('prepare', jail, zfsDestroyTreeArgv(dataset));
+    const mountpoint = join(await this.dataDir(), 'zfs-images', hex);
+    await this.tool('prepare', jail, zfsCreateArgv(dataset, `mountpoint=${mountpoint}`));
+    await this.tool('prepare', jail, cpContentsArgv(rootfs, mountpoint));
+    await this.tool('prepare', jail, zfsSnapshotArgv(snapshot));
+    return snapshot;
   }
 
   /** SIGTERM to every process of the jail, up to `graceMs` for them to exit, then jail -R. */

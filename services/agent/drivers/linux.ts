@@ -50,7 +50,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { jailHostname, nameSchema, networkMode, vnetOf, type ExecResult, type JailSpec } from '../../../contracts/index.js';
 import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection, type SessionCommand, type SessionSpawn } from './driver.js';
-import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
+import { DriverBase, parentsFirst, unmountOrder, volumeMountsOf, type DriverLogger } from './driver-base.js';
 import { JailCgroups, type CgroupController, type JailUsage } from './cgroup-limits.js';
 import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
 import { checkJailName } from './jail-steps.js';
@@ -294,16 +294,6 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     this.vnet = options.vnet ? new VnetLinks(options.vnet, async () => this.dataDir(), (t) => this.toolPath(t)) : null;
   }
 
-  /** Digests of the images this host's jails were prepared from (the image cache never collects them). */
-  async imagesInUse(): Promise<Set<string>> {
-    const used = new Set<string>();
-    for (const name of await this.jailDirNames()) {
-      const digest = await this.recordedImage(name);
-      if (digest) used.add(digest);
-    }
-    return used;
-  }
-
   async prepare(spec: JailSpec): Promise<void> {
     await this.step('prepare', spec.name, async () => {
       const p = await this.paths(spec.name);
@@ -334,7 +324,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       const overlay = spec.image ? await this.overlayOf(spec.name) : null;
       if (spec.image && !overlay) throw new Error(`the root of jail ${spec.name} is not prepared (its image is not recorded in ${p.dir})`);
       if (!spec.image && !(await ifExists(lstat(join(p.root, 'etc', 'passwd'))))) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} has no etc/passwd)`);
-      const plan = await this.mountPlan(spec.name, p.root, [...spec.mounts, ...this.volumeMounts(spec)], overlay);
+      const plan = await this.mountPlan(spec.name, p.root, [...spec.mounts, ...volumeMountsOf(spec, this.volumes)], overlay);
       await writeFileAtomic(this.planPath(p.dir), JSON.stringify(plan), 0o600);
       this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mount plan recorded');
     });
@@ -683,25 +673,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     this.log?.info({ jail: spec.name, image: digest, lower: rootfs }, 'jail image root prepared');
   }
 
-  /**
-   * A spec's volumes as the binds they are: this host's directory of each (read-only when the
-   * spec or the host says so). A volume this host does not offer fails the step: the scheduler
-   * should not have placed the jail here.
-   */
-  private volumeMounts(spec: JailSpec): JailSpec['mounts'] {
-    return (spec.volumes ?? []).map((v) => {
-      const offer = this.volumes.get(v.name);
-      if (!offer) throw new Error(`volume ${v.name} is not offered by this host (serve agent --volume ${v.name}=/path)`);
-      if (!v.readOnly && offer.readOnly) throw new Error(`volume ${v.name} is offered read-only on this host, and the jail writes to it`);
-      return { source: offer.path, target: v.target, readOnly: v.readOnly || offer.readOnly };
-    });
-  }
 
-  /** The digest a jail was prepared from, or null (a thin root, or not prepared). */
-  private async recordedImage(name: string): Promise<string | null> {
-    const text = (await ifExists(readFile(join((await this.paths(name)).dir, 'image'), 'utf8')))?.trim();
-    return text && /^sha256:[0-9a-f]{64}$/.test(text) ? text : null;
-  }
 
   /** An image jail's overlay directories, its image fetched again if the cache lost it; null when not prepared. */
   private async overlayOf(name: string): Promise<OverlayRoot | null> {
