@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { fleetSchema, labelsSchema, nameSchema } from './jail-spec.js';
 import { drainParallelSchema, hostRecordSchema } from './state.js';
 import { planResultSchema } from './plan.js';
+import { healthStateSchema } from './health.js';
 import { WIRE_VERSION, hostResourcesSchema, jailErrorSchema, jailStateSchema, execResultSchema, logsResultSchema } from './messages.js';
 
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
@@ -55,6 +56,10 @@ export const psRowSchema = z.object({
   exitCode: z.number().int().nullable(),
   restarts: z.number().int().min(0),
   error: jailErrorSchema.nullable(),
+  /** A running jail with a health check: starting, healthy or unhealthy (absent without a check). */
+  health: healthStateSchema.optional(),
+  /** Why its last check failed (or the failure that restarted it), until one passes. */
+  healthReason: z.string().optional(),
 });
 export type PsRow = z.infer<typeof psRowSchema>;
 export const psReplyBody = z.object({ jails: z.array(psRowSchema) });
