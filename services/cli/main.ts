@@ -40,7 +40,8 @@ const collect = (v: string, acc: string[]) => [...acc, v];
 /** Applies a fleet; with `wait`, follows each jail until running or failed. */
 async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report: 'run' | 'apply'): Promise<number> {
   return withClient(async (c) => {
-    const waiter = wait ? startWaiter(c, fleet.jails.map((j) => j.name)) : undefined;
+    const checked = new Set(fleet.jails.filter((j) => j.health).map((j) => j.name));
+    const waiter = wait ? startWaiter(c, fleet.jails.map((j) => j.name), checked) : undefined;
     let progress: Progress | undefined;
     try {
       const before = wait ? await c.ps().then((r) => r.jails, () => undefined) : undefined;
@@ -72,7 +73,7 @@ async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report
       const ok = outcomes.filter((o) => o.state === 'running').map((o) => o.name);
       for (const until = Date.now() + 3000; ok.length && Date.now() < until; await new Promise((r) => setTimeout(r, 50))) {
         const rows = new Map((await c.ps().catch(() => ({ jails: [] }))).jails.map((j) => [j.name, j]));
-        if (ok.every((n) => rows.get(n)?.state === 'running' && rows.get(n)!.generation >= targets.get(n)!)) break;
+        if (ok.every((n) => rows.get(n)?.state === 'running' && rows.get(n)!.generation >= targets.get(n)! && (!checked.has(n) || rows.get(n)!.health === 'healthy'))) break;
       }
       const bad = outcomes.filter((o) => o.state !== 'running');
       if (report === 'run') {

@@ -36,16 +36,23 @@ function info(r: PsRow): string {
   if (r.error) parts.push(`${r.error.step}: ${r.error.message}`);
   else if (r.state === 'stopped' && r.exitCode !== null) parts.push(exitText(r.exitCode));
   if (r.restarts > 0) parts.push(`${r.restarts} restart${r.restarts === 1 ? '' : 's'}`);
+  if (r.healthReason) parts.push(r.healthReason);
   return parts.join(', ');
 }
 
+/**
+ * `ps`. The HEALTH column appears only when some jail has a check: a fleet without checks keeps
+ * the table it had (and scripts reading its columns), and `-` would fill a column nobody asked for.
+ */
 export function psTable(rows: PsRow[]): string {
+  const health = rows.some((r) => r.health !== undefined);
   return table(
-    ['NAME', 'HOST', 'STATE', 'GEN', 'PID', 'AGE', 'INFO'],
+    ['NAME', 'HOST', 'STATE', ...(health ? ['HEALTH'] : []), 'GEN', 'PID', 'AGE', 'INFO'],
     rows.map((r) => [
       r.name,
       r.host ?? '-',
       r.state,
+      ...(health ? [r.health ?? '-'] : []),
       r.generation,
       r.pid ?? '-',
       age(r.since),
@@ -76,7 +83,10 @@ export function hostsTable(rows: HostRow[]): string {
 
 /** The JSON shape of `ps --json`. */
 export const psJson = (rows: PsRow[]) =>
-  rows.map((r) => ({ name: r.name, host: r.host, state: r.state, generation: r.generation, pid: r.pid, since: r.since || null, exitCode: r.exitCode, restarts: r.restarts, error: r.error }));
+  rows.map((r) => ({
+    name: r.name, host: r.host, state: r.state, generation: r.generation, pid: r.pid, since: r.since || null, exitCode: r.exitCode, restarts: r.restarts, error: r.error,
+    ...(r.health && { health: r.health, healthReason: r.healthReason ?? null }),
+  }));
 
 /** At most `n` names, then how many more. */
 const someNames = (names: string[], n = 6) => (names.length <= n ? names.join(', ') : `${names.slice(0, n).join(', ')}, … (+${names.length - n})`);
