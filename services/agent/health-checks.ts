@@ -8,7 +8,7 @@ import { request as httpRequest } from 'node:http';
 import { execa } from 'execa';
 import { healthKindOf, type HealthCheck, type HealthKind, type HealthState, type JailSpec } from '../../contracts/index.js';
 import type { Logger } from '../common/index.js';
-import type { JailDriver } from './drivers/driver.js';
+import type { JailDriver, SessionSpawn } from './drivers/driver.js';
 import { probeBegun, probeDue, probeEnded, startHealth, type HealthTrack } from './health-schedule.js';
 
 export type ProbeResult = { ok: true } | { ok: false; reason: string };
@@ -30,7 +30,12 @@ export interface HealthChecksOptions {
   onUnhealthy: (jail: string, reason: string) => void;
   onResult?: HealthResultListener;
   now?: () => number;
+  /** Runs an exec check's session process (default: spawned with its control pipe on fd 3). */
+  runCheckProcess?: CheckProcessRunner;
 }
+
+/** Runs `spawn` to its end or the timeout: its exit code (null when killed), whether it timed out, the start of its output. */
+export type CheckProcessRunner = (spawn: SessionSpawn, timeoutMs: number, signal: AbortSignal) => Promise<{ exitCode: number | null; timedOut: boolean; output: string }>;
 
 /** What a check's process may print that is kept for its reason. */
 const REASON_OUTPUT_BYTES = 512;
@@ -129,31 +134,37 @@ export class HealthChecks {
    */
   private async execProbe(spec: JailSpec, argv: string[], timeoutMs: number, signal: AbortSignal): Promise<ProbeResult> {
     const spawn = await this.o.driver.sessionSpawn(spec, { command: argv, login: false, tty: null });
-    // fd 3 is the session helper's control pipe: held open for the check's life, its end kills it
-    const child = execa(spawn.argv[0]!, spawn.argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: spawn.env, extendEnv: false, reject: false, buffer: false });
-    let output = '';
-    const keep = (b: Buffer) => {
-      if (output.length < REASON_OUTPUT_BYTES) output += b.toString('utf8');
-    };
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
-    let timedOut = false;
-    const kill = () => {
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS).unref();
-    };
-    const timer = setTimeout(() => ((timedOut = true), kill()), timeoutMs);
-    signal.addEventListener('abort', kill, { once: true });
-    const r = await child.finally(() => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', kill);
-    });
-    if (timedOut) return { ok: false, reason: `${argv[0]} timed out after ${timeoutMs} ms` };
+    const r = await (this.o.runCheckProcess ?? runCheckProcess)(spawn, timeoutMs, signal);
+    if (r.timedOut) return { ok: false, reason: `${argv[0]} timed out after ${timeoutMs} ms` };
     if (r.exitCode === 0) return { ok: true };
-    const said = output.trim().split('\n').pop()?.slice(0, 200);
-    return { ok: false, reason: `${argv[0]} exited ${r.exitCode ?? `on ${r.signal}`}${said ? `: ${said}` : ''}` };
+    const said = r.output.trim().split('\n').pop()?.slice(0, 200);
+    return { ok: false, reason: `${argv[0]} exited ${r.exitCode ?? 'on a signal'}${said ? `: ${said}` : ''}` };
   }
 }
+
+/** The session helper of an exec check, with its control pipe on fd 3 held open for its life (its end kills the command). */
+export const runCheckProcess: CheckProcessRunner = async (spawn, timeoutMs, signal) => {
+  const child = execa(spawn.argv[0]!, spawn.argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: spawn.env, extendEnv: false, reject: false, buffer: false });
+  let output = '';
+  const keep = (b: Buffer) => {
+    if (output.length < REASON_OUTPUT_BYTES) output += b.toString('utf8');
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  let timedOut = false;
+  // SIGTERM: the helper kills the command's group, then goes itself
+  const kill = () => {
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS).unref();
+  };
+  const timer = setTimeout(() => ((timedOut = true), kill()), timeoutMs);
+  signal.addEventListener('abort', kill, { once: true });
+  const r = await child.finally(() => {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', kill);
+  });
+  return { exitCode: r.exitCode ?? null, timedOut, output };
+};
 
 /** GET http://address:port/path: a 2xx or 3xx answer within the timeout passes. */
 export function httpProbe(address: string, port: number, path: string, timeoutMs: number, signal?: AbortSignal): Promise<ProbeResult> {
