@@ -17,8 +17,10 @@ export interface HealthTrack {
   probeAt: number | null;
   /** A check passed since the jail started: the grace period is over for good. */
   passed: boolean;
-  /** Why the last check failed (or why the jail was restarted), until one passes. */
+  /** Why the last check that counted failed (or why the jail was restarted), until one passes. */
   reason: string | null;
+  /** Why the last run was restarted: shown through the grace period (whose failures say little). */
+  carried: string | null;
 }
 
 /** A new run of a jail: `starting`, the first probe at once. `carried`: why its last run was restarted. */
@@ -30,6 +32,7 @@ export const startHealth = (now: number, carried: string | null = null): HealthT
   probeAt: null,
   passed: false,
   reason: carried,
+  carried,
 });
 
 export const probeDue = (t: HealthTrack, now: number): boolean => t.nextAt !== null && now >= t.nextAt;
@@ -50,8 +53,8 @@ export function probeEnded(
   result: { ok: true } | { ok: false; reason: string },
 ): { track: HealthTrack; restart: string | null } {
   const nextAt = Math.max(now, (t.probeAt ?? now) + check.intervalMs);
-  if (result.ok) return { track: { ...t, status: 'healthy', failuresInRow: 0, passed: true, reason: null, nextAt, probeAt: null }, restart: null };
-  if (inGrace(t, check, now)) return { track: { ...t, reason: result.reason, nextAt, probeAt: null }, restart: null };
+  if (result.ok) return { track: { ...t, status: 'healthy', failuresInRow: 0, passed: true, reason: null, carried: null, nextAt, probeAt: null }, restart: null };
+  if (inGrace(t, check, now)) return { track: { ...t, reason: t.carried ?? result.reason, nextAt, probeAt: null }, restart: null };
   const failuresInRow = t.failuresInRow + 1;
   if (failuresInRow < check.failures) return { track: { ...t, failuresInRow, reason: result.reason, nextAt, probeAt: null }, restart: null };
   const why = `health check failed ${failuresInRow} time${failuresInRow === 1 ? '' : 's'} in a row: ${result.reason}`;

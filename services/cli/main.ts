@@ -390,7 +390,8 @@ program
               `${e.at}  ${e.host}  ${e.jail}  gen=${e.generation}  ${e.state}` +
                 (e.pid ? `  pid=${e.pid}` : '') +
                 (e.exitCode !== null ? `  exit=${e.exitCode}` : '') +
-                (e.error ? `  ${e.error.step}: ${e.error.message}` : ''),
+                (e.error ? `  ${e.error.step}: ${e.error.message}` : '') +
+                (e.health ? `  health=${e.health}${e.healthReason ? ` (${e.healthReason})` : ''}` : ''),
             );
         } catch {
           /* a malformed event is skipped here; the status service logs it */

@@ -89,7 +89,10 @@ describe('the check schedule', () => {
   test('a restarted jail carries why, until its first pass', () => {
     const t = startHealth(100, 'health check failed 3 times in a row: HTTP 503');
     expect(t).toMatchObject({ status: 'starting', reason: 'health check failed 3 times in a row: HTTP 503', nextAt: 100 });
-    expect(probeEnded(probeBegun(t, 100), check(), 150, { ok: true }).track.reason).toBeNull();
+    // a failure in the grace period does not hide why it was restarted
+    const early = probeEnded(probeBegun(t, 100), check(), 150, { ok: false, reason: 'connection refused' }).track;
+    expect(early.reason).toBe('health check failed 3 times in a row: HTTP 503');
+    expect(probeEnded(probeBegun(early, 1100), check(), 1150, { ok: true }).track.reason).toBeNull();
   });
 });
 
