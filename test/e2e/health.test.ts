@@ -69,7 +69,7 @@ d('health checks', () => {
       return w?.state === 'running' && w.health === 'healthy' ? w : undefined;
     });
     expect(back.restarts).toBeGreaterThanOrEqual(1);
-    expect(back.healthReason).toBeUndefined();
+    expect(back.healthReason).toBeNull();
     expect((await c.cli(['rm', 'web'])).exitCode).toBe(0);
   }, 90_000);
 
