@@ -43,7 +43,7 @@ d('health checks', () => {
     const serve = `mkdir -p /tmp/www && echo ok > /tmp/www/index.html && busybox httpd -f -p 127.0.0.1:${port} -h /tmp/www & sleep 4; kill $!; exec sleep 3600`;
     const r = await c.cli([
       'apply', '--wait', '-f',
-      fleetFile([{ name: 'web', command: ['/bin/sh', '-c', serve], stopTimeoutMs: 1000, health: { http: { port, path: '/index.html' }, intervalMs: 500, timeoutMs: 300, failures: 2, graceMs: 3000 } }]),
+      fleetFile([{ name: 'web', command: ['/bin/sh', '-c', serve], stopTimeoutMs: 1000, health: { http: { port, path: '/index.html' }, intervalMs: 500, timeoutMs: 500, failures: 2, graceMs: 3000 } }]),
     ]);
     expect(r).toMatchObject({ exitCode: 0, stdout: expect.stringContaining('1 of 1 jails running') });
     // --wait answered once healthy: ps says so, in its HEALTH column too
@@ -73,14 +73,20 @@ d('health checks', () => {
     expect((await c.cli(['rm', 'web'])).exitCode).toBe(0);
   }, 90_000);
 
-  it('an exec check runs inside the jail: its files, its exit code', async () => {
-    // the check reads a file only the jail's own /tmp holds
+  it('an exec check runs inside the jail: its files, its cgroup, its exit code', async () => {
+    // the check reads a file only the jail's own /tmp holds, and notes the cgroup it ran in
     const r = await c.cli([
       'apply', '--wait', '-f',
-      fleetFile([{ name: 'probe', command: ['/bin/sh', '-c', 'echo fine > /tmp/state; exec sleep 3600'], health: { exec: ['/bin/grep', '-q', 'fine', '/tmp/state'], intervalMs: 300, timeoutMs: 250, failures: 2, graceMs: 0 } }]),
+      fleetFile([{ name: 'probe', command: ['/bin/sh', '-c', 'echo fine > /tmp/state; exec sleep 3600'], health: { exec: ['/bin/sh', '-c', 'cat /proc/self/cgroup > /tmp/check-cgroup; grep -q fine /tmp/state'], intervalMs: 2000, timeoutMs: 2000, failures: 2, graceMs: 0 } }]),
     ]);
     expect(r.exitCode).toBe(0);
     expect(await row('probe')).toMatchObject({ state: 'running', health: 'healthy' });
+    // the check counted against the jail's limits: the cgroup of the jail's own command
+    const checkCgroup = await c.cli(['exec', 'probe', '--', '/bin/cat', '/tmp/check-cgroup']);
+    const jailCgroup = await c.cli(['exec', 'probe', '--', '/bin/cat', '/proc/1/cgroup']);
+    expect(checkCgroup.exitCode).toBe(0);
+    expect(checkCgroup.stdout).toContain('jailfleet');
+    expect(checkCgroup.stdout).toBe(jailCgroup.stdout);
     // the jail's state turns bad: the check fails in the jail, and the reason names the command
     expect((await c.cli(['exec', 'probe', '--', '/bin/sh', '-c', 'echo broken > /tmp/state'])).exitCode).toBe(0);
     const failed = await c.until('a restart for the failed exec check', async () => {
@@ -88,7 +94,7 @@ d('health checks', () => {
       return w && w.restarts >= 1 ? w : undefined;
     });
     expect(failed.generation).toBe(1);
-    expect((await c.cli(['events', '--jail', 'probe'])).stdout).toContain('run: health check failed 2 times in a row: /bin/grep exited 1');
+    expect((await c.cli(['events', '--jail', 'probe'])).stdout).toContain('run: health check failed 2 times in a row: /bin/sh exited 1');
     // the restarted jail wrote "fine" again: healthy
     await c.until('healthy again', async () => (await row('probe'))?.health === 'healthy');
     expect((await c.cli(['rm', 'probe'])).exitCode).toBe(0);
@@ -98,7 +104,7 @@ d('health checks', () => {
     // ready 3 s after it starts: the exec check passes from then on
     const r = await c.cli([
       'apply', '--wait', '-f',
-      fleetFile([{ name: 'slow', command: ['/bin/sh', '-c', 'sleep 3; touch /tmp/ready; exec sleep 3600'], health: { exec: ['/bin/test', '-f', '/tmp/ready'], intervalMs: 300, timeoutMs: 250, failures: 3, graceMs: 20_000 } }]),
+      fleetFile([{ name: 'slow', command: ['/bin/sh', '-c', 'sleep 3; touch /tmp/ready; exec sleep 3600'], health: { exec: ['/bin/test', '-f', '/tmp/ready'], intervalMs: 1000, timeoutMs: 1000, failures: 3, graceMs: 20_000 } }]),
     ]);
     expect(r.exitCode).toBe(0);
     const from = (await row('slow'))!.host!;
