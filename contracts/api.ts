@@ -5,6 +5,7 @@ import { fleetSchema, labelsSchema, nameSchema } from './jail-spec.js';
 import { drainParallelSchema, hostRecordSchema } from './state.js';
 import { planResultSchema } from './plan.js';
 import { imageDigestSchema, imageTagRefSchema } from './image.js';
+import { healthStateSchema } from './health.js';
 import { WIRE_VERSION, hostResourcesSchema, jailErrorSchema, jailUsageSchema, jailStateSchema, execResultSchema, logsResultSchema } from './messages.js';
 
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
@@ -66,6 +67,10 @@ export const psRowSchema = z.object({
   usage: jailUsageSchema.optional(),
   /** A vnet jail's address (absent for inherit and none). */
   address: z.string().optional(),
+  /** A running jail with a health check: starting, healthy or unhealthy (absent without a check). */
+  health: healthStateSchema.optional(),
+  /** Why its last check failed (or the failure that restarted it), until one passes. */
+  healthReason: z.string().optional(),
 });
 export type PsRow = z.infer<typeof psRowSchema>;
 export const psReplyBody = z.object({ jails: z.array(psRowSchema) });

@@ -2,6 +2,7 @@
 // Parsed once at the boundary (CLI, API, agent); everything inside trusts the parsed type.
 import { z } from 'zod';
 import { imageRefSchema } from './image.js';
+import { healthCheckSchema } from './health.js';
 
 /** Host and jail names: DNS labels, also valid as one NATS subject token. */
 export const NAME_RULE = 'lowercase letters, digits and "-", 1 to 63 characters, starting and ending with a letter or digit';
@@ -194,12 +195,18 @@ const jailSpecShape = {
       stopWhenDisconnectedMs: z.number().int().min(100, { message: 'must be at least 100 ms' }).max(86_400_000, { message: 'must be at most 86400000 ms (a day)' }).optional(),
     })
     .default({ reschedule: true }),
+  /** A check the agent runs on the running jail; absent: the jail is taken as it runs. */
+  health: healthCheckSchema.optional(),
 };
 const distinctMountTargets = (s: { mounts: { target: string }[]; volumes?: { target: string }[] }) =>
   new Set([...s.mounts, ...(s.volumes ?? [])].map((m) => m.target)).size === s.mounts.length + (s.volumes?.length ?? 0);
 const distinctMountTargetsRule = { message: 'two mounts or volumes have the same target', path: ['mounts'] };
 
-export const jailSpecSchema = z.strictObject(jailSpecShape).refine(distinctMountTargets, distinctMountTargetsRule);
+/** http and tcp checks reach the jail over its network: a jail without one can only be checked by exec. */
+const checkReachable = (s: { network: unknown; health?: { http?: unknown; tcp?: unknown } }) => s.network !== 'none' || (!s.health?.http && !s.health?.tcp);
+const checkReachableRule = { message: 'http and tcp checks need a network the agent can reach (network is "none"): use an exec check', path: ['health'] };
+
+export const jailSpecSchema = z.strictObject(jailSpecShape).refine(distinctMountTargets, distinctMountTargetsRule).refine(checkReachable, checkReachableRule);
 
 /** A spec as written by a user (defaults not applied yet). */
 export type JailSpecInput = z.input<typeof jailSpecSchema>;
@@ -229,6 +236,7 @@ export const fleetJailSchema = z
       .optional(),
   })
   .refine(distinctMountTargets, distinctMountTargetsRule)
+  .refine(checkReachable, checkReachableRule)
   .superRefine((s, ctx) => {
     if (s.replicas === undefined) return;
     const last = `${s.name}-${s.replicas - 1}`;

@@ -2,6 +2,7 @@
 // heartbeats (agent → scheduler, status) and exec (CLI → agent). Every message carries `v`.
 import { z } from 'zod';
 import { jailSpecSchema, labelsSchema, nameSchema, volumeOffersSchema } from './jail-spec.js';
+import { healthStateSchema } from './health.js';
 
 export const WIRE_VERSION = 1 as const;
 const v = z.literal(WIRE_VERSION, { message: `unsupported message version (this build speaks v${WIRE_VERSION})` });
@@ -72,6 +73,10 @@ export const stateEventSchema = z.object({
   exitCode: z.number().int().nullable(),
   restarts: z.number().int().min(0),
   error: jailErrorSchema.nullable(),
+  /** A running jail with a health check: where its check stands (absent: no check, or not running). */
+  health: healthStateSchema.optional(),
+  /** Why its last check failed, or the check failure that restarted it; cleared once it passes. */
+  healthReason: z.string().max(1024).optional(),
   at: isoTime,
 });
 export type StateEvent = z.infer<typeof stateEventSchema>;
@@ -110,6 +115,7 @@ export const heartbeatSchema = z.object({
         pid: z.number().int().positive().nullable(),
         /** Sent in the beat after the agent read its running jails' cgroups (every few seconds), absent in the others. */
         usage: jailUsageSchema.optional(),
+        health: healthStateSchema.optional(),
       }),
     )
     .max(100_000),

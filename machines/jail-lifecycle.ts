@@ -49,7 +49,12 @@ export type JailLifecycleEvent =
    * The jail's init exited; sent by the `watch` actor. `at` is epoch ms. `outOfMemory`: the
    * kernel killed it at its memory limit, which makes the exit a failure of the running jail.
    */
-  | { type: 'EXITED'; exitCode: number | null; at: number; outOfMemory?: boolean };
+  | { type: 'EXITED'; exitCode: number | null; at: number; outOfMemory?: boolean }
+  /**
+   * The jail's health check failed `failures` times in a row (the agent's check runner); `at` is
+   * epoch ms. The jail is stopped and, like a failed exit, restarted per its policy.
+   */
+  | { type: 'UNHEALTHY'; reason: string; at: number };
 
 interface StepInput {
   spec: JailSpec;
@@ -79,6 +84,11 @@ function describeFailure(step: DriverStep, error: unknown): JailError {
 /** The failure of a jail that its memory limit killed, as events and `jailfleet ps` show it. */
 function outOfMemoryError(spec: JailSpec): JailError {
   return { step: 'run', message: `out of memory: killed at the ${spec.resources.memoryMB} MB limit` };
+}
+
+/** The failure of a jail its health check found hung, as events and `jailfleet ps` show it. */
+function healthError(reason: string): JailError {
+  return { step: 'run', message: reason.slice(0, ERROR_MESSAGE_MAX) };
 }
 
 /** Whether the restart policy asks for a restart after the jail's init exited with `exitCode`. */
@@ -262,6 +272,20 @@ export const jailLifecycleMachine = setup({
             target: 'unmounting',
             actions: assign(({ event }) => ({ exitCode: event.exitCode, pid: null, restartAt: null, desired: 'stopped' as const })),
           },
+        ],
+        // a hung jail is a failed one: stopped, then restarted as a failed exit would be (always
+        // and on-failure restart, never leaves it stopped), the check's reason kept as its error
+        UNHEALTHY: [
+          {
+            guard: ({ context }) => context.desired === 'running' && policyRestarts(context.spec.restart, 1),
+            target: 'stopping',
+            actions: assign(({ context, event }) => ({
+              restarts: context.restarts + 1,
+              restartAt: event.at + restartDelayMs(context.restarts, context.backoff),
+              error: healthError(event.reason),
+            })),
+          },
+          { target: 'stopping', actions: assign(({ event }) => ({ desired: 'stopped' as const, restartAt: null, error: healthError(event.reason) })) },
         ],
       },
     },

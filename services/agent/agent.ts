@@ -30,6 +30,8 @@ import {
   type JailSpec,
   type PlacementRecord,
   type StateEvent,
+  type HealthState,
+  vnetOf,
 } from '../../contracts/index.js';
 import {
   jailLifecycleMachine,
@@ -61,6 +63,7 @@ import { JailStore, type StoredJail } from './jail-store.js';
 import { JailSessions } from './jail-sessions.js';
 import { CONSOLE_SAMPLE_MS, ConsoleTimes } from './console-times.js';
 import { AgentMetrics } from './agent-metrics.js';
+import { HealthChecks, type HealthResultListener, type JailAddress } from './health-checks.js';
 
 export interface AgentOptions {
   host: string;
@@ -79,6 +82,10 @@ export interface AgentOptions {
   /** Driver steps run at once (default: defaultParallelSteps()). */
   maxParallelSteps?: number;
   backoff?: { baseMs: number; maxMs: number };
+  /** Where a jail's http and tcp checks go (default 127.0.0.1: `network: inherit` shares the host's stack). */
+  healthAddress?: JailAddress;
+  /** Told every health check's result (a metrics counter). */
+  onHealthResult?: HealthResultListener;
 }
 
 /** The whole machine: every core, and the memory less a 5 % reserve for the host itself. */
@@ -178,6 +185,9 @@ interface JailEntry {
   record: PersistedJail | null;
   /** The START that a restored restart backoff is due to send (see resumeRestart). */
   restartTimer?: NodeJS.Timeout;
+  /** While it runs with a health check: where the check stands, and why it last failed. */
+  health?: HealthState;
+  healthReason: string | null;
 }
 
 export class Agent {
@@ -225,6 +235,8 @@ export class Agent {
   private usageFresh = false;
   private usageTimer?: NodeJS.Timeout;
   private readingUsage = false;
+  /** The health checks of the running jails that have one. */
+  private readonly health: HealthChecks;
 
   constructor(private readonly opts: AgentOptions) {
     this.store = new JailStore(join(opts.dataDir, 'state'));
@@ -236,7 +248,34 @@ export class Agent {
       allocated: () => allocatedOf(this.heldSpecs()),
       usage: () => this.readUsage(),
     });
+    this.health = new HealthChecks({
+      driver: opts.driver,
+      log: opts.logger,
+      // a vnet jail is checked at its own address, any other on the host's loopback
+      address: opts.healthAddress ?? ((spec) => vnetOf(spec)?.address ?? '127.0.0.1'),
+      onResult: (jail, kind, ok, reason) => {
+        this.metrics.healthResult(jail, kind, ok);
+        opts.onHealthResult?.(jail, kind, ok, reason);
+      },
+      onChange: (jail, status, reason) => {
+        const entry = this.jails.get(jail);
+        if (!entry) return;
+        entry.health = status;
+        entry.healthReason = reason;
+        // a change while it runs is an event of its own (one made while a snapshot is handled goes with it)
+        if (!this.inSnapshot) this.onSnapshot(entry, entry.actor.getSnapshot());
+      },
+      onUnhealthy: (jail, reason) => {
+        const entry = this.jails.get(jail);
+        if (!entry) return;
+        // carried into the next run's `starting`, so ps says why it was restarted until a check passes
+        entry.healthReason = reason;
+        entry.actor.send({ type: 'UNHEALTHY', reason, at: Date.now() });
+      },
+    });
   }
+  /** Set while onSnapshot runs: a health change it causes is published with it, not on its own. */
+  private inSnapshot = false;
 
   async start(): Promise<void> {
     const nc = await connectNats(this.opts.servers, `jailfleet-agent-${this.opts.host}@${osHostname()}`, { waitOnFirstConnect: true });
@@ -271,6 +310,7 @@ export class Agent {
     clearInterval(this.probeTimer);
     clearInterval(this.consoleTimer);
     this.stopFencing?.();
+    this.health.stopAll();
     this.sessions?.closeAll();
     // the broker may be gone already (a whole local cluster stopping): never wait on it for long
     await within(5000, this.commands?.stop());
@@ -540,6 +580,7 @@ export class Agent {
       lastKey: stored ? this.keyOf(stored.record) : '',
       savedKey: '',
       record: stored?.record ?? null,
+      healthReason: null,
     };
     self = entry;
     this.jails.set(spec.name, entry);
@@ -551,18 +592,37 @@ export class Agent {
     return entry;
   }
 
-  private keyOf(r: PersistedJail) {
-    return JSON.stringify([r.state, r.pid, r.exitCode, r.restarts, r.error]);
+  private keyOf(r: PersistedJail, health?: HealthState, healthReason?: string | null) {
+    return JSON.stringify([r.state, r.pid, r.exitCode, r.restarts, r.error, ...(r.state === 'running' && health ? [health, healthReason] : [])]);
+  }
+
+  /** Checks run while the machine is in `running` itself (not while it stops), for its current init. */
+  private followHealth(entry: JailEntry, snap: ReturnType<JailActor['getSnapshot']>) {
+    const pid = snap.context.pid;
+    if (snap.value === 'running' && pid !== null && entry.spec.health) {
+      this.inSnapshot = true;
+      try {
+        this.health.watch(entry.spec, pid, entry.healthReason);
+      } finally {
+        this.inSnapshot = false;
+      }
+    } else {
+      if (entry.health !== undefined) this.health.unwatch(entry.spec.name);
+      entry.health = undefined;
+      // stopped on purpose: a later start has no check failure to explain
+      if (snap.context.desired !== 'running') entry.healthReason = null;
+    }
   }
 
   private onSnapshot(entry: JailEntry, snap: ReturnType<JailActor['getSnapshot']>) {
     const name = entry.spec.name;
     const mine = this.jails.get(name) === entry; // an old generation being destroyed is not
+    if (mine && !this.stopping) this.followHealth(entry, snap);
     const record = persistedJailOf(snap);
     entry.desired = snap.context.desired;
     const state = stableStateOf(snap);
     // the event: on a stable state whose visible fields changed
-    const key = this.keyOf(record);
+    const key = this.keyOf(record, entry.health, entry.healthReason);
     const publish = state !== null && key !== entry.lastKey;
     if (publish) {
       if (entry.record && mine) this.metrics.jailRestarted(record.restarts - entry.record.restarts);
@@ -600,6 +660,7 @@ export class Agent {
       exitCode: record.exitCode,
       restarts: record.restarts,
       error: record.error,
+      ...(state === 'running' && entry.health && { health: entry.health, ...(entry.healthReason && { healthReason: entry.healthReason }) }),
       at: new Date().toISOString(),
     };
     this.log.info({ jail: name, generation: entry.generation, state, pid: record.pid, error: record.error ?? undefined }, `jail ${state}`);
@@ -757,7 +818,7 @@ export class Agent {
     for (const e of this.jails.values()) {
       if (!e.record) continue;
       const usage = withUsage && e.record.state === 'running' ? this.usage.get(e.spec.name) : undefined;
-      jails.push({ name: e.spec.name, generation: e.generation, state: e.record.state, pid: e.record.pid, ...(usage && { usage }) });
+      jails.push({ name: e.spec.name, generation: e.generation, state: e.record.state, pid: e.record.pid, ...(usage && { usage }), ...(e.record.state === 'running' && e.health && { health: e.health }) });
       if (e.record.state !== 'destroyed') held.push(e.spec);
     }
     const hb: Heartbeat = {

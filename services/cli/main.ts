@@ -41,7 +41,8 @@ const collect = (v: string, acc: string[]) => [...acc, v];
 /** Applies a fleet; with `wait`, follows each jail until running or failed. */
 async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report: 'run' | 'apply'): Promise<number> {
   return withClient(async (c) => {
-    const waiter = wait ? startWaiter(c, fleet.jails.map((j) => j.name)) : undefined;
+    const checked = new Set(fleet.jails.filter((j) => j.health).map((j) => j.name));
+    const waiter = wait ? startWaiter(c, fleet.jails.map((j) => j.name), checked) : undefined;
     let progress: Progress | undefined;
     try {
       const before = wait ? await c.ps().then((r) => r.jails, () => undefined) : undefined;
@@ -73,7 +74,7 @@ async function applyFleet(fleet: Fleet, wait: boolean, timeoutMs: number, report
       const ok = outcomes.filter((o) => o.state === 'running').map((o) => o.name);
       for (const until = Date.now() + 3000; ok.length && Date.now() < until; await new Promise((r) => setTimeout(r, 50))) {
         const rows = new Map((await c.ps().catch(() => ({ jails: [] }))).jails.map((j) => [j.name, j]));
-        if (ok.every((n) => rows.get(n)?.state === 'running' && rows.get(n)!.generation >= targets.get(n)!)) break;
+        if (ok.every((n) => rows.get(n)?.state === 'running' && rows.get(n)!.generation >= targets.get(n)! && (!checked.has(n) || rows.get(n)!.health === 'healthy'))) break;
       }
       const bad = outcomes.filter((o) => o.state !== 'running');
       if (report === 'run') {
@@ -439,7 +440,8 @@ program
               `${e.at}  ${e.host}  ${e.jail}  gen=${e.generation}  ${e.state}` +
                 (e.pid ? `  pid=${e.pid}` : '') +
                 (e.exitCode !== null ? `  exit=${e.exitCode}` : '') +
-                (e.error ? `  ${e.error.step}: ${e.error.message}` : ''),
+                (e.error ? `  ${e.error.step}: ${e.error.message}` : '') +
+                (e.health ? `  health=${e.health}${e.healthReason ? ` (${e.healthReason})` : ''}` : ''),
             );
         } catch {
           /* a malformed event is skipped here; the status service logs it */

@@ -36,19 +36,27 @@ function info(r: PsRow): string {
   if (r.error) parts.push(`${r.error.step}: ${r.error.message}`);
   else if (r.state === 'stopped' && r.exitCode !== null) parts.push(exitText(r.exitCode));
   if (r.restarts > 0) parts.push(`${r.restarts} restart${r.restarts === 1 ? '' : 's'}`);
+  if (r.healthReason) parts.push(r.healthReason);
   return parts.join(', ');
 }
 
+/**
+ * `ps`. The HEALTH column appears only when some jail has a check: a fleet without checks keeps
+ * the table it had (and scripts reading its columns), and `-` would fill a column nobody asked for.
+ */
 export function psTable(rows: PsRow[]): string {
-  // the ADDRESS column only when a jail has one (vnet): a cluster without vnet reads as before
+  // the ADDRESS column only when a jail has one (vnet), HEALTH only when one has a check: a
+  // cluster without either reads as before
   const addresses = rows.some((r) => r.address);
+  const health = rows.some((r) => r.health !== undefined);
   return table(
-    ['NAME', 'HOST', 'STATE', ...(addresses ? ['ADDRESS'] : []), 'GEN', 'PID', 'AGE', 'INFO'],
+    ['NAME', 'HOST', 'STATE', ...(addresses ? ['ADDRESS'] : []), ...(health ? ['HEALTH'] : []), 'GEN', 'PID', 'AGE', 'INFO'],
     rows.map((r) => [
       r.name,
       r.host ?? '-',
       r.state,
       ...(addresses ? [r.address ?? '-'] : []),
+      ...(health ? [r.health ?? '-'] : []),
       r.generation,
       r.pid ?? '-',
       age(r.since),
@@ -79,7 +87,7 @@ export function hostsTable(rows: HostRow[]): string {
 
 /** The JSON shape of `ps --json`. */
 export const psJson = (rows: PsRow[]) =>
-  rows.map((r) => ({ name: r.name, host: r.host, state: r.state, generation: r.generation, pid: r.pid, since: r.since || null, exitCode: r.exitCode, restarts: r.restarts, error: r.error, ...(r.address ? { address: r.address } : {}), ...(r.usage && { usage: r.usage }) }));
+  rows.map((r) => ({ name: r.name, host: r.host, state: r.state, generation: r.generation, pid: r.pid, since: r.since || null, exitCode: r.exitCode, restarts: r.restarts, error: r.error, ...(r.address ? { address: r.address } : {}), ...(r.health && { health: r.health, healthReason: r.healthReason ?? null }), ...(r.usage && { usage: r.usage }) }));
 
 /** At most `n` names, then how many more. */
 const someNames = (names: string[], n = 6) => (names.length <= n ? names.join(', ') : `${names.slice(0, n).join(', ')}, … (+${names.length - n})`);

@@ -1,5 +1,6 @@
 // Waits for applied jails to run: follows their state events (subscribed before the request is
 // sent, so none is missed) and asks the status service for those already settled or unplaced.
+// A jail with a health check counts as running only once its check has passed (healthy).
 import { stateEventSchema, subjects, type PsRow } from '../../contracts/index.js';
 import { decodeWith } from '../common/codec.js';
 import type { Client } from './client.js';
@@ -24,9 +25,12 @@ export interface Waiter {
   close(): void;
 }
 
-export function startWaiter(client: Client, names: string[]): Waiter {
+/** `checked`: the jails that have a health check (they must be healthy, not only running). */
+export function startWaiter(client: Client, names: string[], checked: ReadonlySet<string> = new Set()): Waiter {
   const wanted = new Set(names);
-  const seen = new Map<string, { generation: number; host: string; state: string; message: string | null }>();
+  /** Running, and healthy when it has a check. */
+  const up = (name: string, state: string, health: string | undefined) => state === 'running' && (!checked.has(name) || health === 'healthy');
+  const seen = new Map<string, { generation: number; host: string; state: string; health?: string; message: string | null }>();
   /** Jails seen running (per generation), even if they stopped again before we looked. */
   const ran = new Map<string, { generation: number; host: string }>();
   let notify = () => {};
@@ -38,8 +42,8 @@ export function startWaiter(client: Client, names: string[]): Waiter {
         if (!wanted.has(e.jail)) return;
         const prev = seen.get(e.jail);
         if (prev && prev.generation > e.generation) return;
-        seen.set(e.jail, { generation: e.generation, host: e.host, state: e.state, message: e.error ? `${e.error.step}: ${e.error.message}` : null });
-        if (e.state === 'running') ran.set(e.jail, { generation: e.generation, host: e.host });
+        seen.set(e.jail, { generation: e.generation, host: e.host, state: e.state, health: e.health, message: e.error ? `${e.error.step}: ${e.error.message}` : e.healthReason ?? null });
+        if (up(e.jail, e.state, e.health)) ran.set(e.jail, { generation: e.generation, host: e.host });
         notify();
       } catch {
         /* not ours to judge: the status service logs malformed events */
@@ -63,7 +67,7 @@ export function startWaiter(client: Client, names: string[]): Waiter {
       const fromRow = (r: PsRow) => {
         const gen = targets.get(r.name);
         if (gen === undefined || r.generation < gen || stale(r)) return;
-        if (r.state === 'running') settle({ name: r.name, host: r.host, state: 'running', message: null });
+        if (up(r.name, r.state, r.health)) settle({ name: r.name, host: r.host, state: 'running', message: null });
         else if (r.state === 'failed') settle({ name: r.name, host: r.host, state: 'failed', message: r.error ? `${r.error.step}: ${r.error.message}` : 'failed' });
         else if (r.state === 'unplaced') settle({ name: r.name, host: null, state: 'unplaced', message: r.error?.message ?? 'not placed' });
       };
@@ -75,7 +79,7 @@ export function startWaiter(client: Client, names: string[]): Waiter {
         for (const [name, s] of seen) {
           const gen = targets.get(name);
           if (gen === undefined || s.generation < gen) continue;
-          if (s.state === 'running') settle({ name, host: s.host, state: 'running', message: null });
+          if (up(name, s.state, s.health)) settle({ name, host: s.host, state: 'running', message: null });
           if (s.state === 'failed') settle({ name, host: s.host, state: 'failed', message: s.message });
         }
       };
@@ -99,7 +103,17 @@ export function startWaiter(client: Client, names: string[]): Waiter {
           notify = () => (clearTimeout(t), r());
         });
       }
-      for (const name of targets.keys()) if (!done.has(name)) settle({ name, host: null, state: 'timeout', message: `not running after ${timeoutMs / 1000} s` });
+      for (const name of targets.keys()) {
+        if (done.has(name)) continue;
+        const s = seen.get(name);
+        const unhealthy = checked.has(name) && s?.state === 'running';
+        settle({
+          name,
+          host: unhealthy ? s.host : null,
+          state: 'timeout',
+          message: unhealthy ? `not healthy after ${timeoutMs / 1000} s (${s.health ?? 'starting'}${s.message ? `: ${s.message}` : ''})` : `not running after ${timeoutMs / 1000} s`,
+        });
+      }
       return [...targets.keys()].map((n) => done.get(n)!);
     },
     close() {

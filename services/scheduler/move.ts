@@ -3,14 +3,15 @@
 //   1. check:   the jail is still on the draining host, at its desired generation, not pinned;
 //   2. touch:   the desired record is re-written (same generation) so this attempt's commands carry
 //               a revision of their own (a retried move must not be taken for a replayed command);
-//   3. copy:    `ensure` generation+1 goes to the new host; wait until that copy runs;
+//   3. copy:    `ensure` generation+1 goes to the new host; wait until that copy runs (and, when the
+//               jail has a health check, until it is healthy: the old copy serves meanwhile);
 //   4. confirm: the desired generation goes up, only if nothing changed since step 2 (an apply or
 //               stop made meanwhile wins: the move is abandoned and reconcile carries it out);
 //   5. switch:  the placement moves (the old host's agent fences its copy) and the old host is
 //               told to destroy it.
 // Abandoned: the new copy is told to go (at a revision of its own) and the jail stays put.
 // A stopped jail moves by its placement alone. Each function says what to do; the reconciler does it.
-import { WIRE_VERSION, type Command, type DesiredRecord, type PlacementRecord } from '../../contracts/index.js';
+import { WIRE_VERSION, type Command, type DesiredRecord, type JailSpec, type PlacementRecord } from '../../contracts/index.js';
 import { destroyCommand, ensureCommand, type JailView } from './decide.js';
 import { isReadable } from './store.js';
 
@@ -73,10 +74,27 @@ export const dropNewCopy = (b: MoveBasis, revision: number, now: number): Comman
 /** An abandoned move is tried again in 30 s. */
 export const abandoned = (why: string): MoveOutcome => ({ reason: why, retryMs: 30_000 });
 
-/** The verdict on a new copy from its state event: running, failed (why), or nothing yet. */
-export function copyVerdict(event: { generation: number; state: string; error: { step: string; message: string } | null }, generation: number): true | string | undefined {
+/**
+ * The verdict on a new copy from its state event (or a heartbeat's row): ready, failed (why), or
+ * nothing yet. Ready is running, and healthy when the jail has a check (`checked`): a copy that
+ * runs but does not answer yet must not take over from one that does.
+ */
+export function copyVerdict(
+  event: { generation: number; state: string; error?: { step: string; message: string } | null; health?: string },
+  generation: number,
+  checked = false,
+): true | string | undefined {
   if (event.generation !== generation) return undefined;
-  if (event.state === 'running') return true;
+  if (event.state === 'running') return !checked || event.health === 'healthy' ? true : undefined;
   if (event.state === 'failed') return `failed (${event.error ? `${event.error.step}: ${event.error.message}` : 'no reason given'})`;
   return undefined;
+}
+
+/**
+ * How long a move waits for its new copy: the move timeout, and for a jail with a check also its
+ * grace period and the checks it may fail before it counts as unhealthy (a slow start is no failure).
+ */
+export function copyWaitMs(spec: Pick<JailSpec, 'health'>, moveTimeoutMs: number): number {
+  const h = spec.health;
+  return h ? moveTimeoutMs + h.graceMs + h.intervalMs * h.failures : moveTimeoutMs;
 }

@@ -12,7 +12,7 @@ import { WIRE_VERSION, type Command, type Heartbeat, type JailSpec, type Placeme
 import { DEFAULT_JAIL_CIDR, JailNetwork, type HostLiveness, type Logger } from '../common/index.js';
 import { addressWanted, decideJail, jailsToMove, placementOf, placementUnchanged, publishedKey, settled, type Action, type Facts, type JailView } from './decide.js';
 import { LivePacking } from './live-packing.js';
-import { abandoned, checkMove, confirmMove, copyVerdict, dropNewCopy, movedPlacement, newCopyCommand, noHost, oldCopyCommand, touched, type MoveBasis, type MoveOutcome } from './move.js';
+import { abandoned, checkMove, confirmMove, copyVerdict, copyWaitMs, dropNewCopy, movedPlacement, newCopyCommand, noHost, oldCopyCommand, touched, type MoveBasis, type MoveOutcome } from './move.js';
 import type { PlaceResult } from './packing.js';
 import type { PlanResult } from './plan.js';
 import { CasConflict, isReadable, type SchedulerStore, type StoreChange } from './store.js';
@@ -557,7 +557,7 @@ export class Reconciler {
     };
     // 3. the new copy first
     const generation = b.desired.generation + 1;
-    const copy = this.copyRunning(to, name, generation);
+    const copy = this.copyRunning(to, name, generation, b.desired.spec);
     try {
       await this.o.commands.publish(to, newCopyCommand(b, touchRevision, now()));
     } catch (err) {
@@ -585,8 +585,13 @@ export class Reconciler {
     return null;
   }
 
-  /** Resolves true once `host` runs `jail` at `generation` (its event or heartbeat), else what went wrong. */
-  private copyRunning(host: string, jail: string, generation: number): { result: Promise<true | string>; cancel: () => void } {
+  /**
+   * Resolves true once `host` runs `jail` at `generation`, healthy when it has a check (its event
+   * or heartbeat), else what went wrong.
+   */
+  private copyRunning(host: string, jail: string, generation: number, spec: JailSpec): { result: Promise<true | string>; cancel: () => void } {
+    const checked = spec.health !== undefined;
+    const waitMs = copyWaitMs(spec, this.o.moveTimeoutMs);
     let cancel!: () => void;
     const result = new Promise<true | string>((resolve) => {
       let done = false;
@@ -602,14 +607,14 @@ export class Reconciler {
       const stopWait = () => finish('was left waiting: the scheduler is stopping');
       cancel = stopWait;
       const unfollow = this.o.events.follow(host, jail, (e) => {
-        const v = copyVerdict(e, generation);
+        const v = copyVerdict(e, generation, checked);
         if (v !== undefined) finish(v);
       });
       const poll = setInterval(() => {
-        if (this.held.get(host)?.some((j) => j.name === jail && j.generation === generation && j.state === 'running')) finish(true);
+        if (this.held.get(host)?.some((j) => j.name === jail && copyVerdict(j, generation, checked) === true)) finish(true);
         else if (this.hostDown(host)) finish('lost its host (down)');
       }, 200);
-      const timer = setTimeout(() => finish(`did not run within ${this.o.moveTimeoutMs / 1000} s`), this.o.moveTimeoutMs);
+      const timer = setTimeout(() => finish(`did not ${checked ? 'become healthy' : 'run'} within ${waitMs / 1000} s`), waitMs);
       this.waiting.add(stopWait);
     });
     return { result, cancel };

@@ -78,6 +78,7 @@ export class ClusterView {
       exitCode: e.exitCode,
       restarts: e.restarts,
       error: e.error,
+      ...healthOf(e),
     });
   }
 
@@ -190,7 +191,13 @@ export class ClusterView {
 
 /** The fields an event sets on a row of the same generation. */
 function rowOf(e: StateEvent, cur: JailRow): Partial<JailRow> {
-  return { seq: e.seq, state: e.state, pid: e.state === 'running' ? e.pid : null, exitCode: e.exitCode, restarts: e.restarts, error: e.error, since: cur.state === e.state ? cur.since : e.at };
+  return { seq: e.seq, state: e.state, pid: e.state === 'running' ? e.pid : null, exitCode: e.exitCode, restarts: e.restarts, error: e.error, since: cur.state === e.state ? cur.since : e.at, health: undefined, healthReason: undefined, ...healthOf(e) };
+}
+
+/** A running jail's health, as its event says (absent without a check). */
+function healthOf(e: StateEvent): Pick<PsRow, 'health' | 'healthReason'> {
+  if (e.state !== 'running' || !e.health) return {};
+  return { health: e.health, ...(e.healthReason && { healthReason: e.healthReason }) };
 }
 
 function strip(r: JailRow): PsRow {

@@ -1,7 +1,9 @@
 // The scheduler in-process: its reconciler and API on the in-memory store, a simulated clock for
 // liveness, and simulated agents that answer commands the way real ones do (an `ensure` to run
 // makes a running copy, reported by event and heartbeat; a `destroy` removes copies of that
-// generation or older). Nomad's scheduler/testing.go Harness plays the same part.
+// generation or older; a copy of a jail with a health check starts `starting` and turns healthy
+// after the host's `healthyAfterMs`, or never when it is null). Nomad's scheduler/testing.go
+// Harness plays the same part.
 import pino from 'pino';
 import { WIRE_VERSION, type Command, type Heartbeat, type StateEvent } from '../../contracts/index.js';
 import { HeartbeatFeed } from '../../services/common/heartbeat-feed.js';
@@ -21,6 +23,10 @@ export interface SimHost {
   capacity: { cpu: number; memoryMB: number };
   /** Simulated agents ignore commands (a slow or hung copy) while this is true. */
   mute: boolean;
+  /** Copies with a health check: where it stands and since when (simulated clock). */
+  health: Map<string, { state: 'starting' | 'healthy'; since: number }>;
+  /** How long a copy with a check takes to become healthy here; null: never. */
+  healthyAfterMs: number | null;
 }
 
 export class SchedulerHarness {
@@ -79,7 +85,7 @@ export class SchedulerHarness {
   }
 
   addHost(name: string, capacity = { cpu: 64, memoryMB: 65536 }) {
-    const h: SimHost = { name, alive: true, copies: new Map(), capacity, mute: false };
+    const h: SimHost = { name, alive: true, copies: new Map(), capacity, mute: false, health: new Map(), healthyAfterMs: 0 };
     this.hosts.set(name, h);
     for (const s of this.schedulers) this.beat(s, h);
     return h;
@@ -100,7 +106,7 @@ export class SchedulerHarness {
       capacity: h.capacity,
       labels: {},
       allocated: { cpu: 0, memoryMB: 0 },
-      jails: [...h.copies].map(([name, generation]) => ({ name, generation, state: 'running' as const, pid: 1 })),
+      jails: [...h.copies].map(([name, generation]) => ({ name, generation, state: 'running' as const, pid: 1, ...(h.health.has(name) && { health: h.health.get(name)!.state }) })),
     };
   }
 
@@ -108,6 +114,7 @@ export class SchedulerHarness {
   async advance(ms: number) {
     for (let t = 0; t < ms; t += 1000) {
       this.now += Math.min(1000, ms - t);
+      for (const h of this.hosts.values()) if (h.alive) this.checkHealth(h);
       for (const h of this.hosts.values()) if (h.alive) for (const s of this.schedulers) this.beat(s, h);
       for (const s of this.schedulers) s.feed.check();
       // the wiring's periodic pass runs every 2 s
@@ -167,20 +174,42 @@ export class SchedulerHarness {
     const h = this.hosts.get(host);
     if (!h || !h.alive || h.mute) return;
     if (command.op === 'destroy') {
-      if ((h.copies.get(command.jail) ?? Infinity) <= command.generation) h.copies.delete(command.jail);
+      if ((h.copies.get(command.jail) ?? Infinity) <= command.generation) {
+        h.copies.delete(command.jail);
+        h.health.delete(command.jail);
+      }
       return;
     }
+    h.health.delete(command.jail);
     if (command.desired === 'running') {
       h.copies.set(command.jail, command.generation);
-      this.emit(host, command.jail, command.generation, 'running');
+      if (command.spec.health) h.health.set(command.jail, { state: 'starting', since: this.now });
+      this.emit(host, command.jail, command.generation, 'running', h.health.get(command.jail)?.state);
+      // a check that passes at once (the default) is healthy right after it runs
+      if (h.healthyAfterMs === 0) this.checkHealth(h);
     } else {
       h.copies.delete(command.jail);
       this.emit(host, command.jail, command.generation, 'stopped');
     }
   }
 
-  private emit(host: string, jail: string, generation: number, state: 'running' | 'stopped') {
-    const e: StateEvent = { v: WIRE_VERSION, host, jail, generation, seq: ++this.seq, state, pid: 1, exitCode: null, restarts: 0, error: null, at: new Date(this.now).toISOString() };
+  /** Copies whose check passes by now turn healthy, with an event. */
+  private checkHealth(h: SimHost) {
+    for (const [jail, s] of h.health) {
+      if (s.state !== 'starting' || h.healthyAfterMs === null || this.now - s.since < h.healthyAfterMs) continue;
+      s.state = 'healthy';
+      this.emit(h.name, jail, h.copies.get(jail)!, 'running', 'healthy');
+    }
+  }
+
+  /** Whether `host` runs a healthy copy of `jail` (a jail without a check: any copy). */
+  healthyOn(jail: string, host: string): boolean {
+    const h = this.hosts.get(host)!;
+    return h.alive && h.copies.has(jail) && (!h.health.has(jail) || h.health.get(jail)!.state === 'healthy');
+  }
+
+  private emit(host: string, jail: string, generation: number, state: 'running' | 'stopped', health?: 'starting' | 'healthy') {
+    const e: StateEvent = { v: WIRE_VERSION, host, jail, generation, seq: ++this.seq, state, pid: 1, exitCode: null, restarts: 0, error: null, ...(health && { health }), at: new Date(this.now).toISOString() };
     queueMicrotask(() => this.followers.get(`${host}/${jail}`)?.forEach((f) => f(e)));
   }
 

@@ -3,7 +3,7 @@
 import { describe, expect, test } from '@jest/globals';
 import { WIRE_VERSION, jailSpecSchema, type DesiredRecord, type PlacementRecord } from '../../contracts/index.js';
 import { decideJail, destroyCommand, ensureCommand, jailsToMove, placementOf, placementUnchanged, publishedKey, settled, type Facts, type JailView } from '../../services/scheduler/decide.js';
-import { abandoned, checkMove, confirmMove, copyVerdict, dropNewCopy, movedPlacement, newCopyCommand, noHost, oldCopyCommand, touched } from '../../services/scheduler/move.js';
+import { abandoned, checkMove, confirmMove, copyVerdict, copyWaitMs, dropNewCopy, movedPlacement, newCopyCommand, noHost, oldCopyCommand, touched } from '../../services/scheduler/move.js';
 
 const NOW = Date.parse('2026-12-02T03:00:00Z');
 const spec = (extra: Record<string, unknown> = {}) => jailSpecSchema.parse({ name: 'j', command: ['/bin/sleep', '9'], ...extra });
@@ -151,5 +151,13 @@ describe('the move protocol', () => {
     expect(copyVerdict({ generation: 4, state: 'mounted', error: null }, 4)).toBeUndefined();
     expect(copyVerdict({ generation: 4, state: 'failed', error: { step: 'start', message: 'no such file' } }, 4)).toBe('failed (start: no such file)');
     expect(copyVerdict({ generation: 4, state: 'failed', error: null }, 4)).toBe('failed (no reason given)');
+    // a jail with a check: running is not enough, healthy is
+    expect(copyVerdict({ generation: 4, state: 'running', error: null }, 4, true)).toBeUndefined();
+    expect(copyVerdict({ generation: 4, state: 'running', error: null, health: 'starting' }, 4, true)).toBeUndefined();
+    expect(copyVerdict({ generation: 4, state: 'running', error: null, health: 'unhealthy' }, 4, true)).toBeUndefined();
+    expect(copyVerdict({ generation: 4, state: 'running', error: null, health: 'healthy' }, 4, true)).toBe(true);
+    expect(copyVerdict({ generation: 3, state: 'running', error: null, health: 'healthy' }, 4, true)).toBeUndefined();
+    expect(copyWaitMs({}, 120_000)).toBe(120_000);
+    expect(copyWaitMs({ health: { tcp: { port: 1 }, intervalMs: 1000, timeoutMs: 100, failures: 3, graceMs: 30_000 } }, 120_000)).toBe(153_000);
   });
 });

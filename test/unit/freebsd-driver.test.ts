@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { jailSpecSchema, type JailSpec, type JailSpecInput } from '../../contracts/index.js';
 import { DriverStepFailed, SavedSpecInvalid } from '../../services/agent/drivers/driver.js';
 import { readSavedSpec } from '../../services/agent/drivers/driver-base.js';
+import { HealthChecks } from '../../services/agent/health-checks.js';
+import pino from 'pino';
 import {
   FreebsdDriver,
   execaRunner,
@@ -923,6 +925,46 @@ describe('sessions (exec -i/-t, console) run through jexec, by exact argv', () =
     await runningJail(driver, spec);
     const spawn = await driver.sessionSpawn(spec, { command: ['/bin/sh'], login: true, tty: { rows: 24, cols: 80, term: 'xterm' } });
     expect(spawn.argv).toEqual([helper, '--tty', '24', '80', '--', 'jexec', '-l', '-U', 'root', 'web']);
+  });
+
+  test('an exec health check runs through jexec, by exact argv, and its exit code decides', async () => {
+    const driver = driverFor();
+    const spec = sampleSpec({ health: { exec: ['/usr/local/bin/check', '--quick', '; reboot'], intervalMs: 1000, timeoutMs: 500, failures: 1, graceMs: 0 } });
+    await runningJail(driver, spec);
+    const ran: { argv: string[]; env: Record<string, string>; timeoutMs: number }[] = [];
+    const results: { kind: string; ok: boolean; reason: string | null }[] = [];
+    let unhealthy: string | null = null;
+    const checks = new HealthChecks({
+      driver,
+      log: pino({ level: 'silent' }),
+      onChange: () => undefined,
+      onUnhealthy: (_jail, reason) => (unhealthy = reason),
+      onResult: (_jail, kind, ok, reason) => void results.push({ kind, ok, reason }),
+      runCheckProcess: async (spawn, timeoutMs) => {
+        ran.push({ argv: spawn.argv, env: spawn.env, timeoutMs });
+        return ran.length === 1 ? { exitCode: 0, timedOut: false, output: '' } : { exitCode: 3, timedOut: false, output: 'db down\n' };
+      },
+    });
+    try {
+      const calls = await transcript(async () => {
+        checks.watch(spec, 1234, null);
+        for (const until = Date.now() + 5000; unhealthy === null && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+      });
+      // the driver asks jls whether the jail runs, once per check, and nothing else
+      expect(calls).toEqual([jls('web'), jls('web')]);
+    } finally {
+      checks.stopAll();
+    }
+    const argv = [helper, '--', 'jexec', '-l', '-U', 'root', 'web', '/usr/bin/env', '-i', 'A=1', 'GREETING=hello world', '/usr/local/bin/check', '--quick', '; reboot'];
+    expect(ran).toEqual([
+      { argv, env: { PATH: '/sbin:/bin:/usr/sbin:/usr/bin', LC_ALL: 'C' }, timeoutMs: 500 },
+      { argv, env: { PATH: '/sbin:/bin:/usr/sbin:/usr/bin', LC_ALL: 'C' }, timeoutMs: 500 },
+    ]);
+    expect(results).toEqual([
+      { kind: 'exec', ok: true, reason: null },
+      { kind: 'exec', ok: false, reason: '/usr/local/bin/check exited 3: db down' },
+    ]);
+    expect(unhealthy).toBe('health check failed 1 time in a row: /usr/local/bin/check exited 3: db down');
   });
 
   test('refuses a jail that is not running, for a session and for cp', async () => {

@@ -324,6 +324,46 @@ describe('when the jail exits, the restart policy decides', () => {
   });
 });
 
+describe('a jail its health check found hung is stopped, then restarted per its policy', () => {
+  test.each([
+    ['always', true],
+    ['on-failure', true],
+    ['never', false],
+  ] as const)('policy %s: restarts=%p, the check\'s reason is the error until it runs again', async (restart, restarts) => {
+    const { actor, snap, driver, clock } = await runningJail({ restart });
+    const at = clock.now();
+    const reason = 'health check failed 3 times in a row: HTTP 500';
+    // the jail's init is alive: the check, not an exit, ends this run
+    actor.send({ type: 'UNHEALTHY', reason, at });
+    await settled();
+    expect(snap().value).toBe('stopped');
+    expect(driver.calls.slice(3)).toEqual(['stop', 'unmount']);
+    expect(snap().context.error).toEqual({ step: 'run', message: reason });
+    if (restarts) {
+      expect(persistedJailOf(snap())).toMatchObject({ state: 'stopped', restarts: 1, restartAt: at + 1000 });
+      clock.increment(1000);
+      await settled();
+      expect(snap().value).toBe('running');
+      expect(snap().context).toMatchObject({ restarts: 1, error: null, restartAt: null });
+    } else {
+      expect(snap().context).toMatchObject({ desired: 'stopped', restarts: 0, restartAt: null });
+      clock.increment(600_000);
+      await settled();
+      expect(snap().value).toBe('stopped');
+    }
+  });
+
+  test('ignored when the jail is not running', async () => {
+    const { actor, snap } = startJail({ desired: 'stopped' });
+    await settled();
+    const before = snap().value;
+    actor.send({ type: 'UNHEALTHY', reason: 'late', at: 0 });
+    await settled();
+    expect(snap().value).toBe(before);
+    expect(snap().context.error).toBeNull();
+  });
+});
+
 describe('stop and start', () => {
   test('STOP stops the process, releases the mounts, keeps the exit code, and is not restarted', async () => {
     const { actor, snap, driver, clock } = await runningJail({ restart: 'always' });

@@ -70,6 +70,8 @@ async function run(h: SchedulerHarness, s: Step) {
       await h.apply({
         name: s.jail,
         command: ['/bin/sleep', String(3600 + s.variant)],
+        // one variant has a health check: a move waits for its new copy to be healthy
+        ...(s.variant === 2 ? { health: { tcp: { port: 80 }, intervalMs: 100, timeoutMs: 50, failures: 1, graceMs: 0 } } : {}),
         ...(s.pin ? { placement: { host: 'h1' } } : {}),
         ...(s.stay ? { failover: { reschedule: false } } : {}),
       } as never);

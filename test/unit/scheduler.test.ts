@@ -111,6 +111,45 @@ describe('scheduler, in-process', () => {
     expect(h.placement('after')?.host).toBe('h1');
   });
 
+  test('a drain of a jail with a health check stops the old copy only once the new one is healthy', async () => {
+    const h = new SchedulerHarness(['h1', 'h2'], { moveTimeoutMs: 60_000 });
+    await h.warm();
+    await h.apply({ name: 'web', health: { http: { port: 8080 }, intervalMs: 1000, timeoutMs: 500, failures: 3, graceMs: 10_000 } });
+    expect(h.healthyOn('web', 'h1')).toBe(true);
+    h.hosts.get('h2')!.healthyAfterMs = 3000; // the new copy runs at once but answers only 3 s later
+    await h.leader.api.handle('drain', { v: 1, host: 'h1' });
+    await new Promise((r) => setTimeout(r, 100));
+    // running but still starting on h2: the old copy serves, nothing is switched yet
+    expect(h.commandsFor('web')).toEqual(['ensure:running g1 → h1', 'ensure:running g2 → h2']);
+    expect(h.runningOn('web').sort()).toEqual(['h1', 'h2']);
+    expect(h.healthyOn('web', 'h1')).toBe(true);
+    expect(h.healthyOn('web', 'h2')).toBe(false);
+    expect(h.placement('web')).toMatchObject({ host: 'h1', generation: 1 });
+    const healthyAt = h.now + 3000;
+    await h.advance(4000);
+    expect(h.placement('web')).toMatchObject({ host: 'h2', generation: 2 });
+    expect(h.runningOn('web')).toEqual(['h2']);
+    const destroy = h.commands.find((c) => c.command.jail === 'web' && c.command.op === 'destroy')!;
+    expect(destroy).toMatchObject({ host: 'h1' });
+    expect(destroy.at).toBeGreaterThanOrEqual(healthyAt);
+  }, 20_000);
+
+  test('a new copy that never becomes healthy is dropped: the jail stays on its old host, and the drain says why', async () => {
+    const h = new SchedulerHarness(['h1', 'h2'], { moveTimeoutMs: 200 });
+    await h.warm();
+    await h.apply({ name: 'hung', health: { tcp: { port: 80 }, intervalMs: 100, timeoutMs: 50, failures: 2, graceMs: 100 } });
+    h.hosts.get('h2')!.healthyAfterMs = null;
+    await h.call('drain', { host: 'h1' }); // waits out 200 ms + grace 100 ms + 2 × 100 ms
+    await h.settle();
+    expect(h.placement('hung')).toMatchObject({ host: 'h1', generation: 1 });
+    expect(h.runningOn('hung')).toEqual(['h1']);
+    // the old copy is never told to go (the abandon's own revision re-sends it its ensure)
+    expect(h.commandsFor('hung').slice(0, 3)).toEqual(['ensure:running g1 → h1', 'ensure:running g2 → h2', 'destroy g2 → h2']);
+    expect(h.commandsFor('hung')).not.toContain('destroy g1 → h1');
+    const rec = h.store.hosts.get('h1') as { value: { blocked: { name: string; reason: string }[] } };
+    expect(rec.value.blocked).toEqual([{ name: 'hung', reason: 'its new copy on h2 did not become healthy within 0.5 s' }]);
+  }, 20_000);
+
   test('a drain leaves a pinned jail where it is and says why', async () => {
     const h = new SchedulerHarness(['h1', 'h2']);
     await h.warm();
