@@ -32,11 +32,14 @@ import {
   type NatsConnection,
 } from '../common/index.js';
 import { ClusterView } from './cluster-view.js';
+import { DashboardServer, type DashboardOptions } from './dashboard-server.js';
 
 export interface StatusOptions {
   servers: string[];
   logger: Logger;
   hostTtlMs?: number;
+  /** Serve the dashboard (a read-only web page) on this address, with this token when given. */
+  http?: DashboardOptions;
 }
 
 export class StatusService {
@@ -45,6 +48,9 @@ export class StatusService {
   private heartbeats?: HeartbeatFeed;
   private stopWatch?: () => void;
   private stopped = false;
+  private dashboard?: DashboardServer;
+  /** The dashboard's base URL once it listens (without the token). */
+  dashboardUrl?: string;
   /** The event stream's sequence after the last event folded into the view. */
   private nextEvent = 0;
   readonly view: ClusterView;
@@ -77,6 +83,11 @@ export class StatusService {
     // more than 1 MB)
     serveRpcChunked(nc, subjects.status('ps'), psRequestSchema, 'jails', (req) => this.view.ps(req, Date.now()), rpc);
     serveRpcChunked(nc, subjects.status('hosts'), hostsRequestSchema, 'hosts', () => this.view.hosts(Date.now()), rpc);
+    if (this.opts.http) {
+      this.dashboard = new DashboardServer(this.view, nc, this.log, this.opts.http);
+      this.dashboardUrl = await this.dashboard.start();
+      this.log.info({ url: this.dashboardUrl, token: this.opts.http.token !== undefined }, 'dashboard listening');
+    }
     this.log.info('status service started');
   }
 
@@ -126,6 +137,7 @@ export class StatusService {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.dashboard?.stop();
     this.heartbeats?.stop();
     this.stopWatch?.();
     await this.events?.stop();
