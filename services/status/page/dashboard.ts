@@ -245,6 +245,8 @@ $<HTMLInputElement>('search').addEventListener('input', (e) => ((query.search = 
 $<HTMLSelectElement>('state-filter').addEventListener('change', (e) => ((query.state = (e.target as HTMLSelectElement).value), schedule()));
 $<HTMLSelectElement>('host-filter').addEventListener('change', (e) => ((query.host = (e.target as HTMLSelectElement).value), schedule()));
 window.addEventListener('hashchange', onRoute);
+// "5s ago" and "seen 2s ago" go stale on a quiet cluster: drawn again now and then
+setInterval(() => route.jail === undefined && schedule(), 5000);
 drawHeader();
 connect();
 onRoute();
