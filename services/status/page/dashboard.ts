@@ -27,7 +27,9 @@ const jails = new Map<string, JailRow>();
 let hosts: HostRow[] = [];
 const query = defaultQuery();
 let selected: JailRow[] = [];
+/** Set once the feed's first snapshot is drawn: before it, an empty table means "not known yet". */
 let firstDrawn = false;
+let snapshotSeen = false;
 
 // the table: a header of sort buttons, a scroller holding a spacer as tall as every row
 const COLUMNS: [SortKey, string, string?][] = [
@@ -161,6 +163,8 @@ function schedule() {
 
 function draw() {
   pending = 0;
+  // the page's own "loading" stands until the feed's snapshot: an empty cluster is not yet known
+  if (!snapshotSeen) return;
   drawStates();
   drawHosts();
   selected = selectRows(jails.values(), query);
@@ -168,7 +172,7 @@ function draw() {
   virtualizer.setOptions({ ...options, count: selected.length });
   virtualizer._willUpdate();
   drawRows();
-  if (!firstDrawn) {
+  if (!firstDrawn && snapshotSeen) {
     firstDrawn = true;
     $('no-rows').hidden = selected.length > 0;
     performance.mark('jails-rendered');
@@ -189,6 +193,7 @@ function connect() {
     jails.clear();
     for (const r of s.jails) jails.set(r.name, r);
     hosts = s.hosts;
+    snapshotSeen = true;
     changedJails.add('*');
     schedule();
   });
