@@ -45,19 +45,24 @@ export interface JailDetail {
   log: { text: string; truncated: boolean; host: string } | { error: string } | null;
 }
 
-/** The placement history: consecutive events of one generation on one host make one stretch. */
+/**
+ * The placement history: one stretch per generation and host, in the order they began; a stretch
+ * ends when its copy was destroyed (an old copy's end may come after the next one began: a move)
+ * or, when its host never said, where the next one began.
+ */
 export function placementHistory(events: StateEvent[]): PlacementStretch[] {
-  const out: PlacementStretch[] = [];
+  const byCopy = new Map<string, PlacementStretch>();
   for (const e of events) {
-    const last = out.at(-1);
-    if (last && last.generation === e.generation && last.host === e.host) {
-      last.lastState = e.state;
-      if (e.state === 'destroyed') last.to = e.at;
-      continue;
+    const key = `${e.generation}/${e.host}`;
+    const s = byCopy.get(key);
+    if (!s) byCopy.set(key, { generation: e.generation, host: e.host, from: e.at, to: e.state === 'destroyed' ? e.at : null, lastState: e.state });
+    else {
+      s.lastState = e.state;
+      if (e.state === 'destroyed') s.to = e.at;
     }
-    if (last && last.to === null) last.to = e.at;
-    out.push({ generation: e.generation, host: e.host, from: e.at, to: e.state === 'destroyed' ? e.at : null, lastState: e.state });
   }
+  const out = [...byCopy.values()];
+  for (let i = 0; i < out.length - 1; i++) out[i]!.to ??= out[i + 1]!.from;
   return out;
 }
 

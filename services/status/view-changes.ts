@@ -49,8 +49,24 @@ export class ViewChangeTracker {
     return { jails: changed, removed, ...(hostsChanged && { hosts }) };
   }
 
+  /** The hosts alone, the rows being known unchanged: the hosts when they differ, else undefined. */
+  nextHosts(hosts: HostRow[]): ViewChanges | undefined {
+    const key = hostKey(hosts);
+    this.hosts = hosts;
+    if (key === this.hostsKey) return undefined;
+    this.hostsKey = key;
+    return { jails: [], removed: [], hosts };
+  }
+
   /** Everything as of the last call: what a page that just connected starts from. */
   snapshot(): ViewSnapshot {
     return { jails: [...this.rows.values()].map((r) => r.row), hosts: this.hosts };
+  }
+
+  /** The snapshot as JSON, from each row's JSON kept by `next` (10,000 rows are not encoded again). */
+  snapshotJson(): string {
+    let jails = '';
+    for (const r of this.rows.values()) jails += jails ? `,${r.json}` : r.json;
+    return `{"jails":[${jails}],"hosts":${JSON.stringify(this.hosts)}}`;
   }
 }

@@ -189,13 +189,16 @@ function connect() {
   live.addEventListener('open', () => ((status.dataset.state = 'live'), (status.textContent = 'live')));
   live.addEventListener('error', () => ((status.dataset.state = 'down'), (status.textContent = 'reconnecting…')));
   live.addEventListener('snapshot', (e) => {
+    performance.mark('snapshot-received');
     const s = JSON.parse((e as MessageEvent<string>).data) as { jails: JailRow[]; hosts: HostRow[] };
     jails.clear();
     for (const r of s.jails) jails.set(r.name, r);
     hosts = s.hosts;
     snapshotSeen = true;
     changedJails.add('*');
-    schedule();
+    // drawn at once rather than in the next frame: the first frame of a fresh page may be a while
+    if (pending) cancelAnimationFrame(pending);
+    draw();
   });
   live.addEventListener('changes', (e) => {
     const c = JSON.parse((e as MessageEvent<string>).data) as { jails: JailRow[]; removed: string[]; hosts?: HostRow[] };
