@@ -3,7 +3,7 @@
 // the TypeScript build, the jail init helper (C), and nats-server (apt-get, when root).
 // Idempotent and quick when nothing is missing. No shell strings: every command is an argv.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, statSync, mkdirSync, symlinkSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, readdirSync, statSync, mkdirSync, symlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -64,6 +64,15 @@ if (mtime(stamp) < sources) {
   run(['node', 'dist/contracts/export-json-schema.js']);
 }
 
+// 2b. the dashboard page's static files, beside the page's compiled modules (tsc copies no html)
+for (const f of ['index.html', 'dashboard.css']) {
+  const src = join(root, 'services', 'status', 'page', f);
+  const dst = join(root, 'dist', 'services', 'status', 'page', f);
+  if (mtime(dst) >= mtime(src)) continue;
+  mkdirSync(dirname(dst), { recursive: true });
+  copyFileSync(src, dst);
+}
+
 // 3. the linux driver's helpers: the jail init (pid 1 of every jail) and the batch mounter; and
 // the bench's floor of a jail start (the same isolation in one process, no orchestration)
 for (const [name, src, bin] of [
@@ -113,6 +122,13 @@ if (!onPath('prometheus') || !onPath('promtool')) {
     say('disabling the packaged prometheus service (the metrics test runs its own)');
     spawnSync('systemctl', ['disable', '--now', 'prometheus', 'prometheus-node-exporter'], { stdio: 'ignore' });
   }
+}
+
+// 4b. a headless browser for the dashboard's tests and bench: Debian's chromium, driven by
+// playwright-core (which downloads no browser of its own)
+if (!existsSync('/usr/bin/chromium')) {
+  if (isRoot) aptInstall(['chromium'], 'chromium (the dashboard is tested in a real browser)');
+  else say('chromium is missing: the dashboard test and bench need it (apt-get install -y chromium, as root)');
 }
 
 // 5. `npx jailfleet` inside the project: link the built CLI into node_modules/.bin

@@ -8,6 +8,15 @@ import { BadMetricsAddr, parseMetricsAddr, type MetricsAddr } from '../common/me
 import { CliError } from './client.js';
 
 export const portSchema = z.coerce.number().int().min(1).max(65535);
+/** `HOST:PORT` (an IPv6 host in brackets); port 0 lets the kernel choose. */
+export const httpAddrSchema = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: 'must be HOST:PORT, e.g. 127.0.0.1:4280' })
+  .transform((s) => {
+    const at = s.lastIndexOf(':');
+    return { host: s.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(s.slice(at + 1)) };
+  })
+  .refine((a) => a.port <= 65535, { message: 'the port must be at most 65535' });
 export const hostsCountSchema = z.coerce.number().int().min(1, { message: 'must be at least 1' }).max(64, { message: 'must be at most 64' });
 export const natsClusterSchema = z.enum(['1', '3'], { message: 'must be 1 (one server) or 3 (a cluster)' }).transform(Number);
 export const parallelStepsSchema = z

@@ -8,7 +8,7 @@ import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETW
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_LOG_LINES, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, jailNetworkFlag, bridgeNameSchema, parseVolumeFlag, zfsDatasetSchema } from './flags.js';
+import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, httpAddrSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, jailNetworkFlag, bridgeNameSchema, parseVolumeFlag, zfsDatasetSchema } from './flags.js';
 import { DEFAULT_JAIL_CIDR } from '../common/jail-network.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
@@ -463,6 +463,8 @@ program
   .option('--agent-cpu <cores>', "cores each agent offers to jails (default: the machine's)")
   .option('--agent-memory-mb <mb>', "memory each agent offers to jails, in MB (default: the machine's)")
   .option('--restart-agent <host>', 'bring back a dead agent of the up running on --data-dir, with its first flags')
+  .option('--http-addr <host:port>', 'where the dashboard is served (default 127.0.0.1:4280, or a free port if that one is taken)')
+  .option('--no-http', 'no dashboard')
   .action(async (o) => {
     const { up, restartAgent } = await import('./up.js');
     if (o.restartAgent !== undefined) {
@@ -477,6 +479,7 @@ program
       natsPort: flag('nats-port', portSchema, o.natsPort),
       natsCluster: flag('nats-cluster', natsClusterSchema, o.natsCluster),
       schedulers: flag('schedulers', schedulersSchema, o.schedulers),
+      http: o.http === false ? null : o.httpAddr === undefined ? undefined : flag('http-addr', httpAddrSchema, o.httpAddr),
     });
   });
 
@@ -559,6 +562,8 @@ serve
   .option('--host-ttl-ms <ms>', 'a host is down after this long without a heartbeat', String(DEFAULT_HOST_TTL_MS))
   .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
   .option('--metrics-addr <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
+  .option('--http-addr <host:port>', 'serve the dashboard (a read-only web page of the cluster) on this address')
+  .option('--http-token-file <file>', 'the dashboard asks every request for the token in this file (its first line)')
   .action(async (o) => {
     const { serveStatus } = await import('./serve.js');
     await serveStatus({
@@ -566,6 +571,8 @@ serve
       hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs),
       exitWithParent: parentPid(o.exitWithParent),
       metricsAddr: metricsAddr(o.metricsAddr),
+      http: o.httpAddr === undefined ? undefined : flag('http-addr', httpAddrSchema, o.httpAddr),
+      httpTokenFile: o.httpTokenFile,
     });
   });
 

@@ -2,6 +2,7 @@
 // it. SIGINT/SIGTERM stop it cleanly; an agent leaves its jails running unless told to tear down.
 // With --exit-with-parent PID (set by `jailfleet up`) it also stops, the same way, once that
 // process is gone: a killed `up` must not leave orphans retrying a dead broker forever.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, machineCapacity } from '../agent/index.js';
 import type { Labels, PlacementStrategy } from '../../contracts/index.js';
@@ -209,8 +210,23 @@ export async function serveScheduler(o: { servers: string[]; hostTtlMs: number; 
   await serve(withMetrics(s, s.metrics.registry, o.metricsAddr, log), log, o.exitWithParent);
 }
 
-export async function serveStatus(o: { servers: string[]; hostTtlMs: number; exitWithParent?: number; metricsAddr?: MetricsAddr }) {
+export async function serveStatus(o: { servers: string[]; hostTtlMs: number; exitWithParent?: number; metricsAddr?: MetricsAddr; http?: { host: string; port: number }; httpTokenFile?: string }) {
   const log = createLogger('status');
-  const s = new StatusService({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs });
+  if (o.httpTokenFile !== undefined && !o.http) throw new CliError('--http-token-file: only with --http-addr', 2);
+  const token = o.httpTokenFile === undefined ? undefined : readToken(o.httpTokenFile);
+  const s = new StatusService({ servers: o.servers, logger: log, hostTtlMs: o.hostTtlMs, ...(o.http && { http: { ...o.http, token } }) });
   await serve(withMetrics(s, s.metrics, o.metricsAddr, log), log, o.exitWithParent);
+}
+
+/** The dashboard's token: the file's first line, which must not be empty. */
+function readToken(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new CliError(`--http-token-file: cannot read ${file}: ${(err as Error).message}`, 2);
+  }
+  const token = text.split('\n')[0]!.trim();
+  if (token.length < 16) throw new CliError(`--http-token-file: ${file} holds no token of at least 16 characters`, 2);
+  return token;
 }

@@ -5,11 +5,13 @@
 // ran (a dead agent's too), stops every child and the broker, and exits 0. If `up` itself is
 // killed, its services notice (--exit-with-parent) and stop as on Ctrl-C, and the broker keeper
 // stops the broker after them. It leaves nothing mounted or running.
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { freePort, startNatsCluster, startNatsServer } from '../common/index.js';
+import { DEFAULT_DASHBOARD_ADDR, freePort, startNatsCluster, startNatsServer } from '../common/index.js';
 import { CliError, Client } from './client.js';
 
 export interface UpOptions {
@@ -24,6 +26,11 @@ export interface UpOptions {
   agentCpu?: number;
   agentMemoryMB?: number;
   readyTimeoutMs?: number;
+  /**
+   * The dashboard: where the status service serves it (null: not at all). Not given: 127.0.0.1:4280,
+   * or a port the kernel picks when that one is taken.
+   */
+  http?: { host: string; port: number } | null;
 }
 
 const mainJs = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -42,7 +49,33 @@ const upFiles = (dataDir: string) => ({
   /** One empty file per agent to bring back; up looks on SIGUSR2. */
   restarts: join(dataDir, 'restart-requests'),
   logs: join(dataDir, 'logs'),
+  /** The dashboard's token, readable by its owner alone: the URL up prints carries it. */
+  dashboardToken: join(dataDir, 'dashboard-token'),
 });
+
+/** What the status service logs once its dashboard listens (with `url`). */
+const DASHBOARD_LOG = 'dashboard listening';
+
+/** True when nothing listens on host:port (a listen there succeeds). */
+function portFree(host: string, port: number): Promise<boolean> {
+  return new Promise((r) => {
+    const srv = createServer();
+    srv.once('error', () => r(false));
+    srv.listen(port, host, () => srv.close(() => r(true)));
+  });
+}
+
+/**
+ * A new token for the dashboard, written where only the owner reads it (the file is made anew:
+ * one left by an earlier run with other modes is not reused).
+ */
+function makeDashboardToken(file: string): string {
+  const token = randomBytes(32).toString('base64url');
+  rmSync(file, { force: true });
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return token;
+}
 
 /** A service child process: its output goes to its log file, its failure is ours to report. */
 function spawnService(argv: string[], logFile: string) {
@@ -147,6 +180,7 @@ export async function up(o: UpOptions): Promise<number> {
     rmSync(join(dataDir, 'nats'), { recursive: true, force: true });
     rmSync(files.children, { force: true });
     rmSync(files.restarts, { recursive: true, force: true });
+    rmSync(files.dashboardToken, { force: true });
     rmSync(files.lock, { force: true });
   };
 
@@ -239,7 +273,8 @@ export async function up(o: UpOptions): Promise<number> {
   for (const name of [...schedulerNames, 'status', ...hostNames]) metricsPorts.set(name, await freePort());
   const ttl = ['--host-ttl-ms', String(HOST_TTL_MS)];
   for (const name of schedulerNames) spawnChild(name, 'scheduler', ['scheduler', ...ttl]);
-  spawnChild('status', 'service', ['status', ...ttl]);
+  const dashboard = o.http === null ? undefined : await dashboardArgs();
+  const status = spawnChild('status', 'service', ['status', ...ttl, ...(dashboard?.args ?? [])]);
   for (const h of hostNames) spawnAgent(h);
 
   const ready = await untilReady(o.readyTimeoutMs ?? 60_000, () => shuttingDown);
@@ -251,8 +286,38 @@ export async function up(o: UpOptions): Promise<number> {
   }
   process.stdout.write(`ready: ${url} hosts=${hostNames.join(',')}\n`);
   process.stdout.write(`metrics: ${[...metricsPorts.keys()].map((name) => `${name}=${metricsUrl(name)}`).join(' ')}\n`);
+  if (dashboard) {
+    const at = await dashboardUrl(status);
+    if (at) process.stdout.write(`dashboard: ${at}?token=${dashboard.token}\n`);
+    else process.stderr.write(`jailfleet: the dashboard did not start; see ${status.log.path}\n`);
+  }
   process.stderr.write(`jailfleet: logs in ${files.logs}; Ctrl-C stops the cluster and removes its jails\n`);
   return exited;
+
+  /** The status service's flags for the dashboard, and the token it asks for. */
+  async function dashboardArgs() {
+    let addr = o.http ?? DEFAULT_DASHBOARD_ADDR;
+    // the default port may be another cluster's: then any free one (an address asked for is kept, and fails loudly)
+    if (o.http === undefined && !(await portFree(addr.host, addr.port))) addr = { ...addr, port: 0 };
+    const token = makeDashboardToken(files.dashboardToken);
+    const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
+    return { token, args: ['--http-addr', `${host}:${addr.port}`, '--http-token-file', files.dashboardToken] };
+  }
+
+  /** The dashboard's URL from the status service's log line, once it listens (at most 10 s). */
+  async function dashboardUrl(c: Child): Promise<string | undefined> {
+    for (const until = Date.now() + 10_000; Date.now() < until && !c.exited; await sleep(100)) {
+      for (const line of readText(c.log.path).slice(c.log.from).split('\n')) {
+        if (!line.includes(DASHBOARD_LOG)) continue;
+        try {
+          return String((JSON.parse(line) as { url: unknown }).url);
+        } catch {
+          // a line cut short while written: read again
+        }
+      }
+    }
+    return undefined;
+  }
 
   /**
    * True once a `run` would be placed at once: every agent shows `up` in `jailfleet hosts`, and

@@ -4,6 +4,8 @@
 
 /** Where clients look for NATS when neither --nats nor JAILFLEET_NATS_URL says. */
 export const DEFAULT_NATS_PORT = 4222;
+/** Where `jailfleet up` serves the dashboard unless told otherwise (another port if it is taken). */
+export const DEFAULT_DASHBOARD_ADDR = { host: '127.0.0.1', port: 4280 };
 export const DEFAULT_NATS_URL = `nats://127.0.0.1:${DEFAULT_NATS_PORT}`;
 
 /** How often an agent heartbeats. */

@@ -29,6 +29,9 @@ export class ClusterView {
   /** When each host was last heard, judged by the one liveness rule the scheduler applies too. */
   private readonly liveness: HostLiveness;
 
+  /** Counts the events, placements and host records applied: unchanged, no row changed but by the clock (`lost`). */
+  revision = 0;
+
   /** Set once the placement bucket has been read whole: from then on a missing placement means removed. */
   placementsSynced = false;
 
@@ -44,6 +47,7 @@ export class ClusterView {
 
   /** Newest generation wins; within one generation the highest seq. */
   applyEvent(e: StateEvent): void {
+    this.revision++;
     if ((this.gone.get(e.jail) ?? 0) >= e.generation) return;
     const cur = this.rows.get(e.jail);
     const prev = this.previous.get(e.jail);
@@ -83,11 +87,13 @@ export class ClusterView {
   }
 
   applyPlacement(name: string, p: PlacementRecord | null): void {
+    this.revision++;
     if (p) this.placements.set(name, p);
     else this.placements.delete(name);
   }
 
   applyHostRecord(host: string, r: HostRecord | null): void {
+    this.revision++;
     if (r) this.hostRecords.set(host, r);
     else this.hostRecords.delete(host);
   }

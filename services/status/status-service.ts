@@ -34,11 +34,14 @@ import {
 import { ClusterView } from './cluster-view.js';
 import { statusRegistry } from './status-metrics.js';
 import type { Registry } from 'prom-client';
+import { DashboardServer, type DashboardOptions } from './dashboard-server.js';
 
 export interface StatusOptions {
   servers: string[];
   logger: Logger;
   hostTtlMs?: number;
+  /** Serve the dashboard (a read-only web page) on this address, with this token when given. */
+  http?: DashboardOptions;
 }
 
 export class StatusService {
@@ -47,6 +50,9 @@ export class StatusService {
   private heartbeats?: HeartbeatFeed;
   private stopWatch?: () => void;
   private stopped = false;
+  private dashboard?: DashboardServer;
+  /** The dashboard's base URL once it listens (without the token). */
+  dashboardUrl?: string;
   /** The event stream's sequence after the last event folded into the view. */
   private nextEvent = 0;
   readonly view: ClusterView;
@@ -82,6 +88,11 @@ export class StatusService {
     // more than 1 MB)
     serveRpcChunked(nc, subjects.status('ps'), psRequestSchema, 'jails', (req) => this.view.ps(req, Date.now()), rpc);
     serveRpcChunked(nc, subjects.status('hosts'), hostsRequestSchema, 'hosts', () => this.view.hosts(Date.now()), rpc);
+    if (this.opts.http) {
+      this.dashboard = new DashboardServer(this.view, nc, this.log, this.opts.http);
+      this.dashboardUrl = await this.dashboard.start();
+      this.log.info({ url: this.dashboardUrl, token: this.opts.http.token !== undefined }, 'dashboard listening');
+    }
     this.log.info('status service started');
   }
 
@@ -131,6 +142,7 @@ export class StatusService {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.dashboard?.stop();
     this.heartbeats?.stop();
     this.stopWatch?.();
     await this.events?.stop();

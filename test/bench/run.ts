@@ -13,6 +13,7 @@ import { connect } from '@nats-io/transport-node';
 import { BUCKET_PLACEMENT, WIRE_VERSION, subjects, type Command, type JailSpec, type StateEvent } from '../../contracts/index.js';
 import { ensureTopology, freePort } from '../../services/common/index.js';
 import { TestCluster, cliPath, mountsUnder, repoRoot } from '../support/cluster.js';
+import { dashboardLoadFigure } from './dashboard.js';
 import { agentRestartFigure, failoverFigure } from './failover.js';
 import { imagePullFigure, imageStartFigure } from './images.js';
 import { metricsScrapeFigure } from './metrics.js';
@@ -608,6 +609,7 @@ const FIGURES: Record<string, { root: boolean; run: () => unknown }> = {
   failover: { root: true, run: () => failoverFigure(Number(process.env.BENCH_JAILS ?? 100)) },
   'agent-restart': { root: true, run: () => agentRestartFigure(Number(process.env.BENCH_JAILS ?? 100)) },
   'image-start': { root: true, run: () => imageStartFigure(Number(process.env.BENCH_IMAGE_JAILS ?? 30)) },
+  'dashboard-load': { root: false, run: () => dashboardLoadFigure(Number(process.env.BENCH_DASHBOARD_JAILS ?? 10_000), 5) },
   'image-pull': { root: true, run: () => imagePullFigure(Number(process.env.BENCH_IMAGE_MB ?? 100), 3) },
   'metrics-scrape': { root: true, run: () => metricsScrapeFigure(Number(process.env.BENCH_SCRAPE_JAILS ?? 1000), 20) },
 };
