@@ -97,6 +97,16 @@ export const resourcesSchema = z.strictObject({
 export type Resources = z.output<typeof resourcesSchema>;
 
 export const NETWORK_MODES = ['inherit', 'none'] as const;
+/**
+ * A jail's syscall filter: `default` refuses what lets root in a jail reach the kernel's global
+ * state (native/jail-seccomp.h, Docker's default profile as the anchor); `unconfined` is for the
+ * rare service that needs more (its capabilities are cut all the same).
+ */
+export const SECCOMP_MODES = ['default', 'unconfined'] as const;
+export type SeccompMode = (typeof SECCOMP_MODES)[number];
+export const securitySchema = z.strictObject({
+  seccomp: z.enum(SECCOMP_MODES, { message: `must be ${SECCOMP_MODES.join(' or ')}` }).default('default'),
+});
 export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
 export type RestartPolicy = (typeof RESTART_POLICIES)[number];
 
@@ -115,6 +125,8 @@ const jailSpecShape = {
   /** Host volumes (absent, not empty, when none: a spec written before volumes keeps its JSON). */
   volumes: z.array(volumeSchema).max(64, { message: 'at most 64 volumes' }).optional(),
   network: z.enum(NETWORK_MODES).default('inherit'),
+  /** How the jail is confined beyond its namespaces and capabilities (absent: the defaults, so older specs keep their JSON). */
+  security: securitySchema.optional(),
   restart: z.enum(RESTART_POLICIES).default('always'),
   stopTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
   resources: resourcesSchema.default({ ...DEFAULT_RESOURCES }),
@@ -149,6 +161,9 @@ export const jailSpecSchema = z.strictObject(jailSpecShape).refine(distinctMount
 export type JailSpecInput = z.input<typeof jailSpecSchema>;
 /** A parsed spec: every default applied. */
 export type JailSpec = z.output<typeof jailSpecSchema>;
+
+/** The jail's seccomp mode: its own setting, else the default filter. */
+export const jailSeccomp = (spec: JailSpec): SeccompMode => spec.security?.seccomp ?? 'default';
 
 /** The hostname a jail sees: its own setting, else its name. */
 export const jailHostname = (spec: JailSpec) => spec.hostname ?? spec.name;

@@ -1,7 +1,11 @@
 /*
  * jailinit: pid 1 of a jailfleet linux jail.
  *
- * usage: jailinit <exit-code-file> <root> <hostname> <inherit|none> [OP ARG TARGET FLAGS]... -- <command> [args...]
+ * usage: jailinit [--seccomp default|unconfined] <exit-code-file> <root> <hostname> <inherit|none> [OP ARG TARGET FLAGS]... -- <command> [args...]
+ *
+ * --seccomp: the jail's syscall filter (native/jail-seccomp.h), loaded last before the command
+ * runs; "default" when absent. "unconfined" is the spec's `security.seccomp` for the rare
+ * service that needs more (the capabilities are cut all the same).
  *
  * Every OP is four arguments, the jail's mount plan (made by the driver's mount step):
  *   bind    <source>  <target> <flags>  bind mount; flags: ro, nosuid, nodev, noexec (or "-")
@@ -39,7 +43,8 @@
  *      sets are emptied, no_new_privs is set, and this process becomes non-dumpable (so the
  *      command, root with the same capabilities, cannot ptrace it nor open its /proc/1/fd links (the
  *      exit-code file on the host is one). The command inherits all of it through fork and exec;
- *      as uid 0 it gets exactly the bounding set at exec. Any failure here ends the jail with
+ *      as uid 0 it gets exactly the bounding set at exec. Last, the default seccomp filter
+ *      (jail-seccomp.h) is loaded into this process, so the command inherits it too. Any failure here ends the jail with
  *      126 before the command runs: a jail never runs half-hardened;
  *   6. blanks its own argv (so /proc/1/cmdline in the jail does not show the host paths of the
  *      root and the exit-code file) and forks the command (execvp, inherited environment);
@@ -48,10 +53,10 @@
  *      128 + signal) to the exit-code file and exits with it. Its exit makes the kernel kill
  *      whatever is left in the pid namespace.
  *
- * usage: jailinit --enter <pid> -- <command> [args...]
+ * usage: jailinit [--seccomp default|unconfined] --enter <pid> -- <command> [args...]
  *   runs a command inside the running jail whose init is <pid> (the driver's exec for jails whose
  *   root is an image, which holds no setpriv of the host's): joins its ipc, uts, net, pid and
- *   mount namespaces and its root, forks, drops to KEPT_CAPS exactly as the init does, and execs
+ *   mount namespaces and its root, forks, drops to KEPT_CAPS and loads the seccomp filter exactly as the init does, and execs
  *   the command; it exits with the command's status. Nothing of the host is reachable by path
  *   once it has joined, and it never execs anything before the drop.
  *
@@ -84,6 +89,7 @@
 #include <unistd.h>
 
 #include "jail-caps.h"
+#include "jail-seccomp.h"
 
 #define EXIT_SETUP 125
 #define EXIT_HARDEN 126
@@ -292,6 +298,37 @@ static void drop_privileges(void)
         die_harden("cannot make the jail init non-dumpable");
 }
 
+/* Whether the command gets the default seccomp filter (see the header's --seccomp). */
+static int seccomp_default = 1;
+
+/* The jail's seccomp filter (jail-seccomp.h), unless the spec asked for none: last before exec. */
+static void confine(void)
+{
+    const char *what = "";
+
+    if (seccomp_default && jail_load_seccomp(&what) < 0)
+        die_harden("%s", what);
+}
+
+/*
+ * Takes a leading `--seccomp MODE` out of argv (the entries, not the strings: take_command
+ * still blanks the whole of argv's memory). Returns the new argc, or -1 on a bad mode.
+ */
+static int take_seccomp_option(int argc, char **argv)
+{
+    int i;
+
+    if (argc < 3 || strcmp(argv[1], "--seccomp") != 0)
+        return argc;
+    if (strcmp(argv[2], "unconfined") == 0)
+        seccomp_default = 0;
+    else if (strcmp(argv[2], "default") != 0)
+        return -1;
+    for (i = 3; i <= argc; i++)
+        argv[i - 2] = argv[i];
+    return argc - 2;
+}
+
 struct mount_flag {
     const char *name;
     unsigned long bits;
@@ -441,6 +478,7 @@ static int enter_jail(int argc, char **argv)
         die("cannot fork");
     if (child == 0) {
         drop_privileges();
+        confine();
         execvp(argv[4], &argv[4]);
         fprintf(stderr, "jailinit: cannot run %s: %s\n", argv[4], strerror(errno));
         _exit(EXIT_NOEXEC);
@@ -464,6 +502,10 @@ int main(int argc, char **argv)
     int exec_errno = 0;
     int plan_end, op;
 
+    if ((argc = take_seccomp_option(argc, argv)) < 0) {
+        fprintf(stderr, "jailinit: --seccomp must be default or unconfined\n");
+        return EXIT_SETUP;
+    }
     if (argc > 1 && strcmp(argv[1], "--enter") == 0)
         return enter_jail(argc, argv);
 
@@ -553,6 +595,7 @@ int main(int argc, char **argv)
         die("cannot chdir to / in the jail");
     harden_proc();
     drop_privileges();
+    confine();
     cmd = take_command(argc, argv, plan_end + 1);
 
     if (pipe2(exec_check, O_CLOEXEC) < 0)

@@ -648,17 +648,37 @@ suite('linux driver (real kernel, as root)', () => {
     expect(out).not.toContain('command ran');
   });
 
-  test('exec refuses to run through a setpriv that a mount put in the jail', async () => {
+  test('exec never runs a host tool that a mount put in the jail (no setpriv, no nsenter inside)', async () => {
     const f = await fixture();
     const fake = join(f.hostDir, 'fake-setpriv');
-    await copyFile('/usr/bin/true', fake);
+    await copyFile('/usr/bin/false', fake);
     const { spec } = await runningJail(f, {
       name: jailName('fakesetpriv'),
       command: ['sleep', '1000'],
       env: PATH_ENV,
       mounts: [{ source: fake, target: '/usr/bin/setpriv' }],
     });
-    await expect(execIn(f, spec, ['id', '-u'])).rejects.toMatchObject({ step: 'exec', message: expect.stringMatching(/not the host's setpriv/) });
+    expect(await execIn(f, spec, ['id', '-u'])).toMatchObject({ exitCode: 0, stdout: '0\n' });
+  });
+
+  test('seccomp: the command, its init and exec run under the default filter; no user namespace', async () => {
+    const f = await fixture();
+    const name = jailName('seccomp');
+    const { spec } = await runningJail(f, { name, command: ['sleep', '1000'], env: PATH_ENV, network: 'none' });
+    const seccompOf = async (pid: string) => /^Seccomp:\s*(\d)$/m.exec((await execIn(f, spec, ['cat', `/proc/${pid}/status`])).stdout)?.[1];
+    // 2: SECCOMP_MODE_FILTER
+    expect({ init: await seccompOf('1'), command: await seccompOf('2'), exec: await seccompOf('self') }).toEqual({ init: '2', command: '2', exec: '2' });
+    const userns = await execIn(f, spec, ['unshare', '-U', 'true']);
+    expect(userns).toMatchObject({ exitCode: 1, stderr: expect.stringMatching(/unshare failed: Operation not permitted/) });
+  });
+
+  test('seccomp: unconfined is the spec\'s choice, for the jail and its exec alike', async () => {
+    const f = await fixture();
+    const { spec } = await runningJail(f, { name: jailName('unconfined'), command: ['sleep', '1000'], env: PATH_ENV, network: 'none', security: { seccomp: 'unconfined' } });
+    const seccompOf = async (pid: string) => /^Seccomp:\s*(\d)$/m.exec((await execIn(f, spec, ['cat', `/proc/${pid}/status`])).stdout)?.[1];
+    expect({ init: await seccompOf('1'), command: await seccompOf('2'), exec: await seccompOf('self') }).toEqual({ init: '0', command: '0', exec: '0' });
+    // the capabilities are cut all the same
+    expect(privsOf((await execIn(f, spec, ['cat', '/proc/self/status'])).stdout)).toEqual(await jailPrivs());
   });
 
   test('limits: a jail runs in a cgroup of its own with its memory, cpu and process limits; destroy removes it', async () => {

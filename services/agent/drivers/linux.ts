@@ -13,8 +13,9 @@
 //            made inside the root without following a jail's symlinks) and records the jail's
 //            mount plan (mount-plan.json); no mount.
 //   start:   one spawn: `unshare … jailinit <plan> -- command`; jailinit makes the plan's mounts
-//            inside the new namespace, pivots into the root, hardens and execs, and reports "ok"
-//            or the failing step on its status fd.
+//            inside the new namespace, pivots into the root, hardens (capabilities, no_new_privs,
+//            the spec's seccomp filter: native/jail-seccomp.h) and execs, and reports "ok" or the
+//            failing step on its status fd. exec and sessions enter with the same hardening.
 //   unmount: forgets the plan (the mounts went with the namespace).
 //   destroy: stops the init, removes the cgroup and the jail's files (after one look at the
 //            host's mount table: a jail mounted by an older driver is unmounted first).
@@ -46,7 +47,7 @@ import { constants as osConstants } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { jailHostname, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
+import { jailHostname, jailSeccomp, nameSchema, type ExecResult, type JailSpec } from '../../../contracts/index.js';
 import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection, type SessionCommand, type SessionSpawn } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
 import { JailCgroups, type CgroupController } from './cgroup-limits.js';
@@ -112,14 +113,6 @@ const START_REPORT_MS = 10_000;
 /** How long a SIGKILLed init may take to disappear before stop() gives up. */
 const KILL_WAIT_MS = 10_000;
 const SIGKILL_CODE = 128 + osConstants.signals.SIGKILL;
-/**
- * The capabilities a command run by exec() keeps: the same as the jail's own command (KEPT_CAPS
- * in native/jailinit.c): Docker's default set less mknod and sys_chroot.
- */
-const EXEC_KEPT_CAPS = [
-  'chown', 'dac_override', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap',
-  'net_bind_service', 'net_raw', 'audit_write', 'setfcap',
-];
 
 interface PidRecord {
   pid: number;
@@ -353,7 +346,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         ...(spec.network === 'none' ? ['--net'] : []),
         '--propagation', 'private',
         '--',
-        this.initPath, p.exitCode, p.root, jailHostname(spec), spec.network,
+        this.initPath, '--seccomp', jailSeccomp(spec), p.exitCode, p.root, jailHostname(spec), spec.network,
         ...plan.flat(),
         '--', ...spec.command,
       ];
@@ -482,37 +475,16 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   async exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult> {
     const running = await this.step('exec', spec.name, () => this.runningInit(spec.name));
     if (!running) throw new DriverStepFailed('exec', `jail ${spec.name} is not running`);
-    // an image holds no setpriv of the host's: jailinit itself joins the jail and drops to its capabilities
-    if (await this.recordedImage(spec.name)) return this.runInJail(spec, this.initPath, ['--enter', String(running.pid), '--', ...argv], options);
-    const nsenter = await this.step('exec', spec.name, () => this.toolPath('nsenter'));
-    // nsenter has every capability of the agent; setpriv, run inside the jail (from its read-only
-    // /usr), cuts them to the jail's before the command runs. setpriv itself runs with them all,
-    // so it must be the host's binary, not one a spec mount put at its path in the jail.
-    const setpriv = await this.step('exec', spec.name, async () => {
-      const path = await realpath(await this.toolPath('setpriv'));
-      const host = await stat(path);
-      const inJail = await ifExists(lstat(`/proc/${running.pid}/root${path}`));
-      if (!inJail?.isFile() || inJail.dev !== host.dev || inJail.ino !== host.ino) {
-        throw new Error(`${path} in the jail is not the host's setpriv (is a mount over it?): refusing to run anything with it`);
-      }
-      return path;
-    });
-    const args = [
-      '--target', String(running.pid), '--mount', '--uts', '--ipc', '--net', '--pid', '--root', '--wd', '--',
-      setpriv,
-      '--bounding-set', `-all,${EXEC_KEPT_CAPS.map((c) => `+${c}`).join(',')}`,
-      '--inh-caps', '-all',
-      '--ambient-caps', '-all',
-      '--no-new-privs',
-      '--', ...argv,
-    ];
-    return this.runInJail(spec, nsenter, args, options);
+    // jailinit itself joins the jail, drops to its capabilities and loads its seccomp filter, as
+    // the jail's own command got them: nothing of the host (no setpriv of the host's, which a
+    // spec mount could shadow) ever runs inside the jail with the agent's capabilities
+    return this.runInJail(spec, this.initPath, ['--seccomp', jailSeccomp(spec), '--enter', String(running.pid), '--', ...argv], options);
   }
 
   /** Runs `tool args` (which enters the jail itself), bounded in output and time. */
-  private async runInJail(spec: JailSpec, nsenter: string, args: string[], options: ExecOptions): Promise<ExecResult> {
-    // Its own process group, so a timeout kills what nsenter forked inside the jail too.
-    const child = execa(nsenter, args, {
+  private async runInJail(spec: JailSpec, tool: string, args: string[], options: ExecOptions): Promise<ExecResult> {
+    // Its own process group, so a timeout kills what the tool forked inside the jail too.
+    const child = execa(tool, args, {
       detached: true,
       env: spec.env,
       extendEnv: false,
@@ -544,7 +516,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     }, options.timeoutMs);
     const r = await child.finally(() => clearTimeout(timer));
     if (r.failed && r.exitCode === undefined && !r.signal) {
-      throw new DriverStepFailed('exec', `exec in jail ${spec.name} failed: ${r.shortMessage}`, [nsenter, ...args], '', { cause: r });
+      throw new DriverStepFailed('exec', `exec in jail ${spec.name} failed: ${r.shortMessage}`, [tool, ...args], '', { cause: r });
     }
     const signo = r.signal ? osConstants.signals[r.signal] : undefined;
     const exitCode = timedOut ? 124 : (r.exitCode ?? (signo ? 128 + signo : 1));
@@ -568,7 +540,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       // the jail's generated /etc/passwd gives root /bin/sh; -l makes it a login shell
       const argv = command.login ? ['/bin/sh', '-l'] : command.command;
       return {
-        argv: [this.sessionPath, '--target', String(running.pid), ...cgroups, ...tty, '--', ...argv],
+        argv: [this.sessionPath, '--target', String(running.pid), '--seccomp', jailSeccomp(spec), ...cgroups, ...tty, '--', ...argv],
         env: { ...spec.env, ...(command.tty ? { TERM: command.tty.term } : {}), ...(command.login ? { HOME: '/root', SHELL: '/bin/sh' } : {}) },
       };
     });
