@@ -39,7 +39,8 @@
  *      the kernel knobs of its proc are made read-only and its kernel-information files masked
  *      with /dev/null, then the capability bounding set is cut to KEPT_CAPS (Docker's default
  *      set less CAP_MKNOD and CAP_SYS_CHROOT: the jail is a chroot, not a pivot_root), the
- *      dropped capabilities leave the permitted and effective sets, the inheritable and ambient
+ *      dropped capabilities leave the permitted and effective sets (with network "none", CAP_NET_RAW
+ *      goes too: NETLESS_DROPPED_CAPS), the inheritable and ambient
  *      sets are emptied, no_new_privs is set, and this process becomes non-dumpable (so the
  *      command, root with the same capabilities, cannot ptrace it nor open its /proc/1/fd links (the
  *      exit-code file on the host is one). The command inherits all of it through fork and exec;
@@ -284,15 +285,15 @@ static void harden_proc(void)
 }
 
 /*
- * Cuts this process down to KEPT_CAPS for good (jail-caps.h), and makes it not dumpable. Fork and
+ * Cuts this process down to `kept` (KEPT_CAPS or less) for good (jail-caps.h), and makes it not dumpable. Fork and
  * exec pass it all on.
  */
-static void drop_privileges(void)
+static void drop_privileges(unsigned long long kept)
 {
     const char *what = "";
     unsigned long cap = 0;
 
-    if (jail_drop_caps(&what, &cap) < 0)
+    if (jail_drop_caps(kept, &what, &cap) < 0)
         die_harden(what, cap);
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         die_harden("cannot make the jail init non-dumpable");
@@ -444,6 +445,7 @@ static int enter_jail(int argc, char **argv)
 {
     static const char *const kinds[] = { "ipc", "uts", "net", "pid", "mnt" };
     int fds[5], root_fd, status;
+    unsigned long long bounding;
     size_t i;
     char path[64];
     char *end;
@@ -458,6 +460,9 @@ static int enter_jail(int argc, char **argv)
     pid = strtol(argv[2], &end, 10);
     if (errno || *end || pid < 1)
         die("not a pid: %s", argv[2]);
+    /* the command never gets more than the jail's init has (no CAP_NET_RAW in a netless jail) */
+    if (jail_bounding_of(argv[2], &bounding) < 0)
+        die("cannot read the capabilities of pid %ld", pid);
     /* every handle first, by the init's /proc entries: after the first setns they mean another namespace */
     for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         snprintf(path, sizeof path, "/proc/%ld/ns/%s", pid, kinds[i]);
@@ -477,7 +482,7 @@ static int enter_jail(int argc, char **argv)
     if (child < 0)
         die("cannot fork");
     if (child == 0) {
-        drop_privileges();
+        drop_privileges(bounding);
         confine();
         execvp(argv[4], &argv[4]);
         fprintf(stderr, "jailinit: cannot run %s: %s\n", argv[4], strerror(errno));
@@ -594,7 +599,7 @@ int main(int argc, char **argv)
     if (chdir("/") < 0)
         die("cannot chdir to / in the jail");
     harden_proc();
-    drop_privileges();
+    drop_privileges(strcmp(network, "none") == 0 ? KEPT_CAPS & ~NETLESS_DROPPED_CAPS : KEPT_CAPS);
     confine();
     cmd = take_command(argc, argv, plan_end + 1);
 

@@ -21,7 +21,7 @@
  * foreground group of the terminal, or the command's group without one). Its end (the agent
  * closed it, or died) ends the session: the command's group gets SIGKILL.
  *
- * The command runs in its own session, its capabilities cut to the jail's (KEPT_CAPS, the same
+ * The command runs in its own session, its capabilities cut to the jail's (KEPT_CAPS and no more than its init's bounding set, the same
  * set as native/jailinit.c), no_new_privs set, and the jail's seccomp filter loaded last. This process stays outside the jail's pid
  * namespace (setns(CLONE_NEWPID) moves only children), so nothing in the jail can see or signal
  * it. On SIGTERM or SIGHUP (the agent ends the session) the command's group gets SIGKILL.
@@ -82,12 +82,12 @@ static void die(int code, const char *fmt, ...)
 #include "jail-seccomp.h"
 
 /* The jail's capabilities and no more, for good (jail-caps.h, as the jail's init). */
-static void drop_privileges(void)
+static void drop_privileges(unsigned long long kept)
 {
     const char *what = "";
     unsigned long cap = 0;
 
-    if (jail_drop_caps(&what, &cap) < 0)
+    if (jail_drop_caps(kept, &what, &cap) < 0)
         die(EXIT_HARDEN, what, cap);
 }
 
@@ -101,7 +101,7 @@ static void confine(int seccomp_default)
 }
 
 /* Joins the cgroups, then the namespaces and the root of the jail whose init is `pid`. */
-static void enter_jail(const char *pid, char **cgroups, int ncgroups)
+static void enter_jail(const char *pid, char **cgroups, int ncgroups, unsigned long long *bounding)
 {
     static const char *const ns[] = {"ipc", "uts", "net", "pid", "mnt"};
     int fds[5], root, i;
@@ -115,6 +115,9 @@ static void enter_jail(const char *pid, char **cgroups, int ncgroups)
             die(EXIT_SETUP, "cannot join the cgroup %s", cgroups[i]);
         close(fd);
     }
+    /* the command never gets more than the jail's init has (no CAP_NET_RAW in a netless jail) */
+    if (jail_bounding_of(pid, bounding) < 0)
+        die(EXIT_SETUP, "cannot read the capabilities of pid %s", pid);
     /* every fd first: after setns(mnt) /proc is the jail's */
     for (i = 0; i < 5; i++) {
         snprintf(path, sizeof path, "/proc/%s/ns/%s", pid, ns[i]);
@@ -220,6 +223,7 @@ int main(int argc, char **argv)
 {
     char *cgroups[MAX_CGROUPS];
     int ncgroups = 0, i, master = -1, slave = -1, tty = 0, status = 0, ctl = 3, in = 0, seccomp_default = 1;
+    unsigned long long bounding = 0;
     const char *target = NULL;
     unsigned rows = 24, cols = 80;
     char ctlbuf[256], buf[65536];
@@ -251,7 +255,7 @@ int main(int argc, char **argv)
 
     if (target) {
 #ifdef __linux__
-        enter_jail(target, cgroups, ncgroups);
+        enter_jail(target, cgroups, ncgroups, &bounding);
 #else
         errno = 0;
         die(EXIT_SETUP, "--target works on linux only (FreeBSD sessions run jexec)");
@@ -298,11 +302,12 @@ int main(int argc, char **argv)
             close(ctl);
 #ifdef __linux__
         if (target) {
-            drop_privileges();
+            drop_privileges(bounding);
             confine(seccomp_default);
         }
 #else
         (void)seccomp_default;
+        (void)bounding;
 #endif
         execvp(argv[0], argv);
         die(errno == ENOENT ? EXIT_NOEXEC : 126, "cannot run %s", argv[0]);

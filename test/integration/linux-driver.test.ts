@@ -674,7 +674,7 @@ suite('linux driver (real kernel, as root)', () => {
 
   test('seccomp: unconfined is the spec\'s choice, for the jail and its exec alike', async () => {
     const f = await fixture();
-    const { spec } = await runningJail(f, { name: jailName('unconfined'), command: ['sleep', '1000'], env: PATH_ENV, network: 'none', security: { seccomp: 'unconfined' } });
+    const { spec } = await runningJail(f, { name: jailName('unconfined'), command: ['sleep', '1000'], env: PATH_ENV, security: { seccomp: 'unconfined' } });
     const seccompOf = async (pid: string) => /^Seccomp:\s*(\d)$/m.exec((await execIn(f, spec, ['cat', `/proc/${pid}/status`])).stdout)?.[1];
     expect({ init: await seccompOf('1'), command: await seccompOf('2'), exec: await seccompOf('self') }).toEqual({ init: '0', command: '0', exec: '0' });
     // the capabilities are cut all the same
