@@ -9,6 +9,10 @@
  *
  * Every OP is four arguments, the jail's mount plan (made by the driver's mount step):
  *   bind    <source>  <target> <flags>  bind mount; flags: ro, nosuid, nodev, noexec (or "-")
+ *   beneath <prefix>//<path> <target> <flags>  bind mount of <path> resolved beneath <prefix>
+ *                     (an allowed mount source: openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) and
+ *                     mounted from that very fd, so a symlink swapped in after the driver's
+ *                     check cannot redirect it (the mount fails instead)
  *   tmpfs   <options> <target> <flags>  a tmpfs with the given data options
  *   devpts  <options> <target> <flags>  a new devpts instance
  *   overlay <options> <target> <flags>  an overlay (lowerdir=,upperdir=,workdir=): an image's root
@@ -72,6 +76,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <linux/capability.h>
+#include <linux/openat2.h>
 #include <net/if.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -382,6 +387,36 @@ static void mount_op(const char *op, const char *arg, const char *target, const 
     if (strcmp(op, "bind") == 0) {
         if (mount(arg, target, NULL, MS_BIND, NULL) < 0)
             die("mount: cannot bind %s at %s", arg, target);
+        if (bits && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | bits, NULL) < 0)
+            die("mount: cannot remount the bind at %s", target);
+    } else if (strcmp(op, "beneath") == 0) {
+        struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+        /* the last "//": neither an allowed prefix nor a spec path has one (the prefix "/" makes "///") */
+        const char *sep = NULL, *at = arg;
+        char prefix[4096], fdpath[64];
+        int dfd, fd;
+
+        while ((at = strstr(at, "//")) != NULL)
+            sep = at++;
+
+        if (!sep || (size_t)(sep - arg) >= sizeof prefix) {
+            errno = EINVAL;
+            die("mount: %s is not <prefix>//<path>", arg);
+        }
+        memcpy(prefix, arg, (size_t)(sep - arg));
+        prefix[sep - arg] = '\0';
+        if (!prefix[0])
+            strcpy(prefix, "/");
+        if ((dfd = open(prefix, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+            die("mount: cannot open the allowed mount source %s", prefix);
+        fd = (int)syscall(SYS_openat2, dfd, sep[2] ? sep + 2 : ".", &how, sizeof how);
+        if (fd < 0)
+            die("mount: cannot resolve %s beneath %s without a symlink", sep + 2, prefix);
+        snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
+        if (mount(fdpath, target, NULL, MS_BIND, NULL) < 0)
+            die("mount: cannot bind %s/%s at %s", prefix, sep + 2, target);
+        close(fd);
+        close(dfd);
         if (bits && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | bits, NULL) < 0)
             die("mount: cannot remount the bind at %s", target);
     } else if (strcmp(op, "tmpfs") == 0 || strcmp(op, "devpts") == 0 || strcmp(op, "overlay") == 0) {

@@ -1,6 +1,6 @@
 // Flags and files from the user, parsed by their zod contracts: a bad one is refused with a
 // message naming the flag or field and the rule, before anything is sent.
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { absolutePathSchema, PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
 import { CliError } from './client.js';
@@ -96,6 +96,16 @@ export function parseVolumeFlags(values: readonly string[]): Map<string, { path:
     out.set(name.data, { path: path.data, readOnly: m[3] === 'ro' });
   }
   return out;
+}
+
+/** `--allow-mount-source PREFIX` (repeatable): absolute paths of existing directories. */
+export function parseMountSourceFlags(values: readonly string[]): string[] {
+  return values.map((s) => {
+    const path = absolutePathSchema.safeParse(s);
+    if (!path.success) throw new CliError(`--allow-mount-source: the path ${path.error.issues[0]!.message} (got ${JSON.stringify(s)})`, 2);
+    if (!statSync(path.data, { throwIfNoEntry: false })?.isDirectory()) throw new CliError(`--allow-mount-source: ${path.data} is not an existing directory`, 2);
+    return path.data;
+  });
 }
 
 /** `SRC:DST[:ro|rw]` → a mount (paths are checked by the spec contract). */

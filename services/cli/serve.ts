@@ -120,6 +120,8 @@ export async function serveAgent(o: {
   labels: Labels;
   /** Host volumes: name → directory and whether it is offered read-only. */
   volumes: Map<string, { path: string; readOnly: boolean }>;
+  /** Host directories spec mounts may come from (none: spec mounts are refused). */
+  allowMountSources: string[];
   /** Stop (and tear down, with teardownOnExit) once this process is gone: `jailfleet up`. */
   exitWithParent?: number;
   /** Unpacked images kept before the least recently used unused ones go, in MB. */
@@ -150,7 +152,7 @@ export async function serveAgent(o: {
     maxImageBytes: o.maxImageMB === undefined ? undefined : o.maxImageMB * 1024 * 1024,
     logger: log,
   });
-  const driver = new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes });
+  const driver = new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes, allowMountSources: o.allowMountSources });
   const agent = new Agent({
     host: o.host,
     dataDir: o.dataDir,

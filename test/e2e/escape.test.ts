@@ -38,7 +38,8 @@ d('a jail cannot escape', () => {
 
   beforeAll(async () => {
     expect(existsSync(probePath)).toBe(true); // built by scripts/setup.mjs
-    c = await TestCluster.start({ hosts: ['host-1'] });
+    // the probe's directory is the one mount source this host allows
+    c = await TestCluster.start({ hosts: ['host-1'], agentArgs: ['--cpu', '64', '--memory-mb', '65536', '--allow-mount-source', dirname(probePath)] });
     await c.until('the host up', async () => (await c.json<{ status: string }[]>(['hosts'])).some((h) => h.status === 'up'));
     const mount = `${dirname(probePath)}:/probe:ro`;
     // the attacker's own command tries a raw socket and a user namespace before it sleeps

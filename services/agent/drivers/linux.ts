@@ -28,7 +28,7 @@
 // data directory visible inside a jail, never mount anything in the host's namespace for a jail,
 // and never delete files through a mount.
 import { createHash } from 'node:crypto';
-import { constants as fsConstants, existsSync } from 'node:fs';
+import { constants as fsConstants, existsSync, realpathSync } from 'node:fs';
 import {
   access,
   lstat,
@@ -51,7 +51,7 @@ import { jailHostname, jailSeccomp, nameSchema, type ExecResult, type JailSpec }
 import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection, type SessionCommand, type SessionSpawn } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, type DriverLogger } from './driver-base.js';
 import { JailCgroups, type CgroupController } from './cgroup-limits.js';
-import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
+import { abortError, allowedMountSource, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
 import { checkJailName } from './jail-steps.js';
 
 export interface LinuxDriverOptions {
@@ -74,6 +74,12 @@ export interface LinuxDriverOptions {
   images?: ImageSource;
   /** Host volumes this agent offers (`--volume`): name → directory, and whether only read-only. */
   volumes?: ReadonlyMap<string, { path: string; readOnly: boolean }>;
+  /**
+   * The host directories a spec mount's source may lie in (`serve agent --allow-mount-source`;
+   * the agent gives none by default, so spec mounts are refused). Undefined: no policy (the
+   * driver used on its own). Volumes are the host's own offer and are not held to it.
+   */
+  allowMountSources?: readonly string[];
 }
 
 
@@ -82,7 +88,7 @@ export interface LinuxDriverOptions {
  * One operation of a jail's mount plan, run by jailinit in the jail's namespace (see its header),
  * or of jailmount (umount only, for jails mounted on the host by an older driver).
  */
-type MountOp = [op: 'bind' | 'tmpfs' | 'devpts' | 'overlay' | 'mkdir' | 'file' | 'symlink' | 'umount', arg: string, target: string, flags: string];
+type MountOp = [op: 'bind' | 'beneath' | 'tmpfs' | 'devpts' | 'overlay' | 'mkdir' | 'file' | 'symlink' | 'umount', arg: string, target: string, flags: string];
 
 /** An image jail's overlay: the image below, the jail's own writable directories above. */
 interface OverlayRoot {
@@ -90,6 +96,13 @@ interface OverlayRoot {
   upper: string;
   work: string;
 }
+/**
+ * The jail's /tmp and /dev/shm are bounded in bytes and inodes on their own (Docker gives
+ * /dev/shm 64 MB): their pages are charged to the jail's memory cgroup too, but a jail with a
+ * large memory limit must still not grow a tmpfs without end, nor exhaust its inodes.
+ */
+const TMP_TMPFS_SIZE = 'size=256m,nr_inodes=65536';
+const SHM_TMPFS_SIZE = 'size=64m,nr_inodes=16384';
 /** Root-level directories that become a fresh tmpfs in the jail: what lies below is made in there. */
 const TMPFS_DIRS = ['dev', 'tmp'];
 
@@ -266,6 +279,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   private readonly cgroups: JailCgroups;
   private readonly images?: ImageSource;
   private readonly volumes: ReadonlyMap<string, { path: string; readOnly: boolean }>;
+  private readonly mountSources?: readonly string[];
 
   constructor(options: LinuxDriverOptions) {
     super(options.dataDir, options.logger);
@@ -276,6 +290,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     this.mountPath = options.mountPath ?? join(repoRoot(), 'dist', 'native', 'jailmount');
     this.images = options.images;
     this.volumes = options.volumes ?? new Map();
+    // real paths, once: a prefix is the admin's word, symlinks in it included
+    this.mountSources = options.allowMountSources?.map((p) => realpathSync(p));
     this.sessionPath = options.sessionPath ?? join(repoRoot(), 'dist', 'native', 'jailsession');
     this.fsPath = options.fsPath ?? join(repoRoot(), 'dist', 'native', 'jailfs');
   }
@@ -320,7 +336,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       const overlay = spec.image ? await this.overlayOf(spec.name) : null;
       if (spec.image && !overlay) throw new Error(`the root of jail ${spec.name} is not prepared (its image is not recorded in ${p.dir})`);
       if (!spec.image && !(await ifExists(lstat(join(p.root, 'etc', 'passwd'))))) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} has no etc/passwd)`);
-      const plan = await this.mountPlan(spec.name, p.root, [...spec.mounts, ...this.volumeMounts(spec)], overlay);
+      const plan = await this.mountPlan(spec.name, p.root, [...spec.mounts, ...this.volumeMounts(spec)], overlay, new Set(spec.mounts));
       await writeFileAtomic(this.planPath(p.dir), JSON.stringify(plan), 0o600);
       this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mount plan recorded');
     });
@@ -688,7 +704,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
    * checked and made here, on the host, inside the root; one inside a tmpfs is made by jailinit
    * in that fresh tmpfs, and one inside an earlier user mount is made in that mount's source.
    */
-  private async mountPlan(jail: string, root: string, mounts: JailSpec['mounts'], overlay: OverlayRoot | null): Promise<MountOp[]> {
+  private async mountPlan(jail: string, root: string, mounts: JailSpec['mounts'], overlay: OverlayRoot | null, policed: ReadonlySet<object>): Promise<MountOp[]> {
     // where the root's directories are made on the host: the root itself, or an image jail's
     // upper directory (the overlay shows it at the root once jailinit has mounted it)
     const made = overlay?.upper ?? root;
@@ -713,9 +729,9 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       plan.push(['file', '-', join(dev, node), '-'], ['bind', `/dev/${node}`, join(dev, node), '-']);
     }
     plan.push(['mkdir', '755', join(dev, 'pts'), '-'], ['devpts', 'newinstance,ptmxmode=0666,mode=0620', join(dev, 'pts'), 'nosuid,noexec']);
-    plan.push(['mkdir', '755', join(dev, 'shm'), '-'], ['tmpfs', 'mode=1777', join(dev, 'shm'), 'nosuid,nodev']);
+    plan.push(['mkdir', '755', join(dev, 'shm'), '-'], ['tmpfs', `mode=1777,${SHM_TMPFS_SIZE}`, join(dev, 'shm'), 'nosuid,nodev']);
     for (const [link, target] of Object.entries(DEV_LINKS)) plan.push(['symlink', target, join(dev, link), '-']);
-    plan.push(['tmpfs', 'mode=1777', await realDir('tmp'), 'nosuid,nodev']);
+    plan.push(['tmpfs', `mode=1777,${TMP_TMPFS_SIZE}`, await realDir('tmp'), 'nosuid,nodev']);
     await realDir('proc');
 
     const data = await this.dataDir();
@@ -724,6 +740,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       const refuse = (why: string): never => {
         throw new DriverStepFailed('mount', `mount ${m.source} -> ${m.target} of jail ${jail} refused: ${why}`);
       };
+      // a spec mount under the host's policy is made by jailinit beneath its prefix, never through a symlink
+      const beneath = this.mountSources && policed.has(m) ? await allowedMountSource(this.mountSources, m.source, refuse) : null;
       const source = await ifExists(realpath(m.source));
       if (source === null) return refuse('the source does not exist');
       await checkMountSource(source, data, refuse);
@@ -740,7 +758,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       } else if (!(segs.length === 1 && TMPFS_DIRS.includes(segs[0]!) && isDir)) {
         await resolveMountTarget(made, m.target, isDir, refuse);
       }
-      plan.push(['bind', source, target, m.readOnly ? 'ro' : '-']);
+      plan.push(beneath ? ['beneath', `${beneath.prefix}//${beneath.rel}`, target, m.readOnly ? 'ro' : '-'] : ['bind', source, target, m.readOnly ? 'ro' : '-']);
       if (isDir) placed.push({ segs, source });
     }
     return plan;
