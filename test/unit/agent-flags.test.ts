@@ -3,7 +3,7 @@
 // the rule and exit code 2, before anything starts.
 import { describe, expect, test } from '@jest/globals';
 import { CliError } from '../../services/cli/client.js';
-import { cpuCoresSchema, flag, memoryMBSchema, parseLabelFlags } from '../../services/cli/flags.js';
+import { cpuCoresSchema, flag, memoryMBSchema, parseLabelFlags, parseMountSourceFlags } from '../../services/cli/flags.js';
 
 const refusal = (fn: () => unknown) => {
   try {
@@ -46,5 +46,20 @@ describe('--label KEY=VALUE, repeatable', () => {
     expect(refusal(() => parseLabelFlags(['zone=a', 'zone=b']))).toEqual({ cli: true, exitCode: 2, message: '--label: "zone" is given twice' });
     expect(refusal(() => parseLabelFlags(['zone=eu west']))).toMatchObject({ cli: true, exitCode: 2, message: expect.stringMatching(/^--label: .*zone.*letters, digits/) });
     expect(refusal(() => parseLabelFlags(['zone=']))).toMatchObject({ cli: true, exitCode: 2, message: expect.stringMatching(/^--label: .*zone/) });
+  });
+});
+
+describe('--allow-mount-source PREFIX, repeatable', () => {
+  test('none by default; each an existing directory', () => {
+    expect(parseMountSourceFlags([])).toEqual([]);
+    expect(parseMountSourceFlags(['/tmp', '/usr/'])).toEqual(['/tmp', '/usr']);
+  });
+  test.each([
+    ['tmp', '--allow-mount-source: the path must be an absolute path (start with "/") (got "tmp")'],
+    ['/tmp/../etc', '--allow-mount-source: the path must not contain "." or ".." segments (got "/tmp/../etc")'],
+    ['/nonexistent-jailfleet-prefix', '--allow-mount-source: /nonexistent-jailfleet-prefix is not an existing directory'],
+    ['/etc/hostname', '--allow-mount-source: /etc/hostname is not an existing directory'],
+  ])('%p is refused naming the flag and the rule, exit 2', (value, message) => {
+    expect(refusal(() => parseMountSourceFlags([value]))).toEqual({ cli: true, exitCode: 2, message });
   });
 });
