@@ -13,6 +13,18 @@ export const nameSchema = z
 
 const noNul = (s: string) => !s.includes('\0');
 
+/**
+ * Keys that name an object's prototype machinery: never a user's key in a record (env, labels,
+ * volumes), where code that indexes the record by a user's key could reach the prototype.
+ */
+export const PROTOTYPE_KEYS = ['__proto__', 'constructor', 'prototype'] as const;
+const refusePrototypeKeys = (what: string) => (v: unknown, ctx: z.RefinementCtx) => {
+  if (v === null || typeof v !== 'object') return;
+  for (const key of PROTOTYPE_KEYS)
+    if (Object.prototype.hasOwnProperty.call(v, key)) ctx.addIssue({ code: 'custom', message: `"${key}" is not allowed as ${what}`, path: [key] });
+};
+
+
 /** An absolute path without `..` or `.` segments, NUL bytes or repeated slashes. */
 export const absolutePathSchema = z
   .string()
@@ -42,7 +54,10 @@ export const volumeSchema = z.strictObject({
   readOnly: z.boolean().default(false),
 });
 /** Volume name → read-only, as a host offers its volumes (heartbeats, hosts files). */
-export const volumeOffersSchema = z.record(volumeNameSchema, z.boolean()).refine((v) => Object.keys(v).length <= 256, { message: 'at most 256 volumes' });
+export const volumeOffersSchema = z
+  .record(volumeNameSchema, z.boolean())
+  .refine((v) => Object.keys(v).length <= 256, { message: 'at most 256 volumes' })
+  .superRefine(refusePrototypeKeys('a volume name'));
 
 const hostnameSchema = z
   .string()
@@ -68,11 +83,8 @@ export const envRecordSchema = z
 
 export const envSchema = z
   .unknown()
-  // a JSON object's own "__proto__" key would be dropped silently by the record: refuse it
-  .superRefine((v, ctx) => {
-    if (v !== null && typeof v === 'object' && Object.prototype.hasOwnProperty.call(v, '__proto__'))
-      ctx.addIssue({ code: 'custom', message: '"__proto__" is not allowed as a variable name', path: ['__proto__'] });
-  })
+  // a JSON object's own "__proto__" key would be dropped silently by the record: refuse it (and its kin)
+  .superRefine(refusePrototypeKeys('a variable name'))
   .pipe(envRecordSchema);
 /** Host labels (`zone=eu`), as agents carry them and `placement.labels` asks for them. */
 export const LABEL_RULE = 'letters, digits, ".", "_", "/" and "-", 1 to 63 characters, starting with a letter or digit';
@@ -83,7 +95,8 @@ const labelToken = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, { message: `must be ${LABEL_RULE}` });
 export const labelsSchema = z
   .record(labelToken, labelToken)
-  .refine((l) => Object.keys(l).length <= 64, { message: 'at most 64 labels' });
+  .refine((l) => Object.keys(l).length <= 64, { message: 'at most 64 labels' })
+  .superRefine(refusePrototypeKeys('a label'));
 export type Labels = z.infer<typeof labelsSchema>;
 
 /** What one jail may use; the scheduler packs by it, the driver enforces it. */
