@@ -14,6 +14,18 @@ export const nameSchema = z
 
 const noNul = (s: string) => !s.includes('\0');
 
+/**
+ * Keys that name an object's prototype machinery: never a user's key in a record (env, labels,
+ * volumes), where code that indexes the record by a user's key could reach the prototype.
+ */
+export const PROTOTYPE_KEYS = ['__proto__', 'constructor', 'prototype'] as const;
+const refusePrototypeKeys = (what: string) => (v: unknown, ctx: z.RefinementCtx) => {
+  if (v === null || typeof v !== 'object') return;
+  for (const key of PROTOTYPE_KEYS)
+    if (Object.prototype.hasOwnProperty.call(v, key)) ctx.addIssue({ code: 'custom', message: `"${key}" is not allowed as ${what}`, path: [key] });
+};
+
+
 /** An absolute path without `..` or `.` segments, NUL bytes or repeated slashes. */
 export const absolutePathSchema = z
   .string()
@@ -43,7 +55,10 @@ export const volumeSchema = z.strictObject({
   readOnly: z.boolean().default(false),
 });
 /** Volume name → read-only, as a host offers its volumes (heartbeats, hosts files). */
-export const volumeOffersSchema = z.record(volumeNameSchema, z.boolean()).refine((v) => Object.keys(v).length <= 256, { message: 'at most 256 volumes' });
+export const volumeOffersSchema = z
+  .record(volumeNameSchema, z.boolean())
+  .refine((v) => Object.keys(v).length <= 256, { message: 'at most 256 volumes' })
+  .superRefine(refusePrototypeKeys('a volume name'));
 
 const hostnameSchema = z
   .string()
@@ -69,11 +84,8 @@ export const envRecordSchema = z
 
 export const envSchema = z
   .unknown()
-  // a JSON object's own "__proto__" key would be dropped silently by the record: refuse it
-  .superRefine((v, ctx) => {
-    if (v !== null && typeof v === 'object' && Object.prototype.hasOwnProperty.call(v, '__proto__'))
-      ctx.addIssue({ code: 'custom', message: '"__proto__" is not allowed as a variable name', path: ['__proto__'] });
-  })
+  // a JSON object's own "__proto__" key would be dropped silently by the record: refuse it (and its kin)
+  .superRefine(refusePrototypeKeys('a variable name'))
   .pipe(envRecordSchema);
 /** Host labels (`zone=eu`), as agents carry them and `placement.labels` asks for them. */
 export const LABEL_RULE = 'letters, digits, ".", "_", "/" and "-", 1 to 63 characters, starting with a letter or digit';
@@ -84,7 +96,8 @@ const labelToken = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, { message: `must be ${LABEL_RULE}` });
 export const labelsSchema = z
   .record(labelToken, labelToken)
-  .refine((l) => Object.keys(l).length <= 64, { message: 'at most 64 labels' });
+  .refine((l) => Object.keys(l).length <= 64, { message: 'at most 64 labels' })
+  .superRefine(refusePrototypeKeys('a label'));
 export type Labels = z.infer<typeof labelsSchema>;
 
 /** What one jail may use; the scheduler packs by it, the driver enforces it. */
@@ -154,6 +167,16 @@ export type JailNetwork = z.output<typeof networkSchema>;
 export const networkMode = (spec: { network: JailNetwork }): NetworkMode => (typeof spec.network === 'string' ? spec.network : spec.network.mode);
 /** A vnet jail's network, or null. */
 export const vnetOf = (spec: { network: JailNetwork }): VnetNetwork | null => (typeof spec.network === 'string' ? null : spec.network);
+/**
+ * A jail's syscall filter: `default` refuses what lets root in a jail reach the kernel's global
+ * state (native/jail-seccomp.h, Docker's default profile as the anchor); `unconfined` is for the
+ * rare service that needs more (its capabilities are cut all the same).
+ */
+export const SECCOMP_MODES = ['default', 'unconfined'] as const;
+export type SeccompMode = (typeof SECCOMP_MODES)[number];
+export const securitySchema = z.strictObject({
+  seccomp: z.enum(SECCOMP_MODES, { message: `must be ${SECCOMP_MODES.join(' or ')}` }).default('default'),
+});
 export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
 export type RestartPolicy = (typeof RESTART_POLICIES)[number];
 
@@ -172,6 +195,8 @@ const jailSpecShape = {
   /** Host volumes (absent, not empty, when none: a spec written before volumes keeps its JSON). */
   volumes: z.array(volumeSchema).max(64, { message: 'at most 64 volumes' }).optional(),
   network: networkSchema.default('inherit'),
+  /** How the jail is confined beyond its namespaces and capabilities (absent: the defaults, so older specs keep their JSON). */
+  security: securitySchema.optional(),
   restart: z.enum(RESTART_POLICIES).default('always'),
   stopTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
   resources: resourcesSchema.default({ ...DEFAULT_RESOURCES }),
@@ -212,6 +237,9 @@ export const jailSpecSchema = z.strictObject(jailSpecShape).refine(distinctMount
 export type JailSpecInput = z.input<typeof jailSpecSchema>;
 /** A parsed spec: every default applied. */
 export type JailSpec = z.output<typeof jailSpecSchema>;
+
+/** The jail's seccomp mode: its own setting, else the default filter. */
+export const jailSeccomp = (spec: JailSpec): SeccompMode => spec.security?.seccomp ?? 'default';
 
 /** The hostname a jail sees: its own setting, else its name. */
 export const jailHostname = (spec: JailSpec) => spec.hostname ?? spec.name;

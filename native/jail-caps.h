@@ -8,6 +8,7 @@
 #define JAILFLEET_JAIL_CAPS_H
 
 #include <errno.h>
+#include <stdio.h>
 #include <linux/capability.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -27,12 +28,43 @@
      CAPBIT(CAP_SETFCAP))
 
 /*
- * Cuts this process down to KEPT_CAPS for good: the bounding set (up to the last capability the
+ * A jail with no network of its own (`network: none`) keeps no CAP_NET_RAW either: a raw
+ * socket there could only ever see its loopback, and an escape that reaches the host's network
+ * would find no raw socket to use.
+ */
+#define NETLESS_DROPPED_CAPS CAPBIT(CAP_NET_RAW)
+
+/*
+ * The bounding set of process `pid` (its /proc/<pid>/status CapBnd line), read before joining a
+ * jail: a command run inside a jail keeps KEPT_CAPS & the jail init's bounding set, so it is
+ * never more capable than the jail's own command. Returns 0, or -1 with errno set.
+ */
+static int jail_bounding_of(const char *pid, unsigned long long *mask)
+{
+    char path[64], line[256];
+    FILE *f;
+    int found = 0;
+
+    snprintf(path, sizeof path, "/proc/%s/status", pid);
+    if (!(f = fopen(path, "re")))
+        return -1;
+    while (!found && fgets(line, sizeof line, f))
+        found = sscanf(line, "CapBnd: %llx", mask) == 1;
+    fclose(f);
+    if (!found) {
+        errno = ENODATA;
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Cuts this process down to `kept` (KEPT_CAPS or less) for good: the bounding set (up to the last capability the
  * kernel knows: PR_CAPBSET_READ says EINVAL past it), the ambient set, the permitted, effective
  * and inheritable sets, then no_new_privs. Fork and exec pass it all on. Returns 0, or -1 with
  * errno set and `*what` naming the step that failed (`*cap` the capability, where one is meant).
  */
-static int jail_drop_caps(const char **what, unsigned long *cap)
+static int jail_drop_caps(unsigned long long kept_caps, const char **what, unsigned long *cap)
 {
     struct __user_cap_header_struct hdr;
     struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
@@ -49,7 +81,7 @@ static int jail_drop_caps(const char **what, unsigned long *cap)
             errno = ERANGE;
             return *what = "capability %lu is beyond what this build knows", -1;
         }
-        if (r == 1 && !(KEPT_CAPS & CAPBIT(*cap)) && prctl(PR_CAPBSET_DROP, *cap, 0, 0, 0) < 0)
+        if (r == 1 && !(kept_caps & KEPT_CAPS & CAPBIT(*cap)) && prctl(PR_CAPBSET_DROP, *cap, 0, 0, 0) < 0)
             return *what = "cannot drop capability %lu from the bounding set", -1;
     }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
@@ -62,7 +94,7 @@ static int jail_drop_caps(const char **what, unsigned long *cap)
     if (syscall(SYS_capget, &hdr, data) < 0)
         return *what = "cannot read the capabilities", -1;
     for (i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
-        __u32 kept = (__u32)(KEPT_CAPS >> (32 * i));
+        __u32 kept = (__u32)((kept_caps & KEPT_CAPS) >> (32 * i));
 
         data[i].permitted &= kept;
         data[i].effective &= kept;

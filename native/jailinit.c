@@ -1,10 +1,18 @@
 /*
  * jailinit: pid 1 of a jailfleet linux jail.
  *
- * usage: jailinit <exit-code-file> <root> <hostname> <inherit|none> [OP ARG TARGET FLAGS]... -- <command> [args...]
+ * usage: jailinit [--seccomp default|unconfined] <exit-code-file> <root> <hostname> <inherit|none> [OP ARG TARGET FLAGS]... -- <command> [args...]
+ *
+ * --seccomp: the jail's syscall filter (native/jail-seccomp.h), loaded last before the command
+ * runs; "default" when absent. "unconfined" is the spec's `security.seccomp` for the rare
+ * service that needs more (the capabilities are cut all the same).
  *
  * Every OP is four arguments, the jail's mount plan (made by the driver's mount step):
  *   bind    <source>  <target> <flags>  bind mount; flags: ro, nosuid, nodev, noexec (or "-")
+ *   beneath <prefix>//<path> <target> <flags>  bind mount of <path> resolved beneath <prefix>
+ *                     (an allowed mount source: openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) and
+ *                     mounted from that very fd, so a symlink swapped in after the driver's
+ *                     check cannot redirect it (the mount fails instead)
  *   tmpfs   <options> <target> <flags>  a tmpfs with the given data options
  *   devpts  <options> <target> <flags>  a new devpts instance
  *   overlay <options> <target> <flags>  an overlay (lowerdir=,upperdir=,workdir=): an image's root
@@ -36,11 +44,13 @@
  *      the kernel knobs of its proc are made read-only and its kernel-information files masked
  *      with /dev/null, then the capability bounding set is cut to KEPT_CAPS (Docker's default
  *      set less CAP_MKNOD and CAP_SYS_CHROOT: the jail is a chroot, not a pivot_root), the
- *      dropped capabilities leave the permitted and effective sets, the inheritable and ambient
+ *      dropped capabilities leave the permitted and effective sets (with network "none", CAP_NET_RAW
+ *      goes too: NETLESS_DROPPED_CAPS), the inheritable and ambient
  *      sets are emptied, no_new_privs is set, and this process becomes non-dumpable (so the
  *      command, root with the same capabilities, cannot ptrace it nor open its /proc/1/fd links (the
  *      exit-code file on the host is one). The command inherits all of it through fork and exec;
- *      as uid 0 it gets exactly the bounding set at exec. Any failure here ends the jail with
+ *      as uid 0 it gets exactly the bounding set at exec. Last, the default seccomp filter
+ *      (jail-seccomp.h) is loaded into this process, so the command inherits it too. Any failure here ends the jail with
  *      126 before the command runs: a jail never runs half-hardened;
  *   6. blanks its own argv (so /proc/1/cmdline in the jail does not show the host paths of the
  *      root and the exit-code file) and forks the command (execvp, inherited environment);
@@ -49,10 +59,10 @@
  *      128 + signal) to the exit-code file and exits with it. Its exit makes the kernel kill
  *      whatever is left in the pid namespace.
  *
- * usage: jailinit --enter <pid> -- <command> [args...]
+ * usage: jailinit [--seccomp default|unconfined] --enter <pid> -- <command> [args...]
  *   runs a command inside the running jail whose init is <pid> (the driver's exec for jails whose
  *   root is an image, which holds no setpriv of the host's): joins its ipc, uts, net, pid and
- *   mount namespaces and its root, forks, drops to KEPT_CAPS exactly as the init does, and execs
+ *   mount namespaces and its root, forks, drops to KEPT_CAPS and loads the seccomp filter exactly as the init does, and execs
  *   the command; it exits with the command's status. Nothing of the host is reachable by path
  *   once it has joined, and it never execs anything before the drop.
  *
@@ -68,6 +78,7 @@
 #include <sched.h>
 #include <linux/capability.h>
 #include <arpa/inet.h>
+#include <linux/openat2.h>
 #include <net/if.h>
 #include <net/route.h>
 #include <signal.h>
@@ -87,6 +98,7 @@
 #include <unistd.h>
 
 #include "jail-caps.h"
+#include "jail-seccomp.h"
 
 #define EXIT_SETUP 125
 #define EXIT_HARDEN 126
@@ -340,18 +352,49 @@ static void harden_proc(void)
 }
 
 /*
- * Cuts this process down to KEPT_CAPS for good (jail-caps.h), and makes it not dumpable. Fork and
+ * Cuts this process down to `kept` (KEPT_CAPS or less) for good (jail-caps.h), and makes it not dumpable. Fork and
  * exec pass it all on.
  */
-static void drop_privileges(void)
+static void drop_privileges(unsigned long long kept)
 {
     const char *what = "";
     unsigned long cap = 0;
 
-    if (jail_drop_caps(&what, &cap) < 0)
+    if (jail_drop_caps(kept, &what, &cap) < 0)
         die_harden(what, cap);
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         die_harden("cannot make the jail init non-dumpable");
+}
+
+/* Whether the command gets the default seccomp filter (see the header's --seccomp). */
+static int seccomp_default = 1;
+
+/* The jail's seccomp filter (jail-seccomp.h), unless the spec asked for none: last before exec. */
+static void confine(void)
+{
+    const char *what = "";
+
+    if (seccomp_default && jail_load_seccomp(&what) < 0)
+        die_harden("%s", what);
+}
+
+/*
+ * Takes a leading `--seccomp MODE` out of argv (the entries, not the strings: take_command
+ * still blanks the whole of argv's memory). Returns the new argc, or -1 on a bad mode.
+ */
+static int take_seccomp_option(int argc, char **argv)
+{
+    int i;
+
+    if (argc < 3 || strcmp(argv[1], "--seccomp") != 0)
+        return argc;
+    if (strcmp(argv[2], "unconfined") == 0)
+        seccomp_default = 0;
+    else if (strcmp(argv[2], "default") != 0)
+        return -1;
+    for (i = 3; i <= argc; i++)
+        argv[i - 2] = argv[i];
+    return argc - 2;
 }
 
 struct mount_flag {
@@ -406,6 +449,36 @@ static void mount_op(const char *op, const char *arg, const char *target, const 
     if (strcmp(op, "bind") == 0) {
         if (mount(arg, target, NULL, MS_BIND, NULL) < 0)
             die("mount: cannot bind %s at %s", arg, target);
+        if (bits && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | bits, NULL) < 0)
+            die("mount: cannot remount the bind at %s", target);
+    } else if (strcmp(op, "beneath") == 0) {
+        struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+        /* the last "//": neither an allowed prefix nor a spec path has one (the prefix "/" makes "///") */
+        const char *sep = NULL, *at = arg;
+        char prefix[4096], fdpath[64];
+        int dfd, fd;
+
+        while ((at = strstr(at, "//")) != NULL)
+            sep = at++;
+
+        if (!sep || (size_t)(sep - arg) >= sizeof prefix) {
+            errno = EINVAL;
+            die("mount: %s is not <prefix>//<path>", arg);
+        }
+        memcpy(prefix, arg, (size_t)(sep - arg));
+        prefix[sep - arg] = '\0';
+        if (!prefix[0])
+            strcpy(prefix, "/");
+        if ((dfd = open(prefix, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+            die("mount: cannot open the allowed mount source %s", prefix);
+        fd = (int)syscall(SYS_openat2, dfd, sep[2] ? sep + 2 : ".", &how, sizeof how);
+        if (fd < 0)
+            die("mount: cannot resolve %s beneath %s without a symlink", sep + 2, prefix);
+        snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
+        if (mount(fdpath, target, NULL, MS_BIND, NULL) < 0)
+            die("mount: cannot bind %s/%s at %s", prefix, sep + 2, target);
+        close(fd);
+        close(dfd);
         if (bits && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | bits, NULL) < 0)
             die("mount: cannot remount the bind at %s", target);
     } else if (strcmp(op, "tmpfs") == 0 || strcmp(op, "devpts") == 0 || strcmp(op, "overlay") == 0) {
@@ -469,6 +542,7 @@ static int enter_jail(int argc, char **argv)
 {
     static const char *const kinds[] = { "ipc", "uts", "net", "pid", "mnt" };
     int fds[5], root_fd, status;
+    unsigned long long bounding;
     size_t i;
     char path[64];
     char *end;
@@ -483,6 +557,9 @@ static int enter_jail(int argc, char **argv)
     pid = strtol(argv[2], &end, 10);
     if (errno || *end || pid < 1)
         die("not a pid: %s", argv[2]);
+    /* the command never gets more than the jail's init has (no CAP_NET_RAW in a netless jail) */
+    if (jail_bounding_of(argv[2], &bounding) < 0)
+        die("cannot read the capabilities of pid %ld", pid);
     /* every handle first, by the init's /proc entries: after the first setns they mean another namespace */
     for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         snprintf(path, sizeof path, "/proc/%ld/ns/%s", pid, kinds[i]);
@@ -502,7 +579,8 @@ static int enter_jail(int argc, char **argv)
     if (child < 0)
         die("cannot fork");
     if (child == 0) {
-        drop_privileges();
+        drop_privileges(bounding);
+        confine();
         execvp(argv[4], &argv[4]);
         fprintf(stderr, "jailinit: cannot run %s: %s\n", argv[4], strerror(errno));
         _exit(EXIT_NOEXEC);
@@ -528,6 +606,10 @@ int main(int argc, char **argv)
     int exec_errno = 0;
     int plan_end, op;
 
+    if ((argc = take_seccomp_option(argc, argv)) < 0) {
+        fprintf(stderr, "jailinit: --seccomp must be default or unconfined\n");
+        return EXIT_SETUP;
+    }
     if (argc > 1 && strcmp(argv[1], "--enter") == 0)
         return enter_jail(argc, argv);
 
@@ -620,7 +702,8 @@ int main(int argc, char **argv)
     if (chdir("/") < 0)
         die("cannot chdir to / in the jail");
     harden_proc();
-    drop_privileges();
+    drop_privileges(strcmp(network, "none") == 0 ? KEPT_CAPS & ~NETLESS_DROPPED_CAPS : KEPT_CAPS);
+    confine();
     cmd = take_command(argc, argv, plan_end + 1);
 
     if (pipe2(exec_check, O_CLOEXEC) < 0)

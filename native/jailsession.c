@@ -2,7 +2,7 @@
  * jailsession: one interactive or streaming command inside a running jail (`jailfleet exec`,
  * `jailfleet console`), started by the agent with pipes on fds 0, 1, 2 and a control pipe on fd 3.
  *
- * usage: jailsession [--target PID] [--cgroup FILE]... [--tty ROWS COLS] -- <command> [args...]
+ * usage: jailsession [--target PID] [--seccomp default|unconfined] [--cgroup FILE]... [--tty ROWS COLS] -- <command> [args...]
  *
  *   --target PID   (linux) join the jail whose init has host pid PID: its ipc, uts, net, pid and
  *                  mount namespaces and its root, the way nsenter does, but with the pseudo-
@@ -10,6 +10,8 @@
  *                  the jail names a /dev/pts device the jail can see.
  *   --cgroup FILE  (linux) a cgroup.procs file this process joins first: the command counts
  *                  against the jail's cpu, memory and pids limits like the jail's own command.
+ *   --seccomp M   (linux, with --target) the jail's syscall filter, as its init loads it
+ *                  (native/jail-seccomp.h): "default" unless the jail's spec says "unconfined".
  *   --tty R C      a pseudo-terminal of R rows and C columns: the command's stdin, stdout and
  *                  stderr and controlling terminal; this process relays fd 0 to it and its
  *                  output to fd 1. Without it, the command inherits fds 0, 1 and 2 as they are.
@@ -19,8 +21,8 @@
  * foreground group of the terminal, or the command's group without one). Its end (the agent
  * closed it, or died) ends the session: the command's group gets SIGKILL.
  *
- * The command runs in its own session, its capabilities cut to the jail's (KEPT_CAPS, the same
- * set as native/jailinit.c), no_new_privs set. This process stays outside the jail's pid
+ * The command runs in its own session, its capabilities cut to the jail's (KEPT_CAPS and no more than its init's bounding set, the same
+ * set as native/jailinit.c), no_new_privs set, and the jail's seccomp filter loaded last. This process stays outside the jail's pid
  * namespace (setns(CLONE_NEWPID) moves only children), so nothing in the jail can see or signal
  * it. On SIGTERM or SIGHUP (the agent ends the session) the command's group gets SIGKILL.
  *
@@ -77,19 +79,29 @@ static void die(int code, const char *fmt, ...)
 
 #ifdef __linux__
 #include "jail-caps.h"
+#include "jail-seccomp.h"
 
 /* The jail's capabilities and no more, for good (jail-caps.h, as the jail's init). */
-static void drop_privileges(void)
+static void drop_privileges(unsigned long long kept)
 {
     const char *what = "";
     unsigned long cap = 0;
 
-    if (jail_drop_caps(&what, &cap) < 0)
+    if (jail_drop_caps(kept, &what, &cap) < 0)
         die(EXIT_HARDEN, what, cap);
 }
 
+/* The jail's seccomp filter (jail-seccomp.h), last before exec, unless the jail has none. */
+static void confine(int seccomp_default)
+{
+    const char *what = "";
+
+    if (seccomp_default && jail_load_seccomp(&what) < 0)
+        die(EXIT_HARDEN, "%s", what);
+}
+
 /* Joins the cgroups, then the namespaces and the root of the jail whose init is `pid`. */
-static void enter_jail(const char *pid, char **cgroups, int ncgroups)
+static void enter_jail(const char *pid, char **cgroups, int ncgroups, unsigned long long *bounding)
 {
     static const char *const ns[] = {"ipc", "uts", "net", "pid", "mnt"};
     int fds[5], root, i;
@@ -103,6 +115,9 @@ static void enter_jail(const char *pid, char **cgroups, int ncgroups)
             die(EXIT_SETUP, "cannot join the cgroup %s", cgroups[i]);
         close(fd);
     }
+    /* the command never gets more than the jail's init has (no CAP_NET_RAW in a netless jail) */
+    if (jail_bounding_of(pid, bounding) < 0)
+        die(EXIT_SETUP, "cannot read the capabilities of pid %s", pid);
     /* every fd first: after setns(mnt) /proc is the jail's */
     for (i = 0; i < 5; i++) {
         snprintf(path, sizeof path, "/proc/%s/ns/%s", pid, ns[i]);
@@ -207,7 +222,8 @@ static void control(const char *line, int master)
 int main(int argc, char **argv)
 {
     char *cgroups[MAX_CGROUPS];
-    int ncgroups = 0, i, master = -1, slave = -1, tty = 0, status = 0, ctl = 3, in = 0;
+    int ncgroups = 0, i, master = -1, slave = -1, tty = 0, status = 0, ctl = 3, in = 0, seccomp_default = 1;
+    unsigned long long bounding = 0;
     const char *target = NULL;
     unsigned rows = 24, cols = 80;
     char ctlbuf[256], buf[65536];
@@ -217,6 +233,9 @@ int main(int argc, char **argv)
     for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (strcmp(argv[i], "--target") == 0 && i + 1 < argc)
             target = argv[++i];
+        else if (strcmp(argv[i], "--seccomp") == 0 && i + 1 < argc &&
+                 (strcmp(argv[i + 1], "default") == 0 || strcmp(argv[i + 1], "unconfined") == 0))
+            seccomp_default = strcmp(argv[++i], "default") == 0;
         else if (strcmp(argv[i], "--cgroup") == 0 && i + 1 < argc && ncgroups < MAX_CGROUPS)
             cgroups[ncgroups++] = argv[++i];
         else if (strcmp(argv[i], "--tty") == 0 && i + 2 < argc) {
@@ -230,13 +249,13 @@ int main(int argc, char **argv)
     }
     if (i + 1 >= argc) {
         errno = 0;
-        die(EXIT_SETUP, "usage: jailsession [--target PID] [--cgroup FILE]... [--tty ROWS COLS] -- command [args...]");
+        die(EXIT_SETUP, "usage: jailsession [--target PID] [--seccomp default|unconfined] [--cgroup FILE]... [--tty ROWS COLS] -- command [args...]");
     }
     argv += i + 1;
 
     if (target) {
 #ifdef __linux__
-        enter_jail(target, cgroups, ncgroups);
+        enter_jail(target, cgroups, ncgroups, &bounding);
 #else
         errno = 0;
         die(EXIT_SETUP, "--target works on linux only (FreeBSD sessions run jexec)");
@@ -282,8 +301,13 @@ int main(int argc, char **argv)
         if (ctl >= 0)
             close(ctl);
 #ifdef __linux__
-        if (target)
-            drop_privileges();
+        if (target) {
+            drop_privileges(bounding);
+            confine(seccomp_default);
+        }
+#else
+        (void)seccomp_default;
+        (void)bounding;
 #endif
         execvp(argv[0], argv);
         die(errno == ENOENT ? EXIT_NOEXEC : 126, "cannot run %s", argv[0]);

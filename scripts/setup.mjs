@@ -75,19 +75,24 @@ for (const f of ['index.html', 'dashboard.css']) {
 
 // 3. the linux driver's helpers: the jail init (pid 1 of every jail) and the batch mounter; and
 // the bench's floor of a jail start (the same isolation in one process, no orchestration)
-for (const [name, src, bin] of [
-  ['jailinit', join(root, 'native', 'jailinit.c'), join(root, 'dist', 'native', 'jailinit')],
-  ['jailmount', join(root, 'native', 'jailmount.c'), join(root, 'dist', 'native', 'jailmount')],
-  ['jailsession', join(root, 'native', 'jailsession.c'), join(root, 'dist', 'native', 'jailsession')],
-  ['jailfs', join(root, 'native', 'jailfs.c'), join(root, 'dist', 'native', 'jailfs')],
-  ['jail-floor', join(root, 'test', 'bench', 'jail-floor.c'), join(root, 'dist', 'test', 'bench', 'jail-floor')],
+// (the jail's seccomp filter, native/jail-seccomp.h, is built with libseccomp: those link it)
+for (const [name, src, bin, libs] of [
+  ['jailinit', join(root, 'native', 'jailinit.c'), join(root, 'dist', 'native', 'jailinit'), ['-lseccomp']],
+  ['jailmount', join(root, 'native', 'jailmount.c'), join(root, 'dist', 'native', 'jailmount'), []],
+  ['jailsession', join(root, 'native', 'jailsession.c'), join(root, 'dist', 'native', 'jailsession'), ['-lseccomp']],
+  ['jailfs', join(root, 'native', 'jailfs.c'), join(root, 'dist', 'native', 'jailfs'), []],
+  ['jail-floor', join(root, 'test', 'bench', 'jail-floor.c'), join(root, 'dist', 'test', 'bench', 'jail-floor'), []],
+  // the escape suite's probe: the syscalls busybox has no applet for (test/e2e/escape.test.ts)
+  ['jail-probe', join(root, 'test', 'e2e', 'jail-probe.c'), join(root, 'dist', 'test', 'e2e', 'jail-probe'), ['-static']],
 ]) {
-  // the shared header counts as a source of every helper that includes it
-  if (!existsSync(src) || mtime(bin) >= Math.max(mtime(src), mtime(join(root, 'native', 'jail-caps.h')))) continue;
+  // the shared headers count as sources of every helper that includes them
+  const headers = ['jail-caps.h', 'jail-seccomp.h'].map((h) => mtime(join(root, 'native', h)));
+  if (!existsSync(src) || mtime(bin) >= Math.max(mtime(src), ...headers)) continue;
   if (!onPath('cc')) aptInstall(['gcc', 'libc6-dev'], `a C compiler (for ${name})`);
+  if (libs.includes('-lseccomp') && !existsSync('/usr/include/seccomp.h')) aptInstall(['libseccomp-dev'], `libseccomp (the jail's seccomp filter, for ${name})`);
   say(`compiling ${name}`);
   mkdirSync(dirname(bin), { recursive: true });
-  run(['cc', '-O2', '-Wall', '-Wextra', '-Werror', '-o', bin, src]);
+  run(['cc', '-O2', '-Wall', '-Wextra', '-Werror', '-o', bin, src, ...libs]);
 }
 
 // 4. kernel tools of the linux driver, and the broker

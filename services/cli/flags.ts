@@ -1,7 +1,7 @@
 // Flags and files from the user, parsed by their zod contracts: a bad one is refused with a
 // message naming the flag or field and the rule, before anything is sent.
 import { InvalidJailNetwork, JailNetwork } from '../common/jail-network.js';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { absolutePathSchema, PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, volumeSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
 import { BadMetricsAddr, parseMetricsAddr, type MetricsAddr } from '../common/metrics-addr.js';
@@ -185,6 +185,16 @@ export function parseVolumeFlag(s: string): z.output<typeof volumeSchema> {
   const r = volumeSchema.safeParse({ name: parts[0], target: parts[1], readOnly: parts[2] === 'ro' });
   if (!r.success) throw new CliError(`--volume ${JSON.stringify(s)}: ${describeIssues(r.error)}`, 2);
   return r.data;
+}
+
+/** `--allow-mount-source PREFIX` (repeatable): absolute paths of existing directories. */
+export function parseMountSourceFlags(values: readonly string[]): string[] {
+  return values.map((s) => {
+    const path = absolutePathSchema.safeParse(s);
+    if (!path.success) throw new CliError(`--allow-mount-source: the path ${path.error.issues[0]!.message} (got ${JSON.stringify(s)})`, 2);
+    if (!statSync(path.data, { throwIfNoEntry: false })?.isDirectory()) throw new CliError(`--allow-mount-source: ${path.data} is not an existing directory`, 2);
+    return path.data;
+  });
 }
 
 /** `SRC:DST[:ro|rw]` → a mount (paths are checked by the spec contract). */

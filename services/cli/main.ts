@@ -8,7 +8,7 @@ import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETW
 import { decodeWith, natsServers } from '../common/codec.js';
 import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_LOG_LINES, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, httpAddrSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, jailNetworkFlag, bridgeNameSchema, parseVolumeFlag, zfsDatasetSchema } from './flags.js';
+import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, httpAddrSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, jailNetworkFlag, bridgeNameSchema, parseVolumeFlag, zfsDatasetSchema, parseMountSourceFlags } from './flags.js';
 import { DEFAULT_JAIL_CIDR } from '../common/jail-network.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
@@ -504,6 +504,7 @@ serve
   .option('--memory-mb <mb>', "memory this host offers to jails, in MB (default: the machine's, less 5 %)")
   .option('--label <KEY=VALUE>', 'a label of this host, for placement (repeatable)', collect, [])
   .option('--volume <NAME=/path[:ro]>', 'a host directory jails may use by name (spec volumes); jails asking for it are placed only on hosts offering it (repeatable)', collect, [])
+  .option('--allow-mount-source <PREFIX>', 'a host directory spec mounts may come from (repeatable; none by default: spec mounts are refused)', collect, [])
   .option('--parallel-steps <n>', 'driver steps (prepare, mount, start, ...) run at once (default: 4 per core, at most 64)')
   .option('--exit-with-parent <pid>', 'stop as on SIGTERM once process PID is gone (set by jailfleet up)')
   .option('--image-cache-mb <mb>', 'unpacked images kept on this host before the least recently used unused ones are removed', String(DEFAULT_IMAGE_CACHE_MB))
@@ -521,6 +522,7 @@ serve
       memoryMB: o.memoryMb === undefined ? undefined : flag('memory-mb', memoryMBSchema, o.memoryMb),
       labels: parseLabelFlags(o.label as string[]),
       volumes: parseVolumeFlags(o.volume as string[]),
+      allowMountSources: parseMountSourceFlags(o.allowMountSource as string[]),
       host: jailName(o.host),
       dataDir: o.dataDir,
       servers: servers(),

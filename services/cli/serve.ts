@@ -147,6 +147,8 @@ export async function serveAgent(o: {
   labels: Labels;
   /** Host volumes: name → directory and whether it is offered read-only. */
   volumes: Map<string, { path: string; readOnly: boolean }>;
+  /** Host directories spec mounts may come from (none: spec mounts are refused). */
+  allowMountSources: string[];
   /** Stop (and tear down, with teardownOnExit) once this process is gone: `jailfleet up`. */
   exitWithParent?: number;
   /** Unpacked images kept before the least recently used unused ones go, in MB. */
@@ -185,7 +187,7 @@ export async function serveAgent(o: {
   const driver =
     process.platform === 'freebsd'
       ? new (await import('../agent/drivers/freebsd.js')).FreebsdDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes, zfsDataset: o.zfsDataset })
-      : new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes, ...(o.jailNetwork ? { vnet: { network: o.jailNetwork, bridge: o.jailBridge } } : {}) });
+      : new LinuxDriver({ dataDir: o.dataDir, logger: log, images: cache, volumes: o.volumes, allowMountSources: o.allowMountSources, ...(o.jailNetwork ? { vnet: { network: o.jailNetwork, bridge: o.jailBridge } } : {}) });
   const agent = new Agent({
     host: o.host,
     dataDir: o.dataDir,

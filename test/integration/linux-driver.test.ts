@@ -5,7 +5,7 @@
 // repeated. Each test has its own data directory and leaves nothing mounted behind it.
 import { afterEach, beforeAll, describe, expect, test } from '@jest/globals';
 import { existsSync, statSync } from 'node:fs';
-import { copyFile, lstat, mkdir, mkdtemp, readFile, readdir, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -32,10 +32,12 @@ interface Fixture {
 const fixtures: Fixture[] = [];
 let seq = 0;
 
-async function fixture(): Promise<Fixture> {
+async function fixture(options: { allowMountSources?: (hostDir: string) => string[] } = {}): Promise<Fixture> {
   const dataDir = await mkdtemp('/tmp/jf-linux-data-');
   const hostDir = await mkdtemp('/tmp/jf-linux-host-');
-  const f = { dataDir, hostDir, driver: new LinuxDriver({ dataDir }) };
+  const allowMountSources = options.allowMountSources?.(hostDir);
+  for (const dir of allowMountSources ?? []) await mkdir(dir, { recursive: true });
+  const f = { dataDir, hostDir, driver: new LinuxDriver({ dataDir, allowMountSources }) };
   fixtures.push(f);
   return f;
 }
@@ -173,7 +175,7 @@ beforeAll(async () => {
   const bin = join(repo, 'dist', 'native', 'jailinit');
   if (!existsSync(bin) || statSync(bin).mtimeMs < statSync(src).mtimeMs) {
     await mkdir(dirname(bin), { recursive: true });
-    await execa('cc', ['-O2', '-Wall', '-Werror', '-o', bin, src]);
+    await execa('cc', ['-O2', '-Wall', '-Werror', '-o', bin, src, '-lseccomp']);
   }
 });
 
@@ -379,6 +381,66 @@ suite('linux driver (real kernel, as root)', () => {
     // Names are checked before any path or command is built from them.
     await expect(f.driver.destroy('../../etc')).rejects.toBeInstanceOf(DriverStepFailed);
     await expect(f.driver.inspect('a;reboot')).rejects.toThrow(/invalid jail name/);
+  });
+
+  test('mount sources are a host policy: outside the allowed prefixes or through a symlink, refused with the reason', async () => {
+    const f = await fixture({ allowMountSources: (host) => [join(host, 'allowed')] });
+    const allowed = join(f.hostDir, 'allowed');
+    await mkdir(join(allowed, 'www'), { recursive: true });
+    await writeFile(join(allowed, 'www', 'index.html'), 'hello\n');
+    await mkdir(join(f.hostDir, 'secret'));
+    await writeFile(join(f.hostDir, 'secret', 'key'), 'secret\n');
+    await symlink(join(f.hostDir, 'secret'), join(allowed, 'link'));
+    const refusal = async (source: string) => {
+      const spec = specOf({ name: jailName('policy'), command: ['true'], mounts: [{ source, target: '/data' }] });
+      await f.driver.prepare(spec);
+      return f.driver.mount(spec).then(() => null, (e: unknown) => e);
+    };
+    expect(await refusal(join(f.hostDir, 'secret'))).toMatchObject({ step: 'mount', message: expect.stringContaining(`refused: the source is outside the mount sources this host allows (${allowed}: serve agent --allow-mount-source)`) });
+    expect(await refusal(`${allowed}-not`)).toMatchObject({ message: expect.stringMatching(/outside the mount sources this host allows/) });
+    expect(await refusal(join(allowed, 'link'))).toMatchObject({ message: expect.stringContaining(`the source passes through the symlink ${join(allowed, 'link')}`) });
+    expect(await refusal(join(allowed, 'link', 'key'))).toMatchObject({ message: expect.stringMatching(/passes through the symlink/) });
+
+    const { spec } = await runningJail(f, { name: jailName('allowed'), command: ['sleep', '1000'], env: PATH_ENV, mounts: [{ source: join(allowed, 'www'), target: '/srv/www' }] });
+    expect(await execIn(f, spec, ['cat', '/srv/www/index.html'])).toMatchObject({ exitCode: 0, stdout: 'hello\n' });
+    expect((await execIn(f, spec, ['touch', '/srv/www/x'])).stderr).toMatch(/Read-only file system/);
+
+    const none = await fixture({ allowMountSources: () => [] });
+    const spec2 = specOf({ name: jailName('nomounts'), command: ['true'], mounts: [{ source: allowed, target: '/data' }] });
+    await none.driver.prepare(spec2);
+    await expect(none.driver.mount(spec2)).rejects.toMatchObject({ message: expect.stringContaining('this host allows no mount sources (serve agent --allow-mount-source PREFIX)') });
+  });
+
+  test('a source swapped for a symlink between the check and the mount cannot redirect it: the start fails, nothing of the target shows', async () => {
+    const f = await fixture({ allowMountSources: (host) => [join(host, 'allowed')] });
+    const allowed = join(f.hostDir, 'allowed');
+    await mkdir(join(allowed, 'data'), { recursive: true });
+    await writeFile(join(allowed, 'data', 'mine'), 'mine\n');
+    await mkdir(join(f.hostDir, 'secret'));
+    await writeFile(join(f.hostDir, 'secret', 'key'), 'secret\n');
+    const name = jailName('swapped');
+    const spec = specOf({ name, command: ['cat', '/data/key'], env: PATH_ENV, mounts: [{ source: join(allowed, 'data'), target: '/data' }] });
+    await f.driver.prepare(spec);
+    await f.driver.mount(spec); // checked: a real directory under the prefix
+    // the swap, as a jail with a writable mount of the prefix could make it
+    await rename(join(allowed, 'data'), join(allowed, 'data-old'));
+    await symlink(join(f.hostDir, 'secret'), join(allowed, 'data'));
+    const failed = await f.driver.start(spec).then(() => null, (e: unknown) => e);
+    expect(failed).toBeInstanceOf(DriverStepFailed);
+    expect(failed).toMatchObject({ step: 'start', message: expect.stringMatching(/cannot resolve data beneath .*allowed without a symlink: Too many levels of symbolic links/) });
+    expect(await consoleOf(f, name)).not.toContain('secret');
+
+    // a parent swapped for a symlink is refused the same way
+    await rm(join(allowed, 'data'));
+    await mkdir(join(allowed, 'deep', 'data'), { recursive: true });
+    const deep = specOf({ name: jailName('swapped-parent'), command: ['cat', '/data/key'], env: PATH_ENV, mounts: [{ source: join(allowed, 'deep', 'data'), target: '/data' }] });
+    await f.driver.prepare(deep);
+    await f.driver.mount(deep);
+    await rename(join(allowed, 'deep'), join(allowed, 'deep-old'));
+    await mkdir(join(f.hostDir, 'secret-parent', 'data'), { recursive: true });
+    await writeFile(join(f.hostDir, 'secret-parent', 'data', 'key'), 'secret\n');
+    await symlink(join(f.hostDir, 'secret-parent'), join(allowed, 'deep'));
+    await expect(f.driver.start(deep)).rejects.toMatchObject({ step: 'start', message: expect.stringMatching(/without a symlink/) });
   });
 
   test('exit codes: exit 3, a missing program, a signal; the console keeps stdout and stderr', async () => {
@@ -648,17 +710,37 @@ suite('linux driver (real kernel, as root)', () => {
     expect(out).not.toContain('command ran');
   });
 
-  test('exec refuses to run through a setpriv that a mount put in the jail', async () => {
+  test('exec never runs a host tool that a mount put in the jail (no setpriv, no nsenter inside)', async () => {
     const f = await fixture();
     const fake = join(f.hostDir, 'fake-setpriv');
-    await copyFile('/usr/bin/true', fake);
+    await copyFile('/usr/bin/false', fake);
     const { spec } = await runningJail(f, {
       name: jailName('fakesetpriv'),
       command: ['sleep', '1000'],
       env: PATH_ENV,
       mounts: [{ source: fake, target: '/usr/bin/setpriv' }],
     });
-    await expect(execIn(f, spec, ['id', '-u'])).rejects.toMatchObject({ step: 'exec', message: expect.stringMatching(/not the host's setpriv/) });
+    expect(await execIn(f, spec, ['id', '-u'])).toMatchObject({ exitCode: 0, stdout: '0\n' });
+  });
+
+  test('seccomp: the command, its init and exec run under the default filter; no user namespace', async () => {
+    const f = await fixture();
+    const name = jailName('seccomp');
+    const { spec } = await runningJail(f, { name, command: ['sleep', '1000'], env: PATH_ENV, network: 'none' });
+    const seccompOf = async (pid: string) => /^Seccomp:\s*(\d)$/m.exec((await execIn(f, spec, ['cat', `/proc/${pid}/status`])).stdout)?.[1];
+    // 2: SECCOMP_MODE_FILTER
+    expect({ init: await seccompOf('1'), command: await seccompOf('2'), exec: await seccompOf('self') }).toEqual({ init: '2', command: '2', exec: '2' });
+    const userns = await execIn(f, spec, ['unshare', '-U', 'true']);
+    expect(userns).toMatchObject({ exitCode: 1, stderr: expect.stringMatching(/unshare failed: Operation not permitted/) });
+  });
+
+  test('seccomp: unconfined is the spec\'s choice, for the jail and its exec alike', async () => {
+    const f = await fixture();
+    const { spec } = await runningJail(f, { name: jailName('unconfined'), command: ['sleep', '1000'], env: PATH_ENV, security: { seccomp: 'unconfined' } });
+    const seccompOf = async (pid: string) => /^Seccomp:\s*(\d)$/m.exec((await execIn(f, spec, ['cat', `/proc/${pid}/status`])).stdout)?.[1];
+    expect({ init: await seccompOf('1'), command: await seccompOf('2'), exec: await seccompOf('self') }).toEqual({ init: '0', command: '0', exec: '0' });
+    // the capabilities are cut all the same
+    expect(privsOf((await execIn(f, spec, ['cat', '/proc/self/status'])).stdout)).toEqual(await jailPrivs());
   });
 
   test('limits: a jail runs in a cgroup of its own with its memory, cpu and process limits; destroy removes it', async () => {

@@ -74,7 +74,9 @@ export function jailProcesses(dir: string): { pid: number; host: string; jail: s
   for (const { pid, argv } of processArgvs()) {
     if (!argv[0]?.endsWith('unshare')) continue;
     const init = argv.findIndex((a) => a.endsWith('/jailinit'));
-    const root = init > 0 ? argv[init + 2] : undefined;
+    // jailinit [--seccomp MODE] <exit-code-file> <root> ...
+    const first = init > 0 && argv[init + 1] === '--seccomp' ? init + 3 : init + 1;
+    const root = init > 0 ? argv[first + 1] : undefined;
     if (!root?.startsWith(prefix)) continue;
     const [host, jails, jail, last] = root.slice(prefix.length).split('/');
     if (host && jails === 'jails' && jail && last === 'root') out.push({ pid, host, jail });

@@ -3,7 +3,7 @@
 // the rule and exit code 2, before anything starts.
 import { describe, expect, test } from '@jest/globals';
 import { CliError } from '../../services/cli/client.js';
-import { cpuCoresSchema, flag, memoryMBSchema, parseLabelFlags, zfsDatasetSchema } from '../../services/cli/flags.js';
+import { cpuCoresSchema, flag, memoryMBSchema, parseLabelFlags, parseMountSourceFlags, zfsDatasetSchema } from '../../services/cli/flags.js';
 
 const refusal = (fn: () => unknown) => {
   try {
@@ -57,5 +57,20 @@ describe('--zfs-dataset POOL/PATH (freebsd)', () => {
 
   test.each(['zroot/jails@snap', 'zroot/a#b', '-oops', 'zroot//x', 'zroot/x/', '/zroot', 'zroot/a b', ''])('%p is refused naming the flag and the rule, exit 2', (value) => {
     expect(refusal(() => flag('zfs-dataset', zfsDatasetSchema, value))).toEqual({ cli: true, exitCode: 2, message: expect.stringMatching(/^--zfs-dataset: must be a zfs dataset \(POOL or POOL\/PATH/) });
+  });
+});
+
+describe('--allow-mount-source PREFIX, repeatable', () => {
+  test('none by default; each an existing directory', () => {
+    expect(parseMountSourceFlags([])).toEqual([]);
+    expect(parseMountSourceFlags(['/tmp', '/usr/'])).toEqual(['/tmp', '/usr']);
+  });
+  test.each([
+    ['tmp', '--allow-mount-source: the path must be an absolute path (start with "/") (got "tmp")'],
+    ['/tmp/../etc', '--allow-mount-source: the path must not contain "." or ".." segments (got "/tmp/../etc")'],
+    ['/nonexistent-jailfleet-prefix', '--allow-mount-source: /nonexistent-jailfleet-prefix is not an existing directory'],
+    ['/etc/hostname', '--allow-mount-source: /etc/hostname is not an existing directory'],
+  ])('%p is refused naming the flag and the rule, exit 2', (value, message) => {
+    expect(refusal(() => parseMountSourceFlags([value]))).toEqual({ cli: true, exitCode: 2, message });
   });
 });

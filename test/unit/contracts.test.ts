@@ -24,6 +24,7 @@ import {
   heartbeatSchema,
   jailHostname,
   jailSpecSchema,
+  jailSeccomp,
   nameRequestSchema,
   nameSchema,
   parseOrThrow,
@@ -313,6 +314,16 @@ describe('other fields are refused outside their rules', () => {
     const msg = refusal(jailSpecSchema, spec({ [field]: value }));
     expect(msg.startsWith(`${field}: `)).toBe(true);
     expect(msg).toContain(options);
+  });
+  test('security.seccomp is default or unconfined; absent means the default filter and keeps the spec as written', () => {
+    expect(jailSpecSchema.parse(spec({})).security).toBeUndefined();
+    expect(jailSeccomp(jailSpecSchema.parse(spec({})))).toBe('default');
+    expect(jailSeccomp(jailSpecSchema.parse(spec({ security: {} })))).toBe('default');
+    expect(jailSeccomp(jailSpecSchema.parse(spec({ security: { seccomp: 'unconfined' } })))).toBe('unconfined');
+    expect(refusal(jailSpecSchema, spec({ security: { seccomp: 'off' } }))).toBe('security.seccomp: must be default or unconfined');
+    expect(refusal(jailSpecSchema, spec({ security: { seccomp: 'Unconfined' } }))).toBe('security.seccomp: must be default or unconfined');
+    expect(refusal(jailSpecSchema, spec({ security: { secomp: 'unconfined' } }))).toBe('security: Unrecognized key: "secomp"');
+    expect(refusal(jailSpecSchema, spec({ security: 'unconfined' }))).toMatch(/^security: .*expected object/);
   });
   test.each([
     [-1, 'expected number to be >=0'],

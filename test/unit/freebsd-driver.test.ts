@@ -222,6 +222,16 @@ async function transcript(fn: () => Promise<unknown>): Promise<string[][]> {
   return host.calls.slice(from);
 }
 
+/**
+ * The parameters every jail is created with, written out here apart from the driver (jail(8)):
+ * every allow.* that lets root reach the host off, statfs limited to the jail's own mounts,
+ * securelevel 2, no child jails.
+ */
+const CONFINED = [
+  'allow.set_hostname=false', 'allow.sysvipc=false', 'allow.raw_sockets=false', 'allow.chflags=false',
+  'allow.mount=false', 'allow.mlock=false', 'allow.quotas=false', 'allow.socket_af=false',
+  'enforce_statfs=2', 'securelevel=2', 'children.max=0',
+];
 const jls = (name: string) => ['jls', '--libxo', 'json', '-v', '-j', name];
 const BASE = ['bin', 'sbin', 'lib', 'libexec', 'usr'];
 
@@ -567,7 +577,7 @@ describe('start creates a persistent jail and runs the command detached with dae
     ).toEqual([
       jls('web'),
       ['mount', '-p'],
-      ['jail', '-c', 'name=web', `path=${root}`, 'host.hostname=web.example', 'ip4=inherit', 'ip6=inherit', 'persist'],
+      ['jail', '-c', 'name=web', `path=${root}`, 'host.hostname=web.example', 'ip4=inherit', 'ip6=inherit', ...CONFINED, 'persist'],
       // the spec's default resources (0.1 cores, 64 MB, 128 processes), before the command runs
       ['rctl', '-r', 'jail:web'],
       ['rctl', '-a', 'jail:web:memoryuse:deny=67108864'],
@@ -603,7 +613,7 @@ describe('start creates a persistent jail and runs the command detached with dae
     await driver.prepare(spec);
     await driver.mount(spec);
     const calls = await transcript(() => driver.start(spec));
-    expect(calls[2]).toEqual(['jail', '-c', 'name=web', `path=${root}`, 'host.hostname=web', 'ip4=disable', 'ip6=disable', 'persist']);
+    expect(calls[2]).toEqual(['jail', '-c', 'name=web', `path=${root}`, 'host.hostname=web', 'ip4=disable', 'ip6=disable', ...CONFINED, 'persist']);
   });
 
   test('network vnet is refused at start (not built for FreeBSD yet), never run as inherit', async () => {
@@ -647,10 +657,10 @@ describe('start creates a persistent jail and runs the command detached with dae
     expect(err).toMatchObject({
       name: 'DriverStepFailed',
       step: 'start',
-      argv: ['jail', '-c', 'name=web', `path=${root}`, 'host.hostname=web.example', 'ip4=inherit', 'ip6=inherit', 'persist'],
+      argv: ['jail', '-c', 'name=web', `path=${root}`, 'host.hostname=web.example', 'ip4=inherit', 'ip6=inherit', ...CONFINED, 'persist'],
       stderr,
     });
-    const jailC = 'jail -c name=web path=' + root + ' host.hostname=web.example ip4=inherit ip6=inherit persist';
+    const jailC = 'jail -c name=web path=' + root + ' host.hostname=web.example ip4=inherit ip6=inherit ' + CONFINED.join(' ') + ' persist';
     // the reason leaves out what a state event names already (the step and the jail); the message names all
     expect((err as DriverStepFailed).reason).toBe(`${jailC}: ${stderr.trim()}`);
     expect((err as Error).message).toBe(`start of jail web failed: ${jailC}: ${stderr.trim()}`);

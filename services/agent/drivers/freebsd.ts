@@ -82,8 +82,28 @@ const jlsArgv = (name?: string) => ['jls', '--libxo', 'json', '-v', ...(name ===
  */
 function jailCreateArgv(name: string, root: string, hostname: string, network: 'inherit' | 'none'): string[] {
   const ip = network === 'none' ? ['ip4=disable', 'ip6=disable'] : ['ip4=inherit', 'ip6=inherit'];
-  return ['jail', '-c', `name=${name}`, `path=${root}`, `host.hostname=${hostname}`, ...ip, 'persist'];
+  return ['jail', '-c', `name=${name}`, `path=${root}`, `host.hostname=${hostname}`, ...ip, ...JAIL_CONFINEMENT, 'persist'];
 }
+
+/**
+ * What root in a jail may not do: the counterpart of the linux driver's seccomp filter and
+ * capability cut (native/jail-seccomp.h, jail-caps.h), set on every jail whatever its spec's
+ * `security` says (the linux-only `seccomp: unconfined` has no equivalent here). jail(8) "Jail
+ * Parameters", each spelled out although most are off by default, so a host whose
+ * security.jail.* sysctls turned one on still gets a confined jail:
+ * - `allow.*=false`: no sethostname(2), no System V IPC shared with the host, no raw sockets, no
+ *   chflags(2) of system flags, no mount(2) of any filesystem, no mlock(2), no quotas, no socket
+ *   of a family other than UNIX, IPv4, IPv6 and route;
+ * - `enforce_statfs=2`: "only mount points below the jail's chroot directory are visible";
+ * - `securelevel=2`: "the jail's securelevel ... can only be raised", and security(7)'s highly
+ *   secure mode forbids loading kernel modules, writing raw disks and stepping the clock;
+ * - `children.max=0`: no jail inside the jail.
+ */
+const JAIL_CONFINEMENT = [
+  'allow.set_hostname=false', 'allow.sysvipc=false', 'allow.raw_sockets=false', 'allow.chflags=false',
+  'allow.mount=false', 'allow.mlock=false', 'allow.quotas=false', 'allow.socket_af=false',
+  'enforce_statfs=2', 'securelevel=2', 'children.max=0',
+];
 
 /**
  * jail(8) `-R`: "removes an existing jail without using the configuration file ... the jail will

@@ -70,6 +70,32 @@ export async function checkMountSource(source: string, data: string, refuse: (wh
 }
 
 /**
+ * The host policy on spec mounts (`serve agent --allow-mount-source`): the allowed prefix
+ * `source` lies in and its path below it, every component of which is checked not to be a
+ * symlink (a jail with a writable mount under a prefix could plant one). The check is for the
+ * reason a user reads; the mount itself is made by jailinit from an fd opened beneath the
+ * prefix without following symlinks (its `beneath` op), so a swap after this check cannot
+ * redirect it. `prefixes` are real paths.
+ */
+export async function allowedMountSource(prefixes: readonly string[], source: string, refuse: (why: string) => never): Promise<{ prefix: string; rel: string }> {
+  const prefix = prefixes.find((p) => source === p || isWithin(p, source));
+  if (prefix === undefined) {
+    return refuse(prefixes.length
+      ? `the source is outside the mount sources this host allows (${prefixes.join(', ')}: serve agent --allow-mount-source)`
+      : 'this host allows no mount sources (serve agent --allow-mount-source PREFIX)');
+  }
+  const rel = source.slice(prefix.length).replace(/^\//, '');
+  let cur = prefix;
+  for (const seg of rel.split('/').filter(Boolean)) {
+    cur = join(cur, seg);
+    const st = await ifExists(lstat(cur));
+    if (st === null) return refuse('the source does not exist');
+    if (st.isSymbolicLink()) return refuse(`the source passes through the symlink ${cur} (a mount source is never resolved through a symlink)`);
+  }
+  return { prefix, rel };
+}
+
+/**
  * `root + target`, created as a directory (or an empty file for a file source) one component
  * at a time; every existing component is resolved and must stay inside the root, so a symlink
  * planted by a jail cannot send the mount (or the mkdir) to the host.

@@ -15,8 +15,9 @@
 //            made inside the root without following a jail's symlinks) and records the jail's
 //            mount plan (mount-plan.json); no mount.
 //   start:   one spawn: `unshare … jailinit <plan> -- command`; jailinit makes the plan's mounts
-//            inside the new namespace, pivots into the root, hardens and execs, and reports "ok"
-//            or the failing step on its status fd.
+//            inside the new namespace, pivots into the root, hardens (capabilities, no_new_privs,
+//            the spec's seccomp filter: native/jail-seccomp.h) and execs, and reports "ok" or the
+//            failing step on its status fd. exec and sessions enter with the same hardening.
 //   unmount: forgets the plan (the mounts went with the namespace).
 //   destroy: stops the init, removes the cgroup and the jail's files (after one look at the
 //            host's mount table: a jail mounted by an older driver is unmounted first).
@@ -29,7 +30,7 @@
 // data directory visible inside a jail, never mount anything in the host's namespace for a jail,
 // and never delete files through a mount.
 import { createHash } from 'node:crypto';
-import { constants as fsConstants, existsSync } from 'node:fs';
+import { constants as fsConstants, existsSync, realpathSync } from 'node:fs';
 import {
   access,
   lstat,
@@ -48,11 +49,11 @@ import { constants as osConstants } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { jailHostname, nameSchema, networkMode, vnetOf, type ExecResult, type JailSpec } from '../../../contracts/index.js';
+import { jailHostname, jailSeccomp, nameSchema, networkMode, vnetOf, type ExecResult, type JailSpec } from '../../../contracts/index.js';
 import { DriverStepFailed, type DriverStepName, type ExecOptions, type ImageSource, type JailDriver, type JailExit, type JailInspection, type SessionCommand, type SessionSpawn } from './driver.js';
 import { DriverBase, parentsFirst, unmountOrder, volumeMountsOf, type DriverLogger } from './driver-base.js';
 import { JailCgroups, type CgroupController, type JailUsage } from './cgroup-limits.js';
-import { abortError, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
+import { abortError, allowedMountSource, checkMountSource, ensureRealDir, errCode, ifExists, isWithin, resolveMountTarget, sleep, writeFileAtomic } from './host-files.js';
 import { checkJailName } from './jail-steps.js';
 import { VnetLinks, type VnetOptions } from './linux-vnet.js';
 
@@ -78,6 +79,12 @@ export interface LinuxDriverOptions {
   volumes?: ReadonlyMap<string, { path: string; readOnly: boolean }>;
   /** The jail network and bridge of vnet jails; without it a vnet spec fails at start. */
   vnet?: VnetOptions;
+  /**
+   * The host directories a spec mount's source may lie in (`serve agent --allow-mount-source`;
+   * the agent gives none by default, so spec mounts are refused). Undefined: no policy (the
+   * driver used on its own). Volumes are the host's own offer and are not held to it.
+   */
+  allowMountSources?: readonly string[];
 }
 
 
@@ -86,7 +93,7 @@ export interface LinuxDriverOptions {
  * One operation of a jail's mount plan, run by jailinit in the jail's namespace (see its header),
  * or of jailmount (umount only, for jails mounted on the host by an older driver).
  */
-type MountOp = [op: 'bind' | 'tmpfs' | 'devpts' | 'overlay' | 'mkdir' | 'file' | 'symlink' | 'umount', arg: string, target: string, flags: string];
+type MountOp = [op: 'bind' | 'beneath' | 'tmpfs' | 'devpts' | 'overlay' | 'mkdir' | 'file' | 'symlink' | 'umount', arg: string, target: string, flags: string];
 
 /** An image jail's overlay: the image below, the jail's own writable directories above. */
 interface OverlayRoot {
@@ -94,6 +101,13 @@ interface OverlayRoot {
   upper: string;
   work: string;
 }
+/**
+ * The jail's /tmp and /dev/shm are bounded in bytes and inodes on their own (Docker gives
+ * /dev/shm 64 MB): their pages are charged to the jail's memory cgroup too, but a jail with a
+ * large memory limit must still not grow a tmpfs without end, nor exhaust its inodes.
+ */
+const TMP_TMPFS_SIZE = 'size=256m,nr_inodes=65536';
+const SHM_TMPFS_SIZE = 'size=64m,nr_inodes=16384';
 /** Root-level directories that become a fresh tmpfs in the jail: what lies below is made in there. */
 const TMPFS_DIRS = ['dev', 'tmp'];
 
@@ -117,14 +131,6 @@ const START_REPORT_MS = 10_000;
 /** How long a SIGKILLed init may take to disappear before stop() gives up. */
 const KILL_WAIT_MS = 10_000;
 const SIGKILL_CODE = 128 + osConstants.signals.SIGKILL;
-/**
- * The capabilities a command run by exec() keeps: the same as the jail's own command (KEPT_CAPS
- * in native/jailinit.c): Docker's default set less mknod and sys_chroot.
- */
-const EXEC_KEPT_CAPS = [
-  'chown', 'dac_override', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap',
-  'net_bind_service', 'net_raw', 'audit_write', 'setfcap',
-];
 
 interface PidRecord {
   pid: number;
@@ -279,6 +285,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   private readonly images?: ImageSource;
   private readonly volumes: ReadonlyMap<string, { path: string; readOnly: boolean }>;
   private readonly vnet: VnetLinks | null;
+  private readonly mountSources?: readonly string[];
 
   constructor(options: LinuxDriverOptions) {
     super(options.dataDir, options.logger);
@@ -289,6 +296,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     this.mountPath = options.mountPath ?? join(repoRoot(), 'dist', 'native', 'jailmount');
     this.images = options.images;
     this.volumes = options.volumes ?? new Map();
+    // real paths, once: a prefix is the admin's word, symlinks in it included
+    this.mountSources = options.allowMountSources?.map((p) => realpathSync(p));
     this.sessionPath = options.sessionPath ?? join(repoRoot(), 'dist', 'native', 'jailsession');
     this.fsPath = options.fsPath ?? join(repoRoot(), 'dist', 'native', 'jailfs');
     this.vnet = options.vnet ? new VnetLinks(options.vnet, async () => this.dataDir(), (t) => this.toolPath(t)) : null;
@@ -324,7 +333,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       const overlay = spec.image ? await this.overlayOf(spec.name) : null;
       if (spec.image && !overlay) throw new Error(`the root of jail ${spec.name} is not prepared (its image is not recorded in ${p.dir})`);
       if (!spec.image && !(await ifExists(lstat(join(p.root, 'etc', 'passwd'))))) throw new Error(`the root of jail ${spec.name} is not prepared (${p.root} has no etc/passwd)`);
-      const plan = await this.mountPlan(spec.name, p.root, [...spec.mounts, ...volumeMountsOf(spec, this.volumes)], overlay);
+      const plan = await this.mountPlan(spec.name, p.root, [...spec.mounts, ...volumeMountsOf(spec, this.volumes)], overlay, new Set(spec.mounts));
       await writeFileAtomic(this.planPath(p.dir), JSON.stringify(plan), 0o600);
       this.log?.info({ jail: spec.name, mounts: spec.mounts.length }, 'jail mount plan recorded');
     });
@@ -355,7 +364,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         ...(networkMode(spec) === 'inherit' ? [] : ['--net']),
         '--propagation', 'private',
         '--',
-        this.initPath, p.exitCode, p.root, jailHostname(spec), network,
+        this.initPath, '--seccomp', jailSeccomp(spec), p.exitCode, p.root, jailHostname(spec), network,
         ...plan.flat(),
         '--', ...spec.command,
       ];
@@ -492,37 +501,16 @@ export class LinuxDriver extends DriverBase implements JailDriver {
   async exec(spec: JailSpec, argv: string[], options: ExecOptions): Promise<ExecResult> {
     const running = await this.step('exec', spec.name, () => this.runningInit(spec.name));
     if (!running) throw new DriverStepFailed('exec', `jail ${spec.name} is not running`);
-    // an image holds no setpriv of the host's: jailinit itself joins the jail and drops to its capabilities
-    if (await this.recordedImage(spec.name)) return this.runInJail(spec, this.initPath, ['--enter', String(running.pid), '--', ...argv], options);
-    const nsenter = await this.step('exec', spec.name, () => this.toolPath('nsenter'));
-    // nsenter has every capability of the agent; setpriv, run inside the jail (from its read-only
-    // /usr), cuts them to the jail's before the command runs. setpriv itself runs with them all,
-    // so it must be the host's binary, not one a spec mount put at its path in the jail.
-    const setpriv = await this.step('exec', spec.name, async () => {
-      const path = await realpath(await this.toolPath('setpriv'));
-      const host = await stat(path);
-      const inJail = await ifExists(lstat(`/proc/${running.pid}/root${path}`));
-      if (!inJail?.isFile() || inJail.dev !== host.dev || inJail.ino !== host.ino) {
-        throw new Error(`${path} in the jail is not the host's setpriv (is a mount over it?): refusing to run anything with it`);
-      }
-      return path;
-    });
-    const args = [
-      '--target', String(running.pid), '--mount', '--uts', '--ipc', '--net', '--pid', '--root', '--wd', '--',
-      setpriv,
-      '--bounding-set', `-all,${EXEC_KEPT_CAPS.map((c) => `+${c}`).join(',')}`,
-      '--inh-caps', '-all',
-      '--ambient-caps', '-all',
-      '--no-new-privs',
-      '--', ...argv,
-    ];
-    return this.runInJail(spec, nsenter, args, options);
+    // jailinit itself joins the jail, drops to its capabilities and loads its seccomp filter, as
+    // the jail's own command got them: nothing of the host (no setpriv of the host's, which a
+    // spec mount could shadow) ever runs inside the jail with the agent's capabilities
+    return this.runInJail(spec, this.initPath, ['--seccomp', jailSeccomp(spec), '--enter', String(running.pid), '--', ...argv], options);
   }
 
   /** Runs `tool args` (which enters the jail itself), bounded in output and time. */
-  private async runInJail(spec: JailSpec, nsenter: string, args: string[], options: ExecOptions): Promise<ExecResult> {
-    // Its own process group, so a timeout kills what nsenter forked inside the jail too.
-    const child = execa(nsenter, args, {
+  private async runInJail(spec: JailSpec, tool: string, args: string[], options: ExecOptions): Promise<ExecResult> {
+    // Its own process group, so a timeout kills what the tool forked inside the jail too.
+    const child = execa(tool, args, {
       detached: true,
       env: spec.env,
       extendEnv: false,
@@ -554,7 +542,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
     }, options.timeoutMs);
     const r = await child.finally(() => clearTimeout(timer));
     if (r.failed && r.exitCode === undefined && !r.signal) {
-      throw new DriverStepFailed('exec', `exec in jail ${spec.name} failed: ${r.shortMessage}`, [nsenter, ...args], '', { cause: r });
+      throw new DriverStepFailed('exec', `exec in jail ${spec.name} failed: ${r.shortMessage}`, [tool, ...args], '', { cause: r });
     }
     const signo = r.signal ? osConstants.signals[r.signal] : undefined;
     const exitCode = timedOut ? 124 : (r.exitCode ?? (signo ? 128 + signo : 1));
@@ -578,7 +566,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       // the jail's generated /etc/passwd gives root /bin/sh; -l makes it a login shell
       const argv = command.login ? ['/bin/sh', '-l'] : command.command;
       return {
-        argv: [this.sessionPath, '--target', String(running.pid), ...cgroups, ...tty, '--', ...argv],
+        argv: [this.sessionPath, '--target', String(running.pid), '--seccomp', jailSeccomp(spec), ...cgroups, ...tty, '--', ...argv],
         env: { ...spec.env, ...(command.tty ? { TERM: command.tty.term } : {}), ...(command.login ? { HOME: '/root', SHELL: '/bin/sh' } : {}) },
       };
     });
@@ -714,7 +702,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
    * checked and made here, on the host, inside the root; one inside a tmpfs is made by jailinit
    * in that fresh tmpfs, and one inside an earlier user mount is made in that mount's source.
    */
-  private async mountPlan(jail: string, root: string, mounts: JailSpec['mounts'], overlay: OverlayRoot | null): Promise<MountOp[]> {
+  private async mountPlan(jail: string, root: string, mounts: JailSpec['mounts'], overlay: OverlayRoot | null, policed: ReadonlySet<object>): Promise<MountOp[]> {
     // where the root's directories are made on the host: the root itself, or an image jail's
     // upper directory (the overlay shows it at the root once jailinit has mounted it)
     const made = overlay?.upper ?? root;
@@ -739,9 +727,9 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       plan.push(['file', '-', join(dev, node), '-'], ['bind', `/dev/${node}`, join(dev, node), '-']);
     }
     plan.push(['mkdir', '755', join(dev, 'pts'), '-'], ['devpts', 'newinstance,ptmxmode=0666,mode=0620', join(dev, 'pts'), 'nosuid,noexec']);
-    plan.push(['mkdir', '755', join(dev, 'shm'), '-'], ['tmpfs', 'mode=1777', join(dev, 'shm'), 'nosuid,nodev']);
+    plan.push(['mkdir', '755', join(dev, 'shm'), '-'], ['tmpfs', `mode=1777,${SHM_TMPFS_SIZE}`, join(dev, 'shm'), 'nosuid,nodev']);
     for (const [link, target] of Object.entries(DEV_LINKS)) plan.push(['symlink', target, join(dev, link), '-']);
-    plan.push(['tmpfs', 'mode=1777', await realDir('tmp'), 'nosuid,nodev']);
+    plan.push(['tmpfs', `mode=1777,${TMP_TMPFS_SIZE}`, await realDir('tmp'), 'nosuid,nodev']);
     await realDir('proc');
 
     const data = await this.dataDir();
@@ -750,6 +738,8 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       const refuse = (why: string): never => {
         throw new DriverStepFailed('mount', `mount ${m.source} -> ${m.target} of jail ${jail} refused: ${why}`);
       };
+      // a spec mount under the host's policy is made by jailinit beneath its prefix, never through a symlink
+      const beneath = this.mountSources && policed.has(m) ? await allowedMountSource(this.mountSources, m.source, refuse) : null;
       const source = await ifExists(realpath(m.source));
       if (source === null) return refuse('the source does not exist');
       await checkMountSource(source, data, refuse);
@@ -766,7 +756,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
       } else if (!(segs.length === 1 && TMPFS_DIRS.includes(segs[0]!) && isDir)) {
         await resolveMountTarget(made, m.target, isDir, refuse);
       }
-      plan.push(['bind', source, target, m.readOnly ? 'ro' : '-']);
+      plan.push(beneath ? ['beneath', `${beneath.prefix}//${beneath.rel}`, target, m.readOnly ? 'ro' : '-'] : ['bind', source, target, m.readOnly ? 'ro' : '-']);
       if (isDir) placed.push({ segs, source });
     }
     return plan;
