@@ -462,6 +462,7 @@ program
   .option('--schedulers <n>', 'scheduler processes: one leads, the others stand by', '1')
   .option('--agent-cpu <cores>', "cores each agent offers to jails (default: the machine's)")
   .option('--agent-memory-mb <mb>', "memory each agent offers to jails, in MB (default: the machine's)")
+  .option('--allow-mount-source <PREFIX>', 'a host directory jails\' spec mounts may come from, given to every agent (repeatable; none by default: spec mounts are refused)', collect, [])
   .option('--restart-agent <host>', 'bring back a dead agent of the up running on --data-dir, with its first flags')
   .option('--http-addr <host:port>', 'where the dashboard is served (default 127.0.0.1:4280, or a free port if that one is taken)')
   .option('--no-http', 'no dashboard')
@@ -475,6 +476,7 @@ program
       hosts: flag('hosts', hostsCountSchema, o.hosts),
       agentCpu: o.agentCpu === undefined ? undefined : flag('agent-cpu', cpuCoresSchema, o.agentCpu),
       agentMemoryMB: o.agentMemoryMb === undefined ? undefined : flag('agent-memory-mb', memoryMBSchema, o.agentMemoryMb),
+      allowMountSources: parseMountSourceFlags(o.allowMountSource as string[]),
       dataDir: o.dataDir,
       natsPort: flag('nats-port', portSchema, o.natsPort),
       natsCluster: flag('nats-cluster', natsClusterSchema, o.natsCluster),

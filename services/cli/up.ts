@@ -25,6 +25,8 @@ export interface UpOptions {
   /** Passed to every agent as --cpu and --memory-mb; the machine's when not given. */
   agentCpu?: number;
   agentMemoryMB?: number;
+  /** Passed to every agent as --allow-mount-source: where spec mounts may come from (none: refused). */
+  allowMountSources?: readonly string[];
   readyTimeoutMs?: number;
   /**
    * The dashboard: where the status service serves it (null: not at all). Not given: 127.0.0.1:4280,
@@ -234,7 +236,11 @@ export async function up(o: UpOptions): Promise<number> {
     });
     return child;
   };
-  const capacity = [...(o.agentCpu !== undefined ? ['--cpu', String(o.agentCpu)] : []), ...(o.agentMemoryMB !== undefined ? ['--memory-mb', String(o.agentMemoryMB)] : [])];
+  const capacity = [
+    ...(o.agentCpu !== undefined ? ['--cpu', String(o.agentCpu)] : []),
+    ...(o.agentMemoryMB !== undefined ? ['--memory-mb', String(o.agentMemoryMB)] : []),
+    ...(o.allowMountSources ?? []).flatMap((prefix) => ['--allow-mount-source', prefix]),
+  ];
   const spawnAgent = (h: string) => spawnChild(h, 'agent', ['agent', '--host', h, '--data-dir', join(dataDir, 'hosts', h), '--teardown-on-exit', ...capacity]);
 
   let resolveExit: (code: number) => void = () => {};
