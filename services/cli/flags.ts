@@ -1,6 +1,5 @@
 // Flags and files from the user, parsed by their zod contracts: a bad one is refused with a
 // message naming the flag or field and the rule, before anything is sent.
-import { InvalidJailNetwork, JailNetwork } from '../common/jail-network.js';
 import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { absolutePathSchema, PLACEMENT_STRATEGIES, describeIssues, drainParallelSchema, fleetSchema, hostsFileSchema, labelsSchema, nameSchema, volumeSchema, type Fleet, type HostsFile, type JailSpecInput, type Labels } from '../../contracts/index.js';
@@ -107,15 +106,6 @@ export function flag<S extends z.ZodTypeAny>(name: string, schema: S, value: unk
 /** `--jail-bridge`: an interface name (IFNAMSIZ: at most 15 characters). */
 export const bridgeNameSchema = z.string().regex(/^[a-zA-Z][a-zA-Z0-9_-]{0,14}$/, { message: 'must be an interface name: a letter, then letters, digits, "_" or "-", at most 15 characters' });
 
-/** `--jail-cidr`: the jail network, refused with the rule it breaks. */
-export function jailNetworkFlag(value: string): JailNetwork {
-  try {
-    return JailNetwork.parse(value);
-  } catch (err) {
-    if (err instanceof InvalidJailNetwork) throw new CliError(`--jail-cidr: ${err.message}`, 2);
-    throw err;
-  }
-}
 
 export const jailName = (value: unknown, what = 'NAME') => {
   const r = nameSchema.safeParse(value);

@@ -6,10 +6,9 @@ import { Command, CommanderError, Option } from 'commander';
 import { z } from 'zod';
 import { COPY_MAX_BYTES, jailPathSchema, subjects, EVT_STREAM, JAIL_STATES, NETWORK_MODES, PLACEMENT_STRATEGIES, nameSchema, namePatternSchema, RESTART_POLICIES, execRequestSchema, stateEventSchema, type JailSpecInput } from '../../contracts/index.js';
 import { decodeWith, natsServers } from '../common/codec.js';
-import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_LOG_LINES, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
+import { DEFAULT_IMAGE_CACHE_MB, DEFAULT_JAIL_CIDR, DEFAULT_LOG_LINES, DEFAULT_MAX_IMAGE_MB, DEFAULT_HEARTBEAT_MS, DEFAULT_HOST_TTL_MS, DEFAULT_LEASE_MS, DEFAULT_NATS_PORT, DEFAULT_NATS_URL } from '../common/defaults.js';
 import { CliError, Client } from './client.js';
-import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, httpAddrSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, jailNetworkFlag, bridgeNameSchema, parseVolumeFlag, zfsDatasetSchema, parseMountSourceFlags } from './flags.js';
-import { DEFAULT_JAIL_CIDR } from '../common/jail-network.js';
+import { cpuCoresSchema, flag, metricsAddrFlag, parallelStepsSchema, parallelSchema, strategySchema, hostsCountSchema, httpAddrSchema, linesSchema, jailName, memoryMBSchema, msSchema, natsClusterSchema, schedulersSchema, sinceSchema, parseEnvFlag, parseFleet, parseLabelFlags, parseMountFlag, parseVolumeFlags, portSchema, readFleetFile, readHostsFile, bridgeNameSchema, parseVolumeFlag, zfsDatasetSchema, parseMountSourceFlags } from './flags.js';
 import { hostsTable, planText, psJson, psTable } from './output.js';
 import { startWaiter, type JailOutcome } from './wait.js';
 import { followDrain } from './drain-wait.js';
@@ -518,7 +517,7 @@ serve
   .action(async (o) => {
     const { serveAgent } = await import('./serve.js');
     await serveAgent({
-      jailNetwork: jailNetworkFlag(o.jailCidr),
+      jailNetwork: (await import('./jail-network-flag.js')).jailNetworkFlag(o.jailCidr),
       jailBridge: flag('jail-bridge', bridgeNameSchema, o.jailBridge),
       cpu: o.cpu === undefined ? undefined : flag('cpu', cpuCoresSchema, o.cpu),
       memoryMB: o.memoryMb === undefined ? undefined : flag('memory-mb', memoryMBSchema, o.memoryMb),
@@ -551,7 +550,7 @@ serve
   .action(async (o) => {
     const { serveScheduler } = await import('./serve.js');
     await serveScheduler({
-      jailNetwork: jailNetworkFlag(o.jailCidr),
+      jailNetwork: (await import('./jail-network-flag.js')).jailNetworkFlag(o.jailCidr),
       servers: servers(),
       hostTtlMs: flag('host-ttl-ms', msSchema, o.hostTtlMs),
       leaseMs: flag('lease-ms', msSchema, o.leaseMs),

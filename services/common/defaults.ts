@@ -31,5 +31,8 @@ export const DEFAULT_MAX_IMAGE_MB = 4096;
 /** How much unpacked images an agent keeps cached before it collects the least recently used unused ones, in MB. */
 export const DEFAULT_IMAGE_CACHE_MB = 8192;
 
+/** The jail network vnet jails get their addresses from when --jail-cidr does not say. */
+export const DEFAULT_JAIL_CIDR = '10.88.0.0/16';
+
 /** The console lines `logs` shows when neither --lines nor --since says. */
 export const DEFAULT_LOG_LINES = 100;

@@ -10,4 +10,4 @@ export * from './rpc.js';
 export * from './keyed-queue.js';
 export * from './records.js';
 export * from './session-channel.js';
-export * from './jail-network.js';
+// jail-network.js is not here: it loads ipaddr.js, which every CLI command would pay for at start

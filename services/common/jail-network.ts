@@ -4,7 +4,9 @@
 // scheduler's compare-and-set in KV does, so two jails never hold one).
 import ipaddr from 'ipaddr.js';
 
-export const DEFAULT_JAIL_CIDR = '10.88.0.0/16';
+import { DEFAULT_JAIL_CIDR } from './defaults.js';
+
+export { DEFAULT_JAIL_CIDR };
 
 /** A `--jail-cidr` the scheduler or an agent cannot use; the message names the rule. */
 export class InvalidJailNetwork extends Error {

@@ -9,7 +9,8 @@
 // turn with a retry). A jail whose actions changed a record is decided again in the next pass,
 // until nothing is left to do. Jails being moved by a drain sit out the passes until the move ends.
 import { WIRE_VERSION, type Command, type Heartbeat, type JailSpec, type PlacementRecord, type PlacementStrategy, type StateEvent } from '../../contracts/index.js';
-import { DEFAULT_JAIL_CIDR, JailNetwork, type HostLiveness, type Logger } from '../common/index.js';
+import { DEFAULT_JAIL_CIDR, type HostLiveness, type Logger } from '../common/index.js';
+import { JailNetwork } from '../common/jail-network.js';
 import { addressWanted, decideJail, jailsToMove, placementOf, placementUnchanged, publishedKey, settled, type Action, type Facts, type JailView } from './decide.js';
 import { LivePacking } from './live-packing.js';
 import { abandoned, checkMove, confirmMove, copyVerdict, copyWaitMs, dropNewCopy, movedPlacement, newCopyCommand, noHost, oldCopyCommand, touched, type MoveBasis, type MoveOutcome } from './move.js';

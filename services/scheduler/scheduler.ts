@@ -12,7 +12,6 @@ import {
   DEFAULT_MOVE_TIMEOUT_MS,
   DEFAULT_RESYNC_MS,
   HeartbeatFeed,
-  JailNetwork,
   DEFAULT_JAIL_CIDR,
   connectNats,
   decodeWith,
@@ -22,6 +21,7 @@ import {
   type Logger,
   type NatsConnection,
 } from '../common/index.js';
+import { JailNetwork } from '../common/jail-network.js';
 import { ImageStore } from '../common/image-store.js';
 import { SchedulerApi } from './api.js';
 import { ImagePins } from './image-pins.js';

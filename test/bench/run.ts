@@ -420,8 +420,10 @@ async function echoLatencies(argv: string[], env: Record<string, string>, n: num
 }
 
 async function consoleLatency(n: number) {
-  const c = await TestCluster.start({ hosts: ['session-1'], logLevel: 'info' });
+  const c = await TestCluster.start({ hosts: [], logLevel: 'info' });
   const data = mkdtempSync(join(tmpdir(), 'jailfleet-bench-console-'));
+  // the target jail mounts a directory of `data`: the agent must allow it as a mount source
+  c.startAgent('session-1', ['--allow-mount-source', data]);
   try {
     await c.until('the agent up', async () => (await c.json<{ status: string }[]>(['hosts'])).some((h) => h.status === 'up'), 60_000);
     mkdirSync(join(data, 'data'));
@@ -466,8 +468,10 @@ async function natsPubSubMBs(url: string, mb: number): Promise<number> {
 }
 
 async function execThroughput(mb: number) {
-  const c = await TestCluster.start({ hosts: ['session-1'], logLevel: 'info' });
+  const c = await TestCluster.start({ hosts: [], logLevel: 'info' });
   const data = mkdtempSync(join(tmpdir(), 'jailfleet-bench-exec-'));
+  // the target jail mounts a directory of `data`: the agent must allow it as a mount source
+  c.startAgent('session-1', ['--allow-mount-source', data]);
   try {
     await c.until('the agent up', async () => (await c.json<{ status: string }[]>(['hosts'])).some((h) => h.status === 'up'), 60_000);
     mkdirSync(join(data, 'data'));
