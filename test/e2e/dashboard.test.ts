@@ -155,6 +155,12 @@ d('the dashboard shows a live cluster in a real browser', () => {
   }, 30_000);
 });
 
+/** Waits (up to 5 s) for the table's "N of M shown" to read `want`; then asserts it, so a wrong count fails saying what it was. */
+async function shownIs(page: Page, want: string): Promise<void> {
+  await page.waitForFunction((w) => document.getElementById('shown')?.textContent === w, want, { timeout: 5000 }).catch(() => undefined);
+  expect(await page.locator('#shown').innerText()).toBe(want);
+}
+
 d('the dashboard of 10,000 jails', () => {
   const N = 10_000;
   let c: TestCluster;
@@ -211,17 +217,20 @@ d('the dashboard of 10,000 jails', () => {
       return worst;
     });
     expect(longest).toBeLessThan(250);
-    await expect(page.locator('#shown').innerText()).resolves.toBe(`11 of ${N} shown`);
+    await shownIs(page, `11 of ${N} shown`);
     // the state filter and a sort by restarts, descending
     await page.fill('#search', '');
     await page.selectOption('#state-filter', 'failed');
     const failed = Array.from({ length: N }, (_, i) => i).filter((i) => syntheticState(i) === 'failed').length;
-    await expect(page.locator('#shown').innerText()).resolves.toBe(`${failed} of ${N} shown`);
+    // the filter is drawn on the next frame: wait for it (a wrong count times out, naming what it saw)
+    await shownIs(page, `${failed} of ${N} shown`);
     await page.click('[data-sort="restarts"]');
     await page.click('[data-sort="restarts"]');
-    const first = await page.locator('[data-jail]').first().getAttribute('data-jail');
     // restarts are i % 7 in the synthetic fleet: the first failed one with 6
     const expected = Array.from({ length: N }, (_, i) => i).filter((i) => syntheticState(i) === 'failed' && i % 7 === 6).map((i) => `svc-${i}`).sort()[0];
+    const first = await page
+      .waitForFunction((want) => document.querySelector('[data-jail]')?.getAttribute('data-jail') === want, expected, { timeout: 5000 })
+      .then(() => expected, async () => page.locator('[data-jail]').first().getAttribute('data-jail'));
     expect(first).toBe(expected);
     await shoot(page, '6-filtered');
     expect(problems).toEqual([]);
