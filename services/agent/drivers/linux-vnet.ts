@@ -73,13 +73,17 @@ export class VnetLinks {
   }
 
   /** Makes the link of the jail whose init is `pid` (waiting at its barrier, in its own network namespace): host end on the bridge, `eth0` in the jail. */
-  async wire(jail: string, pid: number): Promise<void> {
+  async wire(jail: string, pid: number, address: string): Promise<void> {
     const ip = await this.tool('ip');
     await this.ensureBridge(jail);
     const host = await this.hostEnd(jail);
     // each process costs milliseconds of the start: one makes the pair already on the bridge (the
     // jail's end is set up by jailinit), and the common path runs no other
-    const add = [ip, 'link', 'add', host, 'master', this.bridge, 'up', 'type', 'veth', 'peer', 'name', JAIL_IF, 'netns', String(pid)];
+    // eth0's MAC follows from the address (02: locally administered): a jail that starts again
+    // keeps it, so a neighbour entry the host still holds for the address stays right (with a
+    // new MAC every start, traffic went to the dead one until that entry expired)
+    const mac = `02:88:${address.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join(':')}`;
+    const add = [ip, 'link', 'add', host, 'master', this.bridge, 'up', 'type', 'veth', 'peer', 'name', JAIL_IF, 'address', mac, 'netns', String(pid)];
     const made = await execa(add[0]!, add.slice(1), { reject: false, stdin: 'ignore' });
     if (made.exitCode !== 0) {
       if (!/File exists/.test(made.stderr)) throw DriverStepFailed.of('start', jail, `${add.slice(1).join(' ')}: ${made.stderr.trim() || made.shortMessage}`, { argv: add, stderr: made.stderr });

@@ -406,7 +406,7 @@ export class LinuxDriver extends DriverBase implements JailDriver {
         if (vnet) {
           // remembered in the jail's directory: destroy removes a host end that outlived the jail
           await writeFileAtomic(join(p.dir, 'vnet-link'), await this.vnet!.hostEnd(spec.name), 0o600);
-          await this.vnet!.wire(spec.name, record.pid);
+          await this.vnet!.wire(spec.name, record.pid, vnet.address!);
         }
         await writeFileAtomic(p.pid, JSON.stringify(record), 0o600);
         // recorded: the barrier opens. A bare EOF (this process dying before here) ends the init.
